@@ -1,0 +1,226 @@
+//! The two queries the pipeline runs: observations of HST proposals
+//! (`Mast.Caom.Filtered`) and the products of observations
+//! (`Mast.Caom.Products`).
+//!
+//! Both send their ids in chunks (`proposals_per_query`,
+//! `products_batch_size`). MAST closes the connection when a result is above
+//! its memory cap. So when a chunk of more than one id times out or its
+//! connection closes early, the chunk is split in halves and each half is
+//! queried on its own. A single id is not split but gets the ordinary
+//! retries. A failed
+//! chunk is never returned in part: either all its rows arrive or the query
+//! fails.
+
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
+
+use crate::client::{Counters, MastClient, RetryMode};
+use crate::envelope::Row;
+use crate::error::ArchiveError;
+use crate::ids::ObsId;
+use crate::invoke::{QueryShape, invalid_response};
+use crate::model::{
+    OBSERVATION_REQUIRED_COLUMNS, Observation, PRODUCT_REQUIRED_COLUMNS, Product, ProductList,
+    is_hst_row, split_products,
+};
+
+/// Service that filters CAOM observations by column values.
+pub const SERVICE_CAOM_FILTERED: &str = "Mast.Caom.Filtered";
+/// Service that lists the data products of observations.
+pub const SERVICE_CAOM_PRODUCTS: &str = "Mast.Caom.Products";
+
+impl MastClient {
+    /// Returns the public HST observations of `proposal_ids`, in chunks of
+    /// `proposals_per_query`. Rows of other collections are dropped and
+    /// counted in [`crate::ClientStats::non_hst_rows_dropped`].
+    pub async fn observations_for_proposals(
+        &self,
+        proposal_ids: &[u32],
+    ) -> Result<Vec<Observation>, ArchiveError> {
+        let unique_ids = unique_in_order(proposal_ids);
+        let mut observations = Vec::new();
+        for chunk in unique_ids.chunks(self.config.proposals_per_query) {
+            let mut pending = vec![chunk];
+            while let Some(part) = pending.pop() {
+                match self.query_observations(part).await {
+                    Ok(rows) => observations.extend(rows),
+                    Err(err) if part.len() > 1 && is_overload(&err) => {
+                        let (left, right) = part.split_at(part.len() / 2);
+                        self.log_split(SERVICE_CAOM_FILTERED, part.len(), &err);
+                        pending.push(right);
+                        pending.push(left);
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+        Ok(observations)
+    }
+
+    /// Returns the products of `obsids`, in batches of
+    /// `products_batch_size`. Duplicate obsids are requested once; an empty
+    /// input returns an empty list without any request.
+    pub async fn products(&self, obsids: &[ObsId]) -> Result<ProductList, ArchiveError> {
+        let unique_obsids = unique_in_order(obsids);
+        let mut list = ProductList::default();
+        for batch in unique_obsids.chunks(self.config.products_batch_size) {
+            let mut pending = vec![batch];
+            while let Some(part) = pending.pop() {
+                match self.query_products(part).await {
+                    Ok(part_list) => list.extend(part_list),
+                    Err(err) if part.len() > 1 && is_overload(&err) => {
+                        let (left, right) = part.split_at(part.len() / 2);
+                        self.log_split(SERVICE_CAOM_PRODUCTS, part.len(), &err);
+                        pending.push(right);
+                        pending.push(left);
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+        Ok(list)
+    }
+
+    async fn query_observations(
+        &self,
+        proposal_ids: &[u32],
+    ) -> Result<Vec<Observation>, ArchiveError> {
+        let params = observation_params(proposal_ids);
+        let shape = QueryShape {
+            required_columns: OBSERVATION_REQUIRED_COLUMNS,
+            key_column: Some("obsid"),
+        };
+        let rows = self
+            .invoke_all_pages(
+                SERVICE_CAOM_FILTERED,
+                params.clone(),
+                shape,
+                split_mode(proposal_ids.len()),
+            )
+            .await?;
+        self.parse_observations(rows, &params)
+    }
+
+    fn parse_observations(
+        &self,
+        rows: Vec<Row>,
+        params: &Value,
+    ) -> Result<Vec<Observation>, ArchiveError> {
+        let context =
+            crate::client::RequestContext::new(SERVICE_CAOM_FILTERED, &params.to_string());
+        let total_rows = rows.len();
+        let mut observations = Vec::with_capacity(total_rows);
+        for (index, row) in rows.iter().enumerate().filter(|(_, row)| is_hst_row(row)) {
+            let observation = Observation::from_row(row, index)
+                .map_err(|reason| invalid_response(&context, reason))?;
+            observations.push(observation);
+        }
+
+        let dropped = (total_rows - observations.len()) as u64;
+        let without_position = observations
+            .iter()
+            .filter(|obs| !obs.has_position())
+            .count() as u64;
+        Counters::add(&self.counters.non_hst_rows_dropped, dropped);
+        Counters::add(
+            &self.counters.observations_without_position,
+            without_position,
+        );
+        if dropped > 0 {
+            tracing::info!(service = SERVICE_CAOM_FILTERED, params = %params, dropped, "dropped rows whose obs_collection is not HST");
+        }
+        Ok(observations)
+    }
+
+    async fn query_products(&self, obsids: &[ObsId]) -> Result<ProductList, ArchiveError> {
+        let params = product_params(obsids);
+        let context =
+            crate::client::RequestContext::new(SERVICE_CAOM_PRODUCTS, &params.to_string());
+        let shape = QueryShape {
+            required_columns: PRODUCT_REQUIRED_COLUMNS,
+            key_column: None,
+        };
+        let rows = self
+            .invoke_all_pages(
+                SERVICE_CAOM_PRODUCTS,
+                params,
+                shape,
+                split_mode(obsids.len()),
+            )
+            .await?;
+        let products = rows
+            .iter()
+            .enumerate()
+            .map(|(index, row)| Product::from_row(row, index))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|reason| invalid_response(&context, reason))?;
+
+        let requested: HashSet<ObsId> = obsids.iter().copied().collect();
+        let list = split_products(products, &requested);
+        for quarantined in &list.quarantined {
+            tracing::warn!(
+                service = SERVICE_CAOM_PRODUCTS,
+                obsid = %quarantined.product.obsid,
+                parent_obsid = %quarantined.product.parent_obsid,
+                data_uri = %quarantined.product.data_uri,
+                reason = quarantined.reason.code(),
+                "quarantined product row"
+            );
+        }
+        Ok(list)
+    }
+
+    fn log_split(&self, service: &str, id_count: usize, cause: &ArchiveError) {
+        Counters::add(&self.counters.splits, 1);
+        tracing::warn!(service, id_count, cause = %cause, "splitting query in halves after a timeout or closed connection");
+    }
+}
+
+/// Builds the `Mast.Caom.Filtered` params for public HST observations of
+/// `proposal_ids`.
+pub fn observation_params(proposal_ids: &[u32]) -> Value {
+    let proposal_values: Vec<String> = proposal_ids.iter().map(u32::to_string).collect();
+    json!({
+        "columns": "*",
+        "filters": [
+            {"paramName": "obs_collection", "values": ["HST"]},
+            {"paramName": "proposal_id", "values": proposal_values},
+            {"paramName": "dataRights", "values": ["PUBLIC"]},
+        ]
+    })
+}
+
+/// Builds the `Mast.Caom.Products` params for `obsids`.
+pub fn product_params(obsids: &[ObsId]) -> Value {
+    let joined = obsids
+        .iter()
+        .map(ObsId::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    json!({ "obsid": joined })
+}
+
+fn split_mode(id_count: usize) -> RetryMode {
+    if id_count > 1 {
+        RetryMode::SplitOnOverload
+    } else {
+        RetryMode::Retry
+    }
+}
+
+fn is_overload(err: &ArchiveError) -> bool {
+    matches!(
+        err,
+        ArchiveError::Timeout { .. } | ArchiveError::ConnectionReset { .. }
+    )
+}
+
+fn unique_in_order<T: Copy + Eq + std::hash::Hash>(values: &[T]) -> Vec<T> {
+    let mut seen = HashSet::new();
+    values
+        .iter()
+        .copied()
+        .filter(|value| seen.insert(*value))
+        .collect()
+}

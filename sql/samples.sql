@@ -1,0 +1,61 @@
+-- The dataset's samples: at most settings.max_images_per_proposal images per proposal,
+-- chosen by seeded sampling without replacement, with a proposal-disjoint
+-- train/validation split and the caption form chosen in the pipeline file.
+--
+-- seeded_uniform(seed, key) is a value in [0, 1) that depends only on the seed and the
+-- key, so the sample and the split are reproducible and do not reshuffle when other
+-- proposals or products are added.
+WITH distinct_products AS (
+    -- A data URI listed under several observations of a proposal is one image;
+    -- keep it once, under its lowest obsid.
+    SELECT *
+    FROM (
+        SELECT
+            c.*,
+            row_number() OVER (PARTITION BY c.proposal_id, c.data_uri ORDER BY c.obsid) AS uri_rank
+        FROM candidate_images c
+    )
+    WHERE uri_rank = 1
+),
+ranked AS (
+    SELECT
+        d.*,
+        row_number() OVER (
+            PARTITION BY d.proposal_id
+            ORDER BY seeded_uniform(s.seed, concat('image:', d.data_uri)), d.data_uri
+        ) AS sample_rank
+    FROM distinct_products d
+    CROSS JOIN settings s
+)
+SELECT
+    r.proposal_id,
+    pr.cycle,
+    pr.proposal_type,
+    pr.category,
+    pr.title,
+    pr.pi,
+    r.obsid,
+    r.obs_id,
+    r.instrument_name,
+    r.target_name,
+    r.filters,
+    r.data_uri,
+    r.product_filename,
+    r.product_type,
+    r.size_bytes,
+    r.image_rule,
+    r.sample_rank,
+    CASE
+        WHEN seeded_uniform(s.seed, concat('split:', CAST(r.proposal_id AS VARCHAR))) < s.val_fraction
+        THEN 'val'
+        ELSE 'train'
+    END AS split,
+    CASE s.caption_form WHEN 'paper' THEN pr.caption_paper ELSE pr.caption_clean END AS caption,
+    s.caption_form,
+    pr.caption_paper,
+    pr.caption_clean,
+    pr.text_repairs
+FROM ranked r
+JOIN proposals pr ON pr.proposal_id = r.proposal_id
+CROSS JOIN settings s
+WHERE r.sample_rank <= s.max_images_per_proposal

@@ -1,0 +1,247 @@
+//! One function per subcommand: call the library, print the result.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use datafusion::arrow::record_batch::RecordBatch;
+use paperclip::dataset::versions::{DatasetPaths, list_datasets, list_versions};
+use paperclip::pipeline::{PipelineConfig, RunOptions, RunReport};
+use paperclip::snapshots;
+use url::Url;
+
+use super::progress::Bars;
+use super::{ArchiveCommand, Cli, Command, DatasetsCommand, GlobalArgs};
+
+pub async fn dispatch(cli: Cli) -> Result<()> {
+    let global = &cli.global;
+    match cli.command {
+        Command::Run(args) => run(global, &args.pipeline, args.archive.as_deref()).await,
+        Command::Archive(ArchiveCommand::Serve(args)) => {
+            serve(&args.dir, &args.host, args.port).await
+        }
+        Command::Archive(ArchiveCommand::Snapshot(args)) => {
+            let summary = snapshots::files::build(&snapshots::files::SnapshotSources {
+                out: args.out.clone(),
+                catalog: args.catalog.clone(),
+                recorded: args.recorded.clone(),
+                image_dirs: args.images.clone(),
+            })?;
+            print_value(global, &summary, || summary.to_string())
+        }
+        Command::Archive(ArchiveCommand::Fixtures(args)) => {
+            let summary = snapshots::fixtures::build(&args.out)?;
+            print_value(global, &summary, || summary.to_string())
+        }
+        Command::Datasets(DatasetsCommand::List) => datasets_list(global).await,
+        Command::Datasets(DatasetsCommand::Show { name }) => datasets_show(global, &name).await,
+        Command::Sql(args) => sql(global, &args.query).await,
+    }
+}
+
+async fn run(global: &GlobalArgs, pipeline: &std::path::Path, archive: Option<&str>) -> Result<()> {
+    let config = PipelineConfig::load(pipeline)?;
+
+    let mut embedded = None;
+    let archive_override = match archive {
+        None => None,
+        Some("embedded") => {
+            let server = snapshots::embedded::start(&global.data_dir).await?;
+            let url = server.url.clone();
+            embedded = Some(server);
+            Some(url)
+        }
+        Some(text) => Some(Url::parse(text).with_context(|| {
+            format!("--archive {text:?} is not a URL; use e.g. http://127.0.0.1:8765 or `embedded`")
+        })?),
+    };
+
+    let options = RunOptions {
+        data_dir: global.data_dir.clone(),
+        archive_override,
+        progress: Arc::new(Bars::new()),
+    };
+    let result = paperclip::pipeline::run(&config, &options).await;
+    if let Some(server) = embedded {
+        server.stop().await;
+    }
+    let report = result.with_context(|| format!("run of {} failed", pipeline.display()))?;
+    print_value(global, &report, || format_report(&report))
+}
+
+fn format_report(report: &RunReport) -> String {
+    let mut text = String::new();
+    let outcome = match (report.published_version, report.unchanged_version) {
+        (Some(version), _) => format!("published {} v{version}", report.dataset),
+        (None, Some(version)) => format!(
+            "{} v{version} is up to date; nothing published",
+            report.dataset
+        ),
+        (None, None) => format!("{}: nothing published", report.dataset),
+    };
+    text.push_str(&format!(
+        "{outcome} (run {}, {:.1} s)\n",
+        report.run_id, report.elapsed_secs
+    ));
+    for (name, value) in &report.counts {
+        text.push_str(&format!("  {name:<28} {value}\n"));
+    }
+    text.push_str(&format!(
+        "  {:<28} {} ({} retries)\n",
+        "archive_requests", report.archive_requests, report.archive_retries
+    ));
+    if !report.skipped_by_reason.is_empty() {
+        text.push_str("skipped, by stage/reason:\n");
+        for (reason, count) in &report.skipped_by_reason {
+            text.push_str(&format!("  {reason:<40} {count}\n"));
+        }
+    }
+    text.trim_end().to_string()
+}
+
+async fn serve(dir: &std::path::Path, host: &str, port: u16) -> Result<()> {
+    let ip: IpAddr = host
+        .parse()
+        .with_context(|| format!("--host {host:?} is not an IP address; use e.g. 127.0.0.1"))?;
+    let snapshot = paperclip_archive::Snapshot::open(dir)
+        .with_context(|| format!("cannot open snapshot {}", dir.display()))?;
+    let mut server = paperclip_archive::server::bind(
+        snapshot,
+        SocketAddr::new(ip, port),
+        paperclip_archive::server::ServeOptions::default(),
+    )
+    .await?;
+    eprintln!(
+        "serving {} on http://{}",
+        dir.display(),
+        server.local_addr()
+    );
+    if !ip.is_loopback() {
+        eprintln!("warning: bound to {ip}, which other machines can reach");
+    }
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot wait for Ctrl-C")?;
+    server.shutdown();
+    server.join().await?;
+    Ok(())
+}
+
+async fn datasets_list(global: &GlobalArgs) -> Result<()> {
+    let mut rows = Vec::new();
+    for name in list_datasets(&global.data_dir)? {
+        let versions = list_versions(&DatasetPaths::new(&global.data_dir, &name)).await?;
+        let latest = versions.last();
+        rows.push(serde_json::json!({
+            "dataset": name,
+            "versions": versions.len(),
+            "latest_version": latest.map(|v| v.version),
+            "samples": latest.and_then(|v| v.counts.get("samples")),
+            "created_at": latest.map(|v| v.created_at.clone()),
+        }));
+    }
+    print_value(global, &rows, || {
+        if rows.is_empty() {
+            return format!("no datasets in {}", global.data_dir.display());
+        }
+        rows.iter()
+            .map(|r| {
+                format!(
+                    "{}  latest v{}  {} samples  {} version(s)  {}",
+                    r["dataset"].as_str().unwrap_or_default(),
+                    r["latest_version"],
+                    r["samples"],
+                    r["versions"],
+                    r["created_at"].as_str().unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+async fn datasets_show(global: &GlobalArgs, name: &str) -> Result<()> {
+    let known = list_datasets(&global.data_dir)?;
+    if !known.iter().any(|k| k == name) {
+        bail!(paperclip::error::PipelineError::DatasetNotFound {
+            name: name.to_string(),
+            data_dir: global.data_dir.clone(),
+            known: if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            },
+        });
+    }
+    let paths = DatasetPaths::new(&global.data_dir, name);
+    let versions = list_versions(&paths).await?;
+    print_value(global, &versions, || {
+        let mut text = format!(
+            "{name}: {} version(s) in {}\n",
+            versions.len(),
+            paths.root.display()
+        );
+        for v in &versions {
+            text.push_str(&format!(
+                "v{}  {}  run {}  fingerprint {}\n",
+                v.version,
+                v.created_at,
+                v.run_id,
+                &v.fingerprint[..16]
+            ));
+            for (count, value) in &v.counts {
+                text.push_str(&format!("    {count:<28} {value}\n"));
+            }
+            for shard in &v.shards {
+                text.push_str(&format!(
+                    "    shard {:<18} {:>6} samples {:>12} bytes  sha256 {}\n",
+                    shard.name, shard.samples, shard.size_bytes, shard.sha256
+                ));
+            }
+        }
+        text.trim_end().to_string()
+    })
+}
+
+async fn sql(global: &GlobalArgs, query: &str) -> Result<()> {
+    let ctx = paperclip::sql::new_session();
+    paperclip::dataset::catalog::register_datasets(&ctx, &global.data_dir).await?;
+    let frame = ctx.sql(query).await.context("SQL query failed")?;
+    let batches = frame.collect().await.context("SQL query failed")?;
+    if global.json {
+        println!("{}", batches_to_json(&batches)?);
+    } else {
+        println!(
+            "{}",
+            datafusion::arrow::util::pretty::pretty_format_batches(&batches)?
+        );
+    }
+    Ok(())
+}
+
+fn batches_to_json(batches: &[RecordBatch]) -> Result<String> {
+    let mut buffer = Vec::new();
+    {
+        let mut writer = datafusion::arrow::json::ArrayWriter::new(&mut buffer);
+        let refs: Vec<&RecordBatch> = batches.iter().collect();
+        writer.write_batches(&refs)?;
+        writer.finish()?;
+    }
+    if buffer.is_empty() {
+        return Ok("[]".to_string());
+    }
+    Ok(String::from_utf8(buffer)?)
+}
+
+fn print_value<T: serde::Serialize>(
+    global: &GlobalArgs,
+    value: &T,
+    text: impl FnOnce() -> String,
+) -> Result<()> {
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        println!("{}", text());
+    }
+    Ok(())
+}

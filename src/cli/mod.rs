@@ -1,0 +1,156 @@
+//! Command-line interface: argument parsing, logging set-up, progress bars and output.
+//! Everything else lives in the library; this layer only translates.
+
+mod commands;
+mod progress;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Build versioned, SQL-queryable image-text datasets from telescope archives.
+#[derive(Debug, Parser)]
+#[command(name = "paperclip", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Directory holding downloads, prepared images, datasets and run records.
+    #[arg(
+        long,
+        global = true,
+        env = "PAPERCLIP_DATA_DIR",
+        default_value = "paperclip-data"
+    )]
+    pub data_dir: PathBuf,
+    /// Log level for developer logs on stderr (error, warn, info, debug, trace);
+    /// `RUST_LOG` overrides it.
+    #[arg(long, global = true, default_value = "warn")]
+    pub log_level: String,
+    /// Print machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a pipeline and publish a new dataset version when its samples changed.
+    Run(RunArgs),
+    /// Serve or build local archive snapshots.
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
+    /// List and inspect published datasets.
+    #[command(subcommand)]
+    Datasets(DatasetsCommand),
+    /// Run one SQL query over every dataset version (`"<dataset>".<latest|vN>.samples`).
+    Sql(SqlArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Pipeline file (TOML).
+    pub pipeline: PathBuf,
+    /// Archive base URL replacing the pipeline's, e.g. http://127.0.0.1:8765 for
+    /// `paperclip archive serve`; `embedded` starts a built-in fixture archive on loopback.
+    #[arg(long)]
+    pub archive: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArchiveCommand {
+    /// Serve a snapshot directory through the MAST Portal API shapes the client uses.
+    Serve(ServeArgs),
+    /// Build a snapshot from a catalog, recorded MAST responses and image files.
+    Snapshot(SnapshotArgs),
+    /// Write the built-in fixture snapshot (synthetic proposals and sky images).
+    Fixtures(FixturesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Snapshot directory.
+    pub dir: PathBuf,
+    /// Address to bind; keep 127.0.0.1 unless other machines must reach it.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// TCP port; 0 picks a free one.
+    #[arg(long, default_value_t = 8765)]
+    pub port: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Output directory (created; must be empty or absent).
+    pub out: PathBuf,
+    /// Proposal catalog in STScI's abstracts.cat format.
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
+    /// Recorded MAST response (Mast.Caom.Filtered or Mast.Caom.Products envelope); repeatable.
+    #[arg(long = "recorded")]
+    pub recorded: Vec<PathBuf>,
+    /// Directory scanned recursively for FITS and HAP preview files; repeatable.
+    #[arg(long = "images")]
+    pub images: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FixturesArgs {
+    /// Output directory (created; must be empty or absent).
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatasetsCommand {
+    /// List datasets and their latest version.
+    List,
+    /// Show a dataset's versions with counts and shards.
+    Show {
+        /// Dataset name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// SQL query.
+    pub query: String,
+}
+
+/// Parses arguments, runs the command and returns the process exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global.log_level);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::dispatch(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

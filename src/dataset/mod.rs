@@ -1,0 +1,6 @@
+//! Published datasets: WebDataset shards, versions as Delta table versions, and the SQL
+//! catalog over every version.
+
+pub mod catalog;
+pub mod shards;
+pub mod versions;

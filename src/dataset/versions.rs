@@ -1,0 +1,227 @@
+//! Published dataset versions.
+//!
+//! On disk, under `<data dir>/datasets/<name>/`:
+//! - `samples/`: a Delta Lake table with one row per sample. Dataset version `N` is Delta
+//!   table version `N - 1`, so Spark, Polars and the Python `deltalake` package can
+//!   time-travel to any dataset version.
+//! - `versions/v<N>/`: the version's immutable files: WebDataset shards, `manifest.json`
+//!   and `skips.parquet`.
+//! - `.lock`: held (an OS file lock) by the run that is writing the dataset.
+//!
+//! Publishing order: the version directory is staged, fsynced and renamed into place, then
+//! the Delta commit (which carries the version record in its commit metadata) makes the
+//! version visible. The commit is the single atomic step: a crash before it leaves only an
+//! unreferenced directory, which the next run deletes and rebuilds; a published version's
+//! files are never written again.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::record_batch::RecordBatch;
+use deltalake::DeltaTable;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::protocol::SaveMode;
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::shards::ShardInfo;
+use crate::error::{PipelineError, Result};
+
+/// Key of the version record inside the Delta commit metadata.
+const COMMIT_METADATA_KEY: &str = "paperclip";
+
+/// What a published version contains, stored in its Delta commit and in `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub dataset: String,
+    pub version: u64,
+    pub created_at: String,
+    pub run_id: String,
+    /// SHA-256 of the pipeline file that produced the version.
+    pub pipeline_sha256: String,
+    /// SHA-256 over the sorted (key, image, caption, split) of every sample; equal
+    /// fingerprints mean equal datasets.
+    pub fingerprint: String,
+    pub counts: BTreeMap<String, u64>,
+    pub skips_by_reason: BTreeMap<String, usize>,
+    pub shards: Vec<ShardInfo>,
+}
+
+/// Paths of one dataset under the data directory.
+#[derive(Debug, Clone)]
+pub struct DatasetPaths {
+    pub name: String,
+    pub root: PathBuf,
+}
+
+impl DatasetPaths {
+    pub fn new(data_dir: &Path, name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            root: data_dir.join("datasets").join(name),
+        }
+    }
+
+    pub fn samples_table(&self) -> PathBuf {
+        self.root.join("samples")
+    }
+
+    pub fn version_dir(&self, version: u64) -> PathBuf {
+        self.root.join("versions").join(format!("v{version}"))
+    }
+
+    pub fn staging_dir(&self, run_id: &str) -> PathBuf {
+        self.root.join("staging").join(run_id)
+    }
+
+    fn table_url(&self) -> Result<Url> {
+        let path = self.samples_table();
+        fs::create_dir_all(&path).map_err(|e| PipelineError::io(&path, e))?;
+        let absolute = fs::canonicalize(&path).map_err(|e| PipelineError::io(&path, e))?;
+        Url::from_directory_path(&absolute).map_err(|()| {
+            PipelineError::Invalid(format!("{} is not a valid table path", absolute.display()))
+        })
+    }
+
+    fn delta_error(&self, source: deltalake::DeltaTableError) -> PipelineError {
+        PipelineError::Delta {
+            path: self.samples_table(),
+            source,
+        }
+    }
+}
+
+/// An exclusive lock on a dataset, released when dropped or when the process exits.
+pub struct DatasetLock {
+    _file: File,
+}
+
+impl DatasetLock {
+    pub fn acquire(paths: &DatasetPaths) -> Result<Self> {
+        fs::create_dir_all(&paths.root).map_err(|e| PipelineError::io(&paths.root, e))?;
+        let lock_path = paths.root.join(".lock");
+        let file = File::create(&lock_path).map_err(|e| PipelineError::io(&lock_path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => Err(PipelineError::Locked {
+                name: paths.name.clone(),
+                lock_path,
+            }),
+            Err(fs::TryLockError::Error(e)) => Err(PipelineError::io(&lock_path, e)),
+        }
+    }
+}
+
+/// Lists the published versions of a dataset, oldest first; empty when none is published.
+pub async fn list_versions(paths: &DatasetPaths) -> Result<Vec<VersionRecord>> {
+    if !paths.samples_table().join("_delta_log").is_dir() {
+        return Ok(Vec::new());
+    }
+    let table = deltalake::open_table(paths.table_url()?)
+        .await
+        .map_err(|e| paths.delta_error(e))?;
+    let infos: Vec<_> = table
+        .history(None)
+        .try_collect()
+        .await
+        .map_err(|e| paths.delta_error(e))?;
+
+    let mut records: Vec<VersionRecord> = infos
+        .into_iter()
+        .filter_map(|info| info.info.get(COMMIT_METADATA_KEY).cloned())
+        .filter_map(|value| serde_json::from_value(value).ok())
+        .collect();
+    records.sort_by_key(|r| r.version);
+    Ok(records)
+}
+
+/// Opens the samples table as of a dataset version.
+pub async fn open_version(paths: &DatasetPaths, version: u64) -> Result<DeltaTable> {
+    let delta_version = version
+        .checked_sub(1)
+        .ok_or_else(|| PipelineError::Invalid("dataset versions start at 1".to_string()))?;
+    deltalake::open_table_with_version(paths.table_url()?, delta_version)
+        .await
+        .map_err(|e| paths.delta_error(e))
+}
+
+/// Makes a staged version visible: moves its directory into place, then commits the samples.
+///
+/// `record.version` must be the next version (latest + 1); a leftover directory of an
+/// unpublished attempt at that number is replaced.
+pub async fn publish(
+    paths: &DatasetPaths,
+    staged_dir: &Path,
+    samples: RecordBatch,
+    record: &VersionRecord,
+) -> Result<()> {
+    let url = paths.table_url()?;
+    let table = if paths.samples_table().join("_delta_log").is_dir() {
+        deltalake::open_table(url).await
+    } else {
+        // A table that does not exist yet; loading it would only log a kernel error.
+        deltalake::DeltaTableBuilder::from_url(url).and_then(|builder| builder.build())
+    }
+    .map_err(|e| paths.delta_error(e))?;
+    // Dataset version N is Delta version N - 1, so the table must be at N - 2 (or empty for N = 1).
+    let expected_delta_version = record.version.checked_sub(2);
+    let current = table.version();
+    if current != expected_delta_version {
+        let describe =
+            |v: Option<u64>| v.map_or("empty".to_string(), |v| format!("at Delta version {v}"));
+        return Err(PipelineError::Invalid(format!(
+            "cannot publish {} version {}: the samples table is {}, expected {}; another run published in between, run again",
+            record.dataset,
+            record.version,
+            describe(current),
+            describe(expected_delta_version)
+        )));
+    }
+
+    move_into_place(staged_dir, &paths.version_dir(record.version))?;
+
+    let metadata = serde_json::to_value(record).expect("VersionRecord serializes");
+    table
+        .write(vec![samples])
+        .with_save_mode(SaveMode::Overwrite)
+        .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
+        .with_commit_properties(
+            CommitProperties::default()
+                .with_metadata([(COMMIT_METADATA_KEY.to_string(), metadata)]),
+        )
+        .await
+        .map_err(|e| paths.delta_error(e))?;
+    Ok(())
+}
+
+fn move_into_place(staged_dir: &Path, final_dir: &Path) -> Result<()> {
+    if final_dir.exists() {
+        // Only an unpublished attempt can hold this number: publish() checked that the
+        // table is one version behind, and a published version's number is never reused.
+        tracing::warn!(dir = %final_dir.display(), "removing files of an unpublished attempt");
+        fs::remove_dir_all(final_dir).map_err(|e| PipelineError::io(final_dir, e))?;
+    }
+    let parent = final_dir.parent().expect("version dir has a parent");
+    fs::create_dir_all(parent).map_err(|e| PipelineError::io(parent, e))?;
+    fs::rename(staged_dir, final_dir).map_err(|e| PipelineError::io(final_dir, e))?;
+    crate::store::blobs::sync_dir(parent)
+}
+
+/// Lists dataset names under a data directory.
+pub fn list_datasets(data_dir: &Path) -> Result<Vec<String>> {
+    let root = data_dir.join("datasets");
+    if !root.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut names = Vec::new();
+    for entry in fs::read_dir(&root).map_err(|e| PipelineError::io(&root, e))? {
+        let entry = entry.map_err(|e| PipelineError::io(&root, e))?;
+        if entry.path().join("samples").join("_delta_log").is_dir() {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}

@@ -1,0 +1,92 @@
+//! Errors of the pipeline library. Each message names the value that failed and what to do;
+//! the CLI adds context with `anyhow` and turns them into exit codes.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum PipelineError {
+    #[error("failed to access {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("invalid pipeline file {path}: {message}")]
+    Config { path: PathBuf, message: String },
+
+    #[error(transparent)]
+    Archive(#[from] paperclip_archive::ArchiveError),
+
+    #[error("SQL model {model} failed: {source}")]
+    SqlModel {
+        model: String,
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
+
+    #[error("Arrow operation failed: {0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+
+    #[error("query failed: {0}")]
+    Query(#[from] datafusion::error::DataFusionError),
+
+    #[error("Delta table {path} failed: {source}")]
+    Delta {
+        path: PathBuf,
+        #[source]
+        source: deltalake::DeltaTableError,
+    },
+
+    #[error(
+        "SQL model {model} must return column {column} of type {expected}, but it is missing or {found}; fix the SELECT list"
+    )]
+    ModelSchema {
+        model: String,
+        column: String,
+        expected: String,
+        found: String,
+    },
+
+    #[error("dataset {name:?} not found in {data_dir}; known datasets: {known}")]
+    DatasetNotFound {
+        name: String,
+        data_dir: PathBuf,
+        known: String,
+    },
+
+    #[error("dataset {name:?} has no version {version}; published versions: {known}")]
+    VersionNotFound {
+        name: String,
+        version: String,
+        known: String,
+    },
+
+    #[error(
+        "dataset {name:?} is locked by another run ({lock_path}); wait for it to finish, or remove the file if no paperclip process is running"
+    )]
+    Locked { name: String, lock_path: PathBuf },
+
+    #[error("blob {sha256} in {path} is corrupt: {detail}; delete the file and run again")]
+    CorruptBlob {
+        sha256: String,
+        path: PathBuf,
+        detail: String,
+    },
+
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl PipelineError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = PipelineError> = std::result::Result<T, E>;

@@ -1,0 +1,15 @@
+//! paperclip turns a telescope archive and the observing-proposal texts behind it into
+//! versioned, SQL-queryable, training-ready image-text datasets.
+//!
+//! Data flow of the main job ([`pipeline::run`]): the proposal catalog and the archive's
+//! observation and product tables become Arrow tables; SQL models over DataFusion select
+//! the images ([`sql`]); selected products are downloaded into a content-addressed store
+//! ([`store`]) and prepared with the image crate; the samples are written as WebDataset
+//! shards and published as a Delta table version ([`dataset`]).
+
+pub mod dataset;
+pub mod error;
+pub mod pipeline;
+pub mod snapshots;
+pub mod sql;
+pub mod store;

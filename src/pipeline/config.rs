@@ -1,0 +1,341 @@
+//! The pipeline file: a TOML document naming the dataset, the archive, the selection rules,
+//! the image geometry, the caption form, the shard size and the SQL models.
+//!
+//! Every table rejects unknown keys, so a misspelt setting fails at load time with the list
+//! of valid names instead of being ignored. Relative paths (SQL models, a catalog path) are
+//! resolved against the directory that contains the pipeline file.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::PipelineError;
+
+/// A parsed pipeline file with its paths resolved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    pub dataset: DatasetSection,
+    #[serde(default)]
+    pub archive: ArchiveSection,
+    #[serde(default)]
+    pub selection: SelectionSection,
+    #[serde(default)]
+    pub images: ImagesSection,
+    #[serde(default)]
+    pub captions: CaptionsSection,
+    #[serde(default)]
+    pub shards: ShardsSection,
+    pub sql: SqlSection,
+    /// Directory containing the pipeline file; relative paths resolve against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// SHA-256 of the pipeline file bytes, recorded in every published version.
+    #[serde(skip)]
+    pub file_sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSection {
+    /// Dataset name, used as the SQL catalog name and the directory name.
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveSection {
+    /// MAST Portal API base URL.
+    pub base_url: String,
+    /// Proposal abstracts catalog: an http(s) URL or a path relative to the pipeline file.
+    pub catalog: String,
+    pub request_timeout_secs: u64,
+    pub max_retries: u32,
+    pub page_size: u32,
+    pub proposals_per_query: usize,
+    pub products_batch_size: usize,
+    pub download_concurrency: usize,
+}
+
+impl Default for ArchiveSection {
+    fn default() -> Self {
+        Self {
+            base_url: "https://mast.stsci.edu".to_string(),
+            catalog: "https://archive.stsci.edu/hst/abstracts.cat".to_string(),
+            request_timeout_secs: 600,
+            max_retries: 5,
+            page_size: 50_000,
+            proposals_per_query: 50,
+            products_batch_size: 200,
+            download_concurrency: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelectionSection {
+    /// Lowest proposal cycle kept, inclusive.
+    pub min_cycle: u32,
+    /// Highest proposal cycle kept, inclusive.
+    pub max_cycle: u32,
+    /// Upper bound on images per proposal, sampled without replacement.
+    pub max_images_per_proposal: u32,
+    /// Seed of the per-proposal image sampling and of the train/validation split.
+    pub seed: u64,
+    /// Fraction of proposals assigned to the validation split.
+    pub val_fraction: f64,
+    /// Use science FITS images for proposals that have no matching preview.
+    pub fits_fallback: bool,
+}
+
+impl Default for SelectionSection {
+    fn default() -> Self {
+        Self {
+            min_cycle: 0,
+            max_cycle: 31,
+            max_images_per_proposal: 20,
+            seed: 42,
+            val_fraction: 0.1,
+            fits_fallback: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImagesSection {
+    /// Side of the square output image; the longest source side is scaled to it.
+    pub size_px: u32,
+    pub jpeg_quality: u8,
+    /// Stretch applied to FITS pixel values: `asinh` or `zscale`.
+    pub stretch: String,
+    /// Sources whose shorter side is below this are skipped as too small.
+    pub min_source_px: u32,
+}
+
+impl Default for ImagesSection {
+    fn default() -> Self {
+        Self {
+            size_px: 512,
+            jpeg_quality: 95,
+            stretch: "asinh".to_string(),
+            min_source_px: 16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptionsSection {
+    /// `paper` (`Category: X. <abstract>` exactly as the original code built it) or `clean`.
+    pub form: String,
+}
+
+impl Default for CaptionsSection {
+    fn default() -> Self {
+        Self {
+            form: "paper".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShardsSection {
+    pub samples_per_shard: usize,
+}
+
+impl Default for ShardsSection {
+    fn default() -> Self {
+        Self {
+            samples_per_shard: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlSection {
+    /// SQL model files run in order; each file's stem names the view it defines.
+    pub models: Vec<PathBuf>,
+    /// The model whose rows become the dataset's samples.
+    pub samples_model: String,
+}
+
+impl PipelineConfig {
+    /// Reads and validates a pipeline file.
+    pub fn load(path: &Path) -> Result<Self, PipelineError> {
+        let bytes = std::fs::read(path).map_err(|source| PipelineError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let text = String::from_utf8(bytes.clone()).map_err(|_| PipelineError::Config {
+            path: path.to_path_buf(),
+            message: "the file is not valid UTF-8; save it as UTF-8".to_string(),
+        })?;
+        let mut config: PipelineConfig =
+            toml::from_str(&text).map_err(|error| PipelineError::Config {
+                path: path.to_path_buf(),
+                message: error.to_string(),
+            })?;
+
+        config.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        config.file_sha256 = hex::encode(Sha256::digest(&bytes));
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), PipelineError> {
+        let invalid = |message: String| PipelineError::Config {
+            path: path.to_path_buf(),
+            message,
+        };
+
+        validate_dataset_name(&self.dataset.name).map_err(invalid)?;
+        let selection = &self.selection;
+        if selection.min_cycle > selection.max_cycle {
+            return Err(invalid(format!(
+                "selection.min_cycle ({}) is greater than selection.max_cycle ({}); swap them",
+                selection.min_cycle, selection.max_cycle
+            )));
+        }
+        if !(0.0..1.0).contains(&selection.val_fraction) {
+            return Err(invalid(format!(
+                "selection.val_fraction = {} is outside [0, 1); use e.g. 0.1 for 10% of proposals",
+                selection.val_fraction
+            )));
+        }
+        if selection.max_images_per_proposal == 0 {
+            return Err(invalid(
+                "selection.max_images_per_proposal = 0 would select nothing; use 1 or more".into(),
+            ));
+        }
+        if !(16..=4096).contains(&self.images.size_px) {
+            return Err(invalid(format!(
+                "images.size_px = {} is outside 16..=4096",
+                self.images.size_px
+            )));
+        }
+        if !(1..=100).contains(&self.images.jpeg_quality) {
+            return Err(invalid(format!(
+                "images.jpeg_quality = {} is outside 1..=100",
+                self.images.jpeg_quality
+            )));
+        }
+        self.images
+            .stretch
+            .parse::<paperclip_images::Stretch>()
+            .map_err(|error| invalid(format!("images.stretch: {error}")))?;
+        self.captions
+            .form
+            .parse::<paperclip_catalog::caption::CaptionForm>()
+            .map_err(|error| invalid(format!("captions.form: {error}")))?;
+        if self.shards.samples_per_shard == 0 {
+            return Err(invalid(
+                "shards.samples_per_shard must be at least 1".into(),
+            ));
+        }
+        if self.archive.download_concurrency == 0
+            || self.archive.products_batch_size == 0
+            || self.archive.proposals_per_query == 0
+        {
+            return Err(invalid(
+                "archive.download_concurrency, products_batch_size and proposals_per_query must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.sql.models.is_empty() {
+            return Err(invalid(
+                "sql.models is empty; list at least one SQL file".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Resolves a path written in the pipeline file against the file's directory.
+    pub fn resolve(&self, relative: &Path) -> PathBuf {
+        if relative.is_absolute() {
+            relative.to_path_buf()
+        } else {
+            self.base_dir.join(relative)
+        }
+    }
+}
+
+/// Checks that a dataset name is usable as a directory name and a quoted SQL identifier.
+pub fn validate_dataset_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name.chars().next().is_some_and(|c| c.is_ascii_lowercase());
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "dataset name {name:?} is invalid; use 1-64 characters a-z, 0-9, '-' or '_', starting with a letter"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_pipeline(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    const MINIMAL: &str = r#"
+[dataset]
+name = "demo"
+[sql]
+models = ["a.sql"]
+samples_model = "a"
+"#;
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let (_dir, path) = write_pipeline(MINIMAL);
+        let config = PipelineConfig::load(&path).unwrap();
+        assert_eq!(config.selection.max_images_per_proposal, 20);
+        assert_eq!(config.images.size_px, 512);
+        assert_eq!(config.file_sha256.len(), 64);
+    }
+
+    #[test]
+    fn unknown_setting_is_rejected_with_valid_names() {
+        let text = MINIMAL.replace("[sql]", "[selection]\nmax_image_per_proposal = 3\n[sql]");
+        let (_dir, path) = write_pipeline(&text);
+        let message = PipelineConfig::load(&path).unwrap_err().to_string();
+        assert!(message.contains("max_image_per_proposal"), "{message}");
+        assert!(message.contains("max_images_per_proposal"), "{message}");
+    }
+
+    #[test]
+    fn inverted_cycle_range_is_rejected() {
+        let text = MINIMAL.replace("[sql]", "[selection]\nmin_cycle = 9\nmax_cycle = 2\n[sql]");
+        let (_dir, path) = write_pipeline(&text);
+        let message = PipelineConfig::load(&path).unwrap_err().to_string();
+        assert!(message.contains("min_cycle (9)"), "{message}");
+    }
+
+    #[test]
+    fn dataset_names_are_checked() {
+        assert!(validate_dataset_name("hst-paperclip").is_ok());
+        assert!(validate_dataset_name("Hst").is_err());
+        assert!(validate_dataset_name("a/b").is_err());
+        assert!(validate_dataset_name("").is_err());
+    }
+}

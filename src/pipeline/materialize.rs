@@ -1,0 +1,214 @@
+//! Turns a selected product into a prepared image: download into the blob store (or reuse
+//! a verified blob), then decode, stretch and resize it (or reuse a cached result).
+//!
+//! Prepared results are cached under `<data dir>/prepared/<key>.json`, keyed by the source
+//! blob's SHA-256 and the image settings, so a rerun with the same inputs decodes nothing.
+//! Failures that depend only on the bytes (a truncated JPEG, a blank image) are cached too.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use paperclip_archive::MastClient;
+use paperclip_images::{PrepareOptions, prepare};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{PipelineError, Result};
+use crate::store::blobs::{BlobStore, UriRecord, write_atomic};
+
+/// Version of the preparation rules; bump it when `prepare` output changes for equal input.
+const PREPARE_CACHE_VERSION: &str = "1";
+
+/// A product to fetch and prepare.
+#[derive(Debug, Clone)]
+pub struct ImageRequest {
+    pub row: usize,
+    pub data_uri: String,
+    pub expected_size_bytes: Option<u64>,
+}
+
+/// A prepared image (or the reason it could not be prepared), as cached on disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreparedRecord {
+    pub blob_sha256: String,
+    pub blob_size_bytes: u64,
+    pub outcome: PreparedOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum PreparedOutcome {
+    Ready {
+        image_sha256: String,
+        image_size_bytes: u64,
+        source_format: String,
+        source_width_px: u32,
+        source_height_px: u32,
+        masked_pixels: u64,
+        stretch: Option<String>,
+    },
+    Rejected {
+        reason: String,
+        detail: String,
+    },
+}
+
+/// Result of one request: where the bytes came from and what preparing them gave.
+#[derive(Debug, Clone)]
+pub struct Materialized {
+    pub row: usize,
+    pub downloaded: bool,
+    pub prepared_from_cache: bool,
+    pub record: PreparedRecord,
+}
+
+/// Why a request produced no image and no record; the run skips the row.
+#[derive(Debug)]
+pub struct FetchFailure {
+    pub row: usize,
+    pub reason: String,
+    pub detail: String,
+}
+
+pub struct Materializer {
+    pub client: Arc<MastClient>,
+    pub store: BlobStore,
+    pub prepared_dir: PathBuf,
+    pub options: PrepareOptions,
+}
+
+impl Materializer {
+    /// Fetches and prepares one image. Archive failures for this file become a
+    /// [`FetchFailure`]; local storage failures abort the run.
+    pub async fn materialize(
+        &self,
+        request: ImageRequest,
+    ) -> Result<std::result::Result<Materialized, FetchFailure>> {
+        let (blob, downloaded) = match self.fetch(&request).await? {
+            Ok(found) => found,
+            Err(failure) => return Ok(Err(failure)),
+        };
+
+        let cache_path = self.cache_path(&blob.sha256);
+        if let Some(record) = read_cached(&cache_path, &blob.sha256, &self.store) {
+            return Ok(Ok(Materialized {
+                row: request.row,
+                downloaded,
+                prepared_from_cache: true,
+                record,
+            }));
+        }
+
+        let record = self.prepare_blob(&blob).await?;
+        let json = serde_json::to_vec_pretty(&record).expect("PreparedRecord serializes");
+        write_atomic(&cache_path, &json)?;
+        Ok(Ok(Materialized {
+            row: request.row,
+            downloaded,
+            prepared_from_cache: false,
+            record,
+        }))
+    }
+
+    async fn fetch(
+        &self,
+        request: &ImageRequest,
+    ) -> Result<std::result::Result<(UriRecord, bool), FetchFailure>> {
+        if let Some(record) = self.store.lookup_uri(&request.data_uri) {
+            tracing::debug!(uri = %request.data_uri, sha256 = %record.sha256, "blob cache hit");
+            return Ok(Ok((record, false)));
+        }
+
+        let download = match self
+            .client
+            .download(
+                &request.data_uri,
+                &self.store.tmp_dir(),
+                request.expected_size_bytes,
+            )
+            .await
+        {
+            Ok(download) => download,
+            Err(error) => {
+                tracing::warn!(uri = %request.data_uri, %error, "download failed");
+                return Ok(Err(FetchFailure {
+                    row: request.row,
+                    reason: error.code().to_string(),
+                    detail: error.to_string(),
+                }));
+            }
+        };
+
+        self.store.put_file(
+            &download.temp_path,
+            &download.sha256_hex,
+            download.size_bytes,
+        )?;
+        let record = UriRecord {
+            uri: request.data_uri.clone(),
+            sha256: download.sha256_hex,
+            size_bytes: download.size_bytes,
+        };
+        self.store.record_uri(&record)?;
+        Ok(Ok((record, true)))
+    }
+
+    async fn prepare_blob(&self, blob: &UriRecord) -> Result<PreparedRecord> {
+        let bytes = self.store.read_verified(&blob.sha256)?;
+        let options = self.options.clone();
+        let outcome = tokio::task::spawn_blocking(move || prepare(&bytes, &options))
+            .await
+            .map_err(|e| PipelineError::Invalid(format!("image task failed: {e}")))?;
+
+        let outcome = match outcome {
+            Ok(image) => {
+                let image_sha256 = self.store.put_bytes(&image.jpeg)?;
+                PreparedOutcome::Ready {
+                    image_sha256,
+                    image_size_bytes: image.jpeg.len() as u64,
+                    source_format: image.source_format.as_str().to_string(),
+                    source_width_px: image.source_width_px,
+                    source_height_px: image.source_height_px,
+                    masked_pixels: image.masked_pixels,
+                    stretch: image.stretch.map(|s| s.as_str().to_string()),
+                }
+            }
+            Err(error) => PreparedOutcome::Rejected {
+                reason: error.reason_code().to_string(),
+                detail: error.to_string(),
+            },
+        };
+        Ok(PreparedRecord {
+            blob_sha256: blob.sha256.clone(),
+            blob_size_bytes: blob.size_bytes,
+            outcome,
+        })
+    }
+
+    fn cache_path(&self, blob_sha256: &str) -> PathBuf {
+        let options = &self.options;
+        let key_material = format!(
+            "{PREPARE_CACHE_VERSION}:{blob_sha256}:{}:{}:{}:{}",
+            options.size_px,
+            options.jpeg_quality,
+            options.stretch.as_str(),
+            options.min_source_px
+        );
+        let key = hex::encode(Sha256::digest(key_material.as_bytes()));
+        self.prepared_dir.join(format!("{key}.json"))
+    }
+}
+
+/// Reads a cached result; a result whose prepared image is no longer stored counts as absent.
+fn read_cached(
+    path: &std::path::Path,
+    blob_sha256: &str,
+    store: &BlobStore,
+) -> Option<PreparedRecord> {
+    let record: PreparedRecord = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let image_present = match &record.outcome {
+        PreparedOutcome::Ready { image_sha256, .. } => store.contains(image_sha256),
+        PreparedOutcome::Rejected { .. } => true,
+    };
+    (record.blob_sha256 == blob_sha256 && image_present).then_some(record)
+}

@@ -1,0 +1,11 @@
+//! The main job: read a pipeline file and build a dataset version from the archive.
+
+mod assemble;
+pub mod config;
+mod materialize;
+pub mod run;
+pub mod skips;
+mod tables;
+
+pub use config::PipelineConfig;
+pub use run::{NoProgress, Progress, RunOptions, RunReport, run};

@@ -1,0 +1,3 @@
+//! Local storage shared by every dataset: the content-addressed blob store.
+
+pub mod blobs;
