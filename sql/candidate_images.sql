@@ -18,6 +18,8 @@ WITH product_rows AS (
         o.target_name,
         o.filters,
         o.dataproduct_type,
+        o.s_ra,
+        o.s_dec,
         p.data_uri,
         p.product_filename,
         p.product_type,

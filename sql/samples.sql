@@ -39,6 +39,8 @@ SELECT
     r.instrument_name,
     r.target_name,
     r.filters,
+    r.s_ra,
+    r.s_dec,
     r.data_uri,
     r.product_filename,
     r.product_type,

@@ -51,9 +51,17 @@ async fn run(global: &GlobalArgs, pipeline: &std::path::Path, archive: Option<&s
             embedded = Some(server);
             Some(url)
         }
-        Some(text) => Some(Url::parse(text).with_context(|| {
-            format!("--archive {text:?} is not a URL; use e.g. http://127.0.0.1:8765 or `embedded`")
-        })?),
+        Some(text) => {
+            let url = Url::parse(text)
+                .ok()
+                .filter(|u| ["http", "https"].contains(&u.scheme()));
+            match url {
+                Some(url) => Some(url),
+                None => bail!(
+                    "--archive {text:?} is not an http(s) URL; use e.g. http://127.0.0.1:8765 or `embedded`"
+                ),
+            }
+        }
     };
 
     let options = RunOptions {
@@ -66,7 +74,13 @@ async fn run(global: &GlobalArgs, pipeline: &std::path::Path, archive: Option<&s
         server.stop().await;
     }
     let report = result.with_context(|| format!("run of {} failed", pipeline.display()))?;
-    print_value(global, &report, || format_report(&report))
+    print_value(global, &report, || format_report(&report))?;
+    if report.counts.get("samples").copied().unwrap_or(0) == 0 {
+        bail!(
+            "the run produced no samples, so nothing was published; the skipped reasons above say why"
+        );
+    }
+    Ok(())
 }
 
 fn format_report(report: &RunReport) -> String {
@@ -77,7 +91,7 @@ fn format_report(report: &RunReport) -> String {
             "{} v{version} is up to date; nothing published",
             report.dataset
         ),
-        (None, None) => format!("{}: nothing published", report.dataset),
+        (None, None) => format!("{}: nothing published (no samples)", report.dataset),
     };
     text.push_str(&format!(
         "{outcome} (run {}, {:.1} s)\n",

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use paperclip_archive::MastClient;
+use paperclip_archive::{ArchiveError, MastClient};
 use paperclip_images::{PrepareOptions, prepare};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -66,6 +66,9 @@ pub struct Materialized {
 #[derive(Debug)]
 pub struct FetchFailure {
     pub row: usize,
+    /// A failure that says nothing about the file (timeout, reset, 5xx, local I/O); the
+    /// run stops instead of publishing a version without the file.
+    pub transient: bool,
     pub reason: String,
     pub detail: String,
 }
@@ -133,6 +136,7 @@ impl Materializer {
                 tracing::warn!(uri = %request.data_uri, %error, "download failed");
                 return Ok(Err(FetchFailure {
                     row: request.row,
+                    transient: is_transient(&error),
                     reason: error.code().to_string(),
                     detail: error.to_string(),
                 }));
@@ -196,6 +200,17 @@ impl Materializer {
         );
         let key = hex::encode(Sha256::digest(key_material.as_bytes()));
         self.prepared_dir.join(format!("{key}.json"))
+    }
+}
+
+/// Whether a download failure may succeed on a later run.
+fn is_transient(error: &ArchiveError) -> bool {
+    match error {
+        ArchiveError::HttpStatus { status, .. } => *status >= 500,
+        ArchiveError::SizeMismatch { .. }
+        | ArchiveError::UnsafeDataUri { .. }
+        | ArchiveError::InvalidId { .. } => false,
+        _ => true,
     }
 }
 

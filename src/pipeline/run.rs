@@ -148,6 +148,9 @@ pub async fn run(config: &PipelineConfig, options: &RunOptions) -> Result<RunRep
 
     let versions = list_versions(&paths).await?;
     match versions.last() {
+        _ if assembled.rows.is_empty() => {
+            tracing::warn!("the run produced no samples; nothing to publish");
+        }
         Some(latest) if latest.fingerprint == assembled.fingerprint => {
             tracing::info!(
                 version = latest.version,
@@ -416,10 +419,15 @@ async fn materialize_all(
         .buffer_unordered(config.archive.download_concurrency);
 
     let mut facts = Vec::new();
+    let mut transient_failures = Vec::new();
     let mut tally = |name: &str| *counts.entry(name.to_string()).or_insert(0) += 1;
     while let Some(result) = results.next().await {
         progress.advance("images", 1);
         match result? {
+            Err(failure) if failure.transient => {
+                tally("downloads_failed");
+                transient_failures.push(format!("{}: {}", uris.value(failure.row), failure.detail));
+            }
             Err(failure) => {
                 tally("downloads_failed");
                 skips.push(Skip::new(
@@ -465,6 +473,13 @@ async fn materialize_all(
         }
     }
     progress.end("images");
+
+    if let Some(first) = transient_failures.first() {
+        return Err(PipelineError::Invalid(format!(
+            "{} download(s) failed with errors that may pass (first: {first}); finished downloads are kept, run again to complete the version",
+            transient_failures.len()
+        )));
+    }
     Ok(facts)
 }
 

@@ -10,9 +10,9 @@
 //!   upper half of that value.
 //! - 4xx responses are never retried.
 //! - Queries that can be split (several proposals or obsids) are not retried
-//!   on a timeout or a closed connection: the caller splits them instead,
-//!   because MAST closes the connection when a result exceeds its memory cap
-//!   and a repeated identical request would fail the same way.
+//!   on a timeout or a closed connection, and the caller splits them instead.
+//!   MAST closes the connection when a result exceeds its memory cap, so a
+//!   repeated identical request would fail the same way.
 //!
 //! Every retry is logged at `warn` with the service, params, attempt and
 //! cause, and counted in [`ClientStats::retries`].
@@ -122,7 +122,8 @@ pub struct ClientStats {
     pub polls: u64,
     /// Queries split in halves after a timeout or a closed connection.
     pub splits: u64,
-    /// Body bytes received by downloads and text fetches, failed attempts included.
+    /// Body bytes received by downloads (failed attempts included) and by
+    /// successful text fetches.
     pub bytes_downloaded: u64,
     /// Observation rows dropped because `obs_collection` was not HST.
     pub non_hst_rows_dropped: u64,

@@ -35,14 +35,14 @@ pub struct MastRequest {
     pub params: Value,
     #[serde(default = "default_format")]
     pub format: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page: Option<u32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pagesize: Option<u32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removenullcolumns: Option<bool>,
     /// Seconds MAST waits for the result before it returns `EXECUTING`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<u64>,
 }
 
@@ -149,14 +149,19 @@ impl Envelope {
         }
     }
 
-    /// Checks that `fields` has no duplicate names and that every column in
-    /// `required` is listed in `fields` and present in every row. Returns the
-    /// reason on failure.
+    /// Checks that `fields` has no duplicate names and, when there are rows,
+    /// that every column in `required` is listed in `fields` and present in
+    /// every row. Returns the reason on failure.
     pub fn check_columns(&self, required: &[&str]) -> Result<(), String> {
         if let Some(duplicate) = first_duplicate_field(&self.fields) {
             return Err(format!(
                 "column {duplicate:?} appears more than once in fields"
             ));
+        }
+        if self.data.is_empty() {
+            // An empty result has nothing to read, and servers may omit
+            // `fields` for it.
+            return Ok(());
         }
         for column in required {
             if !self.fields.iter().any(|field| field.name == *column) {
@@ -345,6 +350,32 @@ mod tests {
             reason.contains("\"proposal_id\" is missing from fields"),
             "{reason}"
         );
+    }
+
+    #[test]
+    fn request_serializes_mast_fields() {
+        let mut request = MastRequest::new("Mast.Caom.Products", json!({"obsid": "1"}));
+        request.pagesize = Some(1_000);
+        request.timeout = Some(30);
+        let value = serde_json::to_value(&request).unwrap();
+        let expected = json!({
+            "service": "Mast.Caom.Products", "params": {"obsid": "1"}, "format": "json",
+            "page": 1, "pagesize": 1000, "removenullcolumns": false, "timeout": 30
+        });
+        assert_eq!(value, expected);
+
+        request.pagesize = None;
+        let value = serde_json::to_value(&request).unwrap();
+        assert!(value.get("pagesize").is_none(), "{value}");
+    }
+
+    #[test]
+    fn empty_result_skips_required_columns() {
+        let env = envelope(&[], json!([]));
+        assert!(env.check_columns(&["obsid"]).is_ok());
+
+        let duplicated = envelope(&["obsid", "obsid"], json!([]));
+        assert!(duplicated.check_columns(&["obsid"]).is_err());
     }
 
     #[test]

@@ -292,6 +292,22 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn data_uri_paths_stay_relative(path in "[a-zA-Z0-9_./\\\\:-]{1,40}") {
+            let uri = format!("mast:{path}");
+            if let Ok(parsed) = DataUri::parse(&uri) {
+                let relative = std::path::Path::new(parsed.relative_path());
+                for component in relative.components() {
+                    proptest::prop_assert!(
+                        matches!(component, std::path::Component::Normal(_)),
+                        "{uri} has component {component:?}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn data_uri_accepts_mast_paths() {
         let uri = DataUri::parse("mast:HST/product/jbz504eoq_raw.fits").unwrap();

@@ -2,9 +2,9 @@
 //!
 //! A request whose response status is `EXECUTING` is re-sent unchanged after
 //! `poll_interval_ms`, at most `max_polls` times. A paged result is read page
-//! by page (1 to `pagesFiltered`) and returned only when the rows add up to
-//! `rowsFiltered`, every page reports the same `rowsFiltered`, and no key is
-//! repeated; otherwise the whole result is discarded with
+//! by page (1 to `pagesFiltered`). It is returned only when the rows add up
+//! to `rowsFiltered`, every page reports the same `rowsFiltered`, and no key
+//! is repeated. Otherwise the whole result is discarded with
 //! [`ArchiveError::IncompletePaging`], so a truncated result is never
 //! returned as complete.
 
@@ -125,7 +125,10 @@ impl MastClient {
                 }
                 STATUS_EXECUTING => {
                     Counters::add(&self.counters.polls, 1);
-                    tracing::debug!(poll = poll + 1, "MAST returned status EXECUTING, re-sending the request");
+                    tracing::debug!(
+                        poll = poll + 1,
+                        "MAST returned status EXECUTING, re-sending the request"
+                    );
                     if poll < self.config.max_polls {
                         tokio::time::sleep(Duration::from_millis(self.config.poll_interval_ms))
                             .await;

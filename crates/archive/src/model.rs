@@ -6,11 +6,10 @@
 //! [`Product`] is a row of `Mast.Caom.Products`; required columns are `obsID`,
 //! `obs_id`, `dataURI`, `productType` and `productFilename`.
 //!
-//! [`split_products`] applies the referential check of product rows against
-//! the obsids that were requested: a row whose parent is obsid 0 or an obsid
-//! outside the request goes to [`ProductList::quarantined`] with a
-//! [`QuarantineReason`], so no product is ever attached to a made-up
-//! observation. Several rows may share one `dataURI` under different
+//! [`split_products`] checks each product row's parent against the requested
+//! obsids. A row whose parent is obsid 0 or an obsid outside the request goes
+//! to [`ProductList::quarantined`] with a [`QuarantineReason`], so no product
+//! is attached to a made-up observation. Several rows may share one `dataURI` under different
 //! observations; all of them are kept because the pipeline deduplicates bytes
 //! by content hash.
 

@@ -22,7 +22,7 @@ use crate::ids::ObsId;
 use crate::invoke::{QueryShape, invalid_response};
 use crate::model::{
     OBSERVATION_REQUIRED_COLUMNS, Observation, PRODUCT_REQUIRED_COLUMNS, Product, ProductList,
-    is_hst_row, split_products,
+    QuarantineReason, is_hst_row, split_products,
 };
 
 /// Service that filters CAOM observations by column values.
@@ -158,16 +158,7 @@ impl MastClient {
 
         let requested: HashSet<ObsId> = obsids.iter().copied().collect();
         let list = split_products(products, &requested);
-        for quarantined in &list.quarantined {
-            tracing::warn!(
-                service = SERVICE_CAOM_PRODUCTS,
-                obsid = %quarantined.product.obsid,
-                parent_obsid = %quarantined.product.parent_obsid,
-                data_uri = %quarantined.product.data_uri,
-                reason = quarantined.reason.code(),
-                "quarantined product row"
-            );
-        }
+        log_quarantine(&list, &context);
         Ok(list)
     }
 
@@ -201,6 +192,29 @@ pub fn product_params(obsids: &[ObsId]) -> Value {
     json!({ "obsid": joined })
 }
 
+/// Logs one line per query and reason, so a batch of orphaned rows does not
+/// flood the log.
+fn log_quarantine(list: &ProductList, context: &crate::client::RequestContext) {
+    for reason in [
+        QuarantineReason::ParentObsidZero,
+        QuarantineReason::ParentNotRequested,
+    ] {
+        let mut rows = list.quarantined.iter().filter(|row| row.reason == reason);
+        let Some(first) = rows.next() else {
+            continue;
+        };
+        tracing::warn!(
+            service = %context.service,
+            params = %context.params,
+            reason = reason.code(),
+            rows = 1 + rows.count(),
+            first_obsid = %first.product.obsid,
+            first_data_uri = %first.product.data_uri,
+            "quarantined product rows that fail the parent check"
+        );
+    }
+}
+
 fn split_mode(id_count: usize) -> RetryMode {
     if id_count > 1 {
         RetryMode::SplitOnOverload
@@ -223,4 +237,34 @@ fn unique_in_order<T: Copy + Eq + std::hash::Hash>(values: &[T]) -> Vec<T> {
         .copied()
         .filter(|value| seen.insert(*value))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observation_params_shape() {
+        let params = observation_params(&[13012, 8880]);
+        let expected = json!({
+            "columns": "*",
+            "filters": [
+                {"paramName": "obs_collection", "values": ["HST"]},
+                {"paramName": "proposal_id", "values": ["13012", "8880"]},
+                {"paramName": "dataRights", "values": ["PUBLIC"]},
+            ]
+        });
+        assert_eq!(params, expected);
+    }
+
+    #[test]
+    fn product_params_join_obsids() {
+        let params = product_params(&[ObsId(2003738726), ObsId(5)]);
+        assert_eq!(params, json!({"obsid": "2003738726,5"}));
+    }
+
+    #[test]
+    fn duplicate_ids_are_dropped_in_order() {
+        assert_eq!(unique_in_order(&[3, 1, 3, 2, 1]), vec![3, 1, 2]);
+    }
 }

@@ -25,12 +25,14 @@
 //!   symlinks) to a regular file inside `files/`, otherwise 404.
 //! - `GET /catalog/<name>` returns `catalog/<name>` by the same rules.
 //!
-//! [`ServeOptions`] injects faults: `fail_first_n` failures with
-//! `fail_status` (counted over all endpoints), `executing_polls` responses of
-//! `EXECUTING` per distinct invoke request, a connection closed without a
-//! complete response when a query result exceeds `max_rows_before_reset`,
-//! `latency_ms` of delay, and downloads cut to `truncate_downloads_to_bytes`
-//! without `Content-Length`.
+//! [`ServeOptions`] injects these faults:
+//! - `fail_first_n` responses with status `fail_status`, counted over all
+//!   endpoints;
+//! - `executing_polls` responses of `EXECUTING` per distinct invoke request;
+//! - a connection closed without a complete response when a query result
+//!   exceeds `max_rows_before_reset` rows;
+//! - `latency_ms` of delay;
+//! - downloads cut to `truncate_downloads_to_bytes`, without `Content-Length`.
 //!
 //! NOTE: the real MAST status codes for an unknown service or a malformed
 //! request were not confirmed; this server mirrors astroquery's handling,
@@ -114,7 +116,7 @@ type SharedState = Arc<ServerState>;
 pub struct RunningServer {
     local_addr: SocketAddr,
     shutdown_sender: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl RunningServer {
@@ -140,7 +142,9 @@ impl RunningServer {
     /// Waits until the server stops (after [`Self::shutdown`] or an error).
     pub async fn join(mut self) -> Result<(), ArchiveError> {
         let addr = self.local_addr;
-        let task = std::mem::replace(&mut self.task, tokio::spawn(async { Ok(()) }));
+        let Some(task) = self.task.take() else {
+            return Ok(());
+        };
         match task.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(err)) => Err(ArchiveError::ServerFailed {
@@ -220,7 +224,7 @@ pub async fn bind(
     Ok(RunningServer {
         local_addr,
         shutdown_sender: Some(shutdown_sender),
-        task,
+        task: Some(task),
     })
 }
 
@@ -253,8 +257,8 @@ impl ServerState {
         )
     }
 
-    /// Counts an invoke request and returns true while it should still be
-    /// sent `EXECUTING`.
+    /// Counts an invoke request and returns true while its response should
+    /// still be `EXECUTING`.
     fn still_executing(&self, request_key: &str) -> bool {
         if self.options.executing_polls == 0 {
             return false;
@@ -285,7 +289,10 @@ async fn invoke_handler(State(state): State<SharedState>, body: Bytes) -> Respon
     }
     let request = match parse_invoke_form(&body) {
         Ok(request) => request,
-        Err(message) => return (StatusCode::BAD_REQUEST, message).into_response(),
+        Err(message) => {
+            tracing::warn!(error = %message, "rejected an invalid invoke request");
+            return (StatusCode::BAD_REQUEST, message).into_response();
+        }
     };
     let request_key = serde_json::to_string(&request).expect("a request always serializes");
     if state.still_executing(&request_key) {
@@ -525,6 +532,7 @@ async fn download_handler(
         return response;
     }
     let Some(raw_uri) = query.get("uri") else {
+        tracing::warn!("rejected a download request without the uri parameter");
         return (
             StatusCode::BAD_REQUEST,
             "missing query parameter 'uri'; send ?uri=mast:<path>",
@@ -533,7 +541,10 @@ async fn download_handler(
     };
     let uri = match DataUri::parse(raw_uri) {
         Ok(uri) => uri,
-        Err(err) => return (StatusCode::BAD_REQUEST, err.to_string()).into_response(),
+        Err(err) => {
+            tracing::warn!(error = %err, "rejected a download request with an invalid data URI");
+            return (StatusCode::BAD_REQUEST, err.to_string()).into_response();
+        }
     };
     let lookup = state.snapshot.data_file(&uri);
     state.delay(0).await;
@@ -561,6 +572,7 @@ async fn serve_lookup(
     let path = match lookup {
         Ok(FileLookup::Found(path)) => path,
         Ok(FileLookup::NotFound) => {
+            tracing::info!(label, "requested file not found in the snapshot");
             return (
                 StatusCode::NOT_FOUND,
                 format!("{label} not found in this archive snapshot"),

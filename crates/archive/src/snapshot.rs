@@ -16,9 +16,9 @@
 //! Envelope files may be recorded MAST responses dropped in unchanged. The
 //! rows of all files of one table are merged in file-name order. The merged
 //! `fields` list is the union of the files' `fields` in that order (the first
-//! type given for a column wins) plus any column that only appears in rows;
-//! rows missing a merged column get `null` for it, as MAST rows always carry
-//! every column.
+//! type given for a column wins) plus any column that only appears in rows.
+//! Rows missing a merged column get `null` for it, because MAST rows always
+//! carry every column.
 //!
 //! [`Snapshot::open`] rejects a directory whose `snapshot.json` has another
 //! format or version, and any envelope that is not valid JSON, has an

@@ -18,6 +18,11 @@ use std::io::Cursor;
 use image::{DynamicImage, GrayImage, ImageFormat, ImageReader, Limits, RgbImage};
 use serde::{Deserialize, Serialize};
 
+use zune_core::bytestream::ZCursor;
+use zune_core::colorspace::ColorSpace;
+use zune_core::options::DecoderOptions;
+use zune_jpeg::JpegDecoder;
+
 use crate::ImageError;
 use crate::fits;
 
@@ -145,8 +150,9 @@ fn png_dimensions(bytes: &[u8]) -> Result<(u32, u32), ImageError> {
 pub fn decode_preview(bytes: &[u8], format: SourceFormat, max_pixels: u64) -> Result<DecodedPreview, ImageError> {
     let image_format = match format {
         SourceFormat::Jpeg => {
-            check_jpeg_colour_space(&check_jpeg(bytes)?)?;
-            ImageFormat::Jpeg
+            let info = check_jpeg(bytes)?;
+            check_jpeg_colour_space(&info)?;
+            return decode_jpeg_strict(bytes, &info);
         }
         SourceFormat::Png => ImageFormat::Png,
         SourceFormat::Fits | SourceFormat::FitsGzip => {
@@ -361,6 +367,34 @@ fn skip_entropy_data(bytes: &[u8], start: usize) -> Result<usize, ImageError> {
         "scan data starting at byte {start} runs to the end of the file ({} bytes) without an EOI marker",
         bytes.len()
     )))
+}
+
+/// Decodes a JPEG in zune-jpeg's strict mode, which fails on scan data that ends
+/// early instead of filling the missing rows with grey.
+fn decode_jpeg_strict(bytes: &[u8], info: &JpegInfo) -> Result<DecodedPreview, ImageError> {
+    let output_colour_space = if info.components == 1 { ColorSpace::Luma } else { ColorSpace::RGB };
+    let options = DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(usize::from(u16::MAX))
+        .set_max_height(usize::from(u16::MAX))
+        .jpeg_set_out_colorspace(output_colour_space);
+
+    let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    let samples = decoder.decode().map_err(|error| {
+        let detail = format!("{error:?}");
+        if detail.contains("Premature") || detail.contains("EOF") || detail.contains("end of") {
+            truncated(format!("the decoder ran out of scan data ({detail})"))
+        } else {
+            corrupt(detail)
+        }
+    })?;
+
+    let raster = match output_colour_space {
+        ColorSpace::Luma => GrayImage::from_raw(info.width_px, info.height_px, samples).map(Raster::Grey),
+        _ => RgbImage::from_raw(info.width_px, info.height_px, samples).map(Raster::Rgb),
+    };
+    let raster = raster.ok_or_else(|| corrupt("decoded sample count does not match the frame size".to_string()))?;
+    Ok(DecodedPreview { raster, source_channels: info.components })
 }
 
 fn check_jpeg_colour_space(info: &JpegInfo) -> Result<(), ImageError> {

@@ -3,8 +3,8 @@
 //!
 //! Each quantised integer `q` restores to `(q - r + 0.5) * ZSCALE + ZZERO`, where `r` is
 //! taken from a fixed table of 10,000 pseudo-random numbers. The table position for a
-//! tile starts at `(tile_row + ZDITHER0 - 1) mod 10000`, one-based tile rows, and
-//! advances by one per pixel, null pixels included.
+//! tile starts at `(tile_row - 1 + ZDITHER0 - 1) mod 10000` (tile rows and `ZDITHER0`
+//! are one-based) and advances by one per pixel, null pixels included.
 
 use std::sync::OnceLock;
 
@@ -47,7 +47,7 @@ struct Dither {
 
 impl Dither {
     fn new(tile_row: usize, zdither0: i64) -> Self {
-        let start = (tile_row as i64 + zdither0 - 1).rem_euclid(RANDOM_COUNT as i64) as usize;
+        let start = (tile_row as i64 - 1 + zdither0 - 1).rem_euclid(RANDOM_COUNT as i64) as usize;
         Self {
             seed_index: start,
             next: (randoms()[start] * 500.0) as usize,

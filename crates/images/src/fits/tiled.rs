@@ -139,7 +139,7 @@ fn read_layout(header: &Header, hdu: usize) -> Result<Layout, FitsError> {
         None => heap_default,
     };
 
-    let (rice_block_size, rice_bytepix) = rice_parameters(header, zbitpix);
+    let (rice_block_size, rice_bytepix) = rice_parameters(header);
     Ok(Layout {
         hdu,
         zbitpix,
@@ -185,15 +185,12 @@ fn tile_axes(header: &Header, hdu: usize, image_axes: &[u64]) -> Result<Vec<u64>
         .collect()
 }
 
-/// Reads `BLOCKSIZE` and `BYTEPIX` from the `ZNAMEn`/`ZVALn` pairs, with CFITSIO's
-/// defaults: 32 pixels per block, and the pixel width of `ZBITPIX` for integer images.
-fn rice_parameters(header: &Header, zbitpix: i64) -> (usize, usize) {
+/// Reads `BLOCKSIZE` and `BYTEPIX` from the `ZNAMEn`/`ZVALn` pairs, with the tiled-image
+/// convention's defaults of 32 pixels per block and 4 bytes per pixel. `m13_rice.fits`
+/// from astropy (16-bit, no `BYTEPIX`) decodes correctly only with the 4-byte default.
+fn rice_parameters(header: &Header) -> (usize, usize) {
     let mut block_size = 32;
-    let mut bytepix = match zbitpix {
-        8 => 1,
-        16 => 2,
-        _ => 4,
-    };
+    let mut bytepix = 4;
 
     for index in 1..=999 {
         let Some(name) = header.get_str(&format!("ZNAME{index}")) else {
@@ -435,8 +432,10 @@ fn decompress_integers(layout: &Layout, compressed: &[u8], row: usize, pixel_cou
             Ok(values)
         }
         "GZIP_1" | "GZIP_2" => {
-            let width = stored_bytes(layout);
-            let mut raw = gunzip_tile(layout, compressed, row, pixel_count * width)?;
+            let raw = gunzip_tile(layout, compressed, row, pixel_count * 8)?;
+            let width = gzip_sample_bytes(layout, raw.len(), pixel_count)
+                .ok_or_else(|| corrupt(layout, row, format!("gzip tile holds {} bytes for {pixel_count} pixels", raw.len())))?;
+            let mut raw = raw;
             if layout.algorithm == "GZIP_2" {
                 raw = unshuffle(&raw, width);
             }
@@ -449,15 +448,25 @@ fn decompress_integers(layout: &Layout, compressed: &[u8], row: usize, pixel_cou
     }
 }
 
-fn gunzip_tile(layout: &Layout, compressed: &[u8], row: usize, expected_bytes: usize) -> Result<Vec<u8>, FitsError> {
-    let mut raw = Vec::with_capacity(expected_bytes);
+/// Returns the sample width of a gunzipped tile: the stored width, or 4 bytes for
+/// 8- and 16-bit images, which older CFITSIO versions wrote as 32-bit integers.
+fn gzip_sample_bytes(layout: &Layout, raw_bytes: usize, pixel_count: usize) -> Option<usize> {
+    let stored = stored_bytes(layout);
+    [stored, 4]
+        .into_iter()
+        .find(|width| *width >= stored && raw_bytes == pixel_count * width)
+}
+
+/// Gunzips a tile, reading at most `max_bytes` so a hostile stream cannot grow unbounded.
+fn gunzip_tile(layout: &Layout, compressed: &[u8], row: usize, max_bytes: usize) -> Result<Vec<u8>, FitsError> {
+    let mut raw = Vec::new();
     flate2::read::GzDecoder::new(compressed)
-        .take(expected_bytes as u64 + 1)
+        .take(max_bytes as u64 + 1)
         .read_to_end(&mut raw)
         .map_err(|error| corrupt(layout, row, format!("gzip: {error}")))?;
 
-    if raw.len() != expected_bytes {
-        return Err(corrupt(layout, row, format!("gzip tile holds {} bytes, expected {expected_bytes}", raw.len())));
+    if raw.len() > max_bytes {
+        return Err(corrupt(layout, row, format!("gzip tile holds more than {max_bytes} bytes")));
     }
     Ok(raw)
 }
@@ -495,6 +504,9 @@ fn decode_fallback_tile(layout: &Layout, data: &[u8], row: usize, pixel_count: u
     if let Some(column) = find_column(layout, "GZIP_COMPRESSED_DATA") {
         let compressed = cell(layout, data, row, column)?;
         let raw = gunzip_tile(layout, compressed, row, pixel_count * sample_bytes)?;
+        if raw.len() != pixel_count * sample_bytes {
+            return Err(corrupt(layout, row, format!("gzip tile holds {} bytes for {pixel_count} pixels", raw.len())));
+        }
         return Ok(convert_big_endian(&raw, layout.zbitpix, &identity));
     }
 

@@ -1,0 +1,132 @@
+//! The `paperclip` binary as a user runs it: exit codes, messages and JSON output.
+
+use std::process::{Command, Output};
+
+use crate::support::pipeline_path;
+
+fn paperclip(data_dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_paperclip"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("PAPERCLIP_DATA_DIR")
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn help_lists_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = paperclip(dir.path(), &["--help"]);
+    assert!(output.status.success());
+    insta::assert_snapshot!(text(&output.stdout));
+}
+
+#[test]
+fn misspelt_setting_fails_with_valid_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("p.toml");
+    let original = std::fs::read_to_string(pipeline_path()).unwrap();
+    std::fs::write(
+        &pipeline,
+        original.replace("max_images_per_proposal", "max_image_per_proposal"),
+    )
+    .unwrap();
+
+    let output = paperclip(
+        dir.path(),
+        &["run", pipeline.to_str().unwrap(), "--archive", "embedded"],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("unknown field `max_image_per_proposal`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("max_images_per_proposal"), "{stderr}");
+}
+
+#[test]
+fn unknown_dataset_names_known_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = paperclip(dir.path(), &["datasets", "show", "nope"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("dataset \"nope\" not found"), "{stderr}");
+    assert!(stderr.contains("known datasets: none"), "{stderr}");
+}
+
+#[test]
+fn bad_archive_url_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = pipeline_path();
+    let output = paperclip(
+        dir.path(),
+        &[
+            "run",
+            pipeline.to_str().unwrap(),
+            "--archive",
+            "localhost:8765",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("--archive \"localhost:8765\""), "{stderr}");
+}
+
+#[test]
+fn embedded_run_then_query_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = pipeline_path();
+    let run = paperclip(
+        dir.path(),
+        &[
+            "--json",
+            "run",
+            pipeline.to_str().unwrap(),
+            "--archive",
+            "embedded",
+        ],
+    );
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(report["published_version"], 1);
+    assert_eq!(report["counts"]["samples"], 7);
+
+    let list = paperclip(dir.path(), &["--json", "datasets", "list"]);
+    let datasets: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(datasets[0]["dataset"], "hst-paperclip");
+    assert_eq!(datasets[0]["latest_version"], 1);
+
+    let sql = paperclip(
+        dir.path(),
+        &[
+            "--json",
+            "sql",
+            r#"SELECT proposal_id, count(*) AS n FROM "hst-paperclip".latest.samples GROUP BY 1 ORDER BY 1"#,
+        ],
+    );
+    assert!(sql.status.success(), "{}", text(&sql.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&sql.stdout).unwrap();
+    assert_eq!(
+        rows,
+        serde_json::json!([
+            {"proposal_id": 90001, "n": 3},
+            {"proposal_id": 90002, "n": 2},
+            {"proposal_id": 90003, "n": 1},
+            {"proposal_id": 90004, "n": 1},
+        ])
+    );
+
+    let bad = paperclip(
+        dir.path(),
+        &["sql", "SELECT nope FROM \"hst-paperclip\".latest.samples"],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(text(&bad.stderr).contains("nope"), "{}", text(&bad.stderr));
+}

@@ -1,0 +1,270 @@
+//! End-to-end runs of the main job against archives served on loopback.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use paperclip::dataset::shards::read_shard;
+use paperclip::dataset::versions::{DatasetPaths, list_versions};
+use paperclip::pipeline::{PipelineConfig, Progress, RunOptions};
+use paperclip_archive::server::{ServeOptions, bind};
+
+use crate::support::{count_files, pipeline_path, query, run_config, run_pipeline};
+
+const DATASET: &str = "hst-paperclip";
+
+/// Writes the fixture snapshot and serves it with the given options.
+async fn serve_fixtures(
+    dir: &std::path::Path,
+    options: ServeOptions,
+) -> (paperclip_archive::RunningServer, url::Url) {
+    let snapshot_dir = dir.join("snapshot");
+    paperclip::snapshots::fixtures::build(&snapshot_dir).unwrap();
+    let snapshot = paperclip_archive::Snapshot::open(&snapshot_dir).unwrap();
+    let server = bind(
+        snapshot,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        options,
+    )
+    .await
+    .unwrap();
+    let url = server.base_url();
+    (server, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixture_run_publishes_then_reuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let (_server, url) = serve_fixtures(dir.path(), ServeOptions::default()).await;
+
+    let first = run_pipeline(&data_dir, url.clone()).await;
+    assert_eq!(first.published_version, Some(1));
+    assert_eq!(first.counts["samples"], 7);
+    assert_eq!(first.counts["downloads_fetched"], 9);
+    let reasons: Vec<&str> = first.skipped_by_reason.keys().map(String::as_str).collect();
+    assert_eq!(
+        reasons,
+        [
+            "archive/no_public_observations",
+            "catalog/cycle_out_of_range",
+            "catalog/missing_cycle",
+            "image/blank",
+            "image/truncated",
+            "products/parent_obsid_zero",
+        ]
+    );
+
+    let second = run_pipeline(&data_dir, url).await;
+    assert_eq!(second.published_version, None);
+    assert_eq!(second.unchanged_version, Some(1));
+    assert_eq!(second.counts.get("downloads_fetched"), None);
+    assert_eq!(second.counts["downloads_reused"], 9);
+    assert_eq!(second.counts["images_reused"], 9);
+    let versions = list_versions(&DatasetPaths::new(&data_dir, DATASET))
+        .await
+        .unwrap();
+    assert_eq!(versions.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_match_metadata_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let (_server, url) = serve_fixtures(dir.path(), ServeOptions::default()).await;
+    run_pipeline(&data_dir, url).await;
+
+    let paths = DatasetPaths::new(&data_dir, DATASET);
+    let record = list_versions(&paths).await.unwrap().pop().unwrap();
+    let mut shard_keys = Vec::new();
+    for shard in &record.shards {
+        let path = paths.version_dir(1).join("shards").join(&shard.name);
+        let (sha256, size_bytes) = paperclip::store::blobs::hash_file(&path).unwrap();
+        assert_eq!(sha256, shard.sha256, "{}", shard.name);
+        assert_eq!(size_bytes, shard.size_bytes);
+
+        let samples = read_shard(&path).unwrap();
+        assert_eq!(samples.len(), shard.samples);
+        for sample in samples {
+            let extensions: Vec<&str> = sample.members.iter().map(|(e, _)| e.as_str()).collect();
+            assert_eq!(extensions, ["jpg", "txt", "json"], "{}", sample.key);
+            let image = image::load_from_memory(&sample.members[0].1).unwrap();
+            assert_eq!((image.width(), image.height()), (512, 512));
+            let metadata: serde_json::Value = serde_json::from_slice(&sample.members[2].1).unwrap();
+            assert_eq!(metadata["key"], sample.key.as_str());
+            assert_eq!(
+                metadata["caption"].as_str().unwrap().as_bytes(),
+                sample.members[1].1.as_slice()
+            );
+            assert_eq!(metadata["shard"], shard.name.as_str());
+            shard_keys.push(sample.key);
+        }
+    }
+    shard_keys.sort();
+
+    let table = query(
+        &data_dir,
+        r#"SELECT key FROM "hst-paperclip".latest.samples ORDER BY key"#,
+    )
+    .await;
+    for key in &shard_keys {
+        assert!(table.contains(key.as_str()), "{key} missing from\n{table}");
+    }
+    assert_eq!(shard_keys.len(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_round_trips_through_sql_and_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let (_server, url) = serve_fixtures(dir.path(), ServeOptions::default()).await;
+    run_pipeline(&data_dir, url).await;
+
+    let table = query(
+        &data_dir,
+        r#"SELECT DISTINCT pi, title, text_repairs IS NOT NULL AS repaired
+           FROM "hst-paperclip".latest.samples WHERE proposal_id = 90002"#,
+    )
+    .await;
+    assert!(table.contains("Jürgen Müller"), "{table}");
+    assert!(
+        table.contains("dark cloud \u{2013} a test title"),
+        "{table}"
+    );
+    assert!(table.contains("true"), "{table}");
+
+    let nulls = query(
+        &data_dir,
+        r#"SELECT count(*) AS n FROM "hst-paperclip".latest.samples
+           WHERE s_ra IS NULL AND NOT isnan(coalesce(s_ra, 0.0))"#,
+    )
+    .await;
+    assert!(
+        nulls.contains("| 7 |"),
+        "NULL positions must stay NULL:\n{nulls}"
+    );
+}
+
+/// Signals once a given number of images are done, so a test can cut a run off there.
+struct CutAfter {
+    done: AtomicU64,
+    limit: u64,
+    reached: tokio::sync::Notify,
+}
+
+impl Progress for CutAfter {
+    fn advance(&self, _stage: &'static str, count: u64) {
+        if self.done.fetch_add(count, Ordering::SeqCst) + count == self.limit {
+            self.reached.notify_one();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_run_completes_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let (_server, url) = serve_fixtures(dir.path(), ServeOptions::default()).await;
+    let mut config = PipelineConfig::load(&pipeline_path()).unwrap();
+    config.archive.download_concurrency = 1;
+
+    let cut = Arc::new(CutAfter {
+        done: AtomicU64::new(0),
+        limit: 4,
+        reached: tokio::sync::Notify::new(),
+    });
+    let options = RunOptions {
+        data_dir: data_dir.clone(),
+        archive_override: Some(url.clone()),
+        progress: cut.clone(),
+    };
+    tokio::select! {
+        result = paperclip::pipeline::run(&config, &options) => panic!("the run was not cut off: {result:?}"),
+        () = cut.reached.notified() => {}
+    }
+    let paths = DatasetPaths::new(&data_dir, DATASET);
+    assert!(list_versions(&paths).await.unwrap().is_empty());
+    assert!(count_files(&data_dir.join("blobs/sha256")) >= 4);
+
+    let completed = run_config(&config, &data_dir, url).await;
+    assert_eq!(completed.published_version, Some(1));
+    assert_eq!(completed.counts["samples"], 7);
+    let fetched = completed
+        .counts
+        .get("downloads_fetched")
+        .copied()
+        .unwrap_or(0);
+    let reused = completed
+        .counts
+        .get("downloads_reused")
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(fetched + reused, 9);
+    assert!(
+        reused >= 4,
+        "downloads finished before the cut are reused, got {reused}"
+    );
+
+    let keys = query(
+        &data_dir,
+        r#"SELECT count(*) AS n, count(DISTINCT key) AS k FROM "hst-paperclip".v1.samples"#,
+    )
+    .await;
+    assert!(keys.contains("| 7 | 7 |"), "{keys}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_settings_publish_a_new_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let (_server, url) = serve_fixtures(dir.path(), ServeOptions::default()).await;
+    let mut config = PipelineConfig::load(&pipeline_path()).unwrap();
+    run_config(&config, &data_dir, url.clone()).await;
+
+    config.selection.max_images_per_proposal = 1;
+    let second = run_config(&config, &data_dir, url).await;
+    assert_eq!(second.published_version, Some(2));
+    assert_eq!(second.counts.get("downloads_fetched"), None);
+
+    let per_version = query(
+        &data_dir,
+        r#"SELECT 'v1' AS version, count(*) AS n FROM "hst-paperclip".v1.samples
+           UNION ALL SELECT 'v2', count(*) FROM "hst-paperclip".v2.samples
+           UNION ALL SELECT 'latest', count(*) FROM "hst-paperclip".latest.samples
+           ORDER BY version"#,
+    )
+    .await;
+    assert!(per_version.contains("| v1      | 7 |"), "{per_version}");
+    assert!(per_version.contains("| v2      | 3 |"), "{per_version}");
+    assert!(per_version.contains("| latest  | 3 |"), "{per_version}");
+
+    let paths = DatasetPaths::new(&data_dir, DATASET);
+    let v1 = &list_versions(&paths).await.unwrap()[0];
+    for shard in &v1.shards {
+        let path = paths.version_dir(1).join("shards").join(&shard.name);
+        let (sha256, _) = paperclip::store::blobs::hash_file(&path).unwrap();
+        assert_eq!(sha256, shard.sha256, "v1 shard {} changed", shard.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_downloads_are_skipped_not_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let truncating = ServeOptions {
+        truncate_downloads_to_bytes: Some(1000),
+        ..ServeOptions::default()
+    };
+    let (_server, url) = serve_fixtures(dir.path(), truncating).await;
+    let mut config = PipelineConfig::load(&pipeline_path()).unwrap();
+    config.archive.max_retries = 1;
+
+    let report = run_config(&config, &data_dir, url).await;
+    assert_eq!(
+        report.skipped_by_reason.get("download/size_mismatch"),
+        Some(&9)
+    );
+    assert_eq!(report.counts["samples"], 0);
+    assert_eq!(report.published_version, None);
+    assert_eq!(count_files(&data_dir.join("blobs/sha256")), 0);
+}

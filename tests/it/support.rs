@@ -1,0 +1,79 @@
+//! Shared test helpers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use paperclip::pipeline::{NoProgress, PipelineConfig, RunOptions, RunReport};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The project's pipeline file.
+pub fn pipeline_path() -> PathBuf {
+    repo_root().join("pipelines/hst-paperclip.toml")
+}
+
+/// The real third-party test data next to the repository, when present.
+///
+/// Returns `None` (after printing why) when it is absent, unless
+/// `PAPERCLIP_REQUIRE_SHARED_DATA=1`, which turns absence into a failure.
+pub fn shared_data() -> Option<PathBuf> {
+    let dir = repo_root().join("../shared/data");
+    if dir.join("README.md").is_file() {
+        return Some(dir);
+    }
+    let message = format!("skipping: shared data not found at {}", dir.display());
+    if std::env::var("PAPERCLIP_REQUIRE_SHARED_DATA").as_deref() == Ok("1") {
+        panic!("{message}");
+    }
+    eprintln!("{message}");
+    None
+}
+
+/// Runs the project's pipeline against an archive URL with a given data directory.
+pub async fn run_pipeline(data_dir: &Path, archive: url::Url) -> RunReport {
+    let config = PipelineConfig::load(&pipeline_path()).expect("pipeline file loads");
+    run_config(&config, data_dir, archive).await
+}
+
+pub async fn run_config(config: &PipelineConfig, data_dir: &Path, archive: url::Url) -> RunReport {
+    let options = RunOptions {
+        data_dir: data_dir.to_path_buf(),
+        archive_override: Some(archive),
+        progress: Arc::new(NoProgress),
+    };
+    paperclip::pipeline::run(config, &options)
+        .await
+        .expect("run succeeds")
+}
+
+/// Runs one SQL query over the datasets under `data_dir` and renders it as a table.
+pub async fn query(data_dir: &Path, sql: &str) -> String {
+    let ctx = paperclip::sql::new_session();
+    paperclip::dataset::catalog::register_datasets(&ctx, data_dir)
+        .await
+        .expect("datasets register");
+    let batches = ctx
+        .sql(sql)
+        .await
+        .expect("query plans")
+        .collect()
+        .await
+        .expect("query runs");
+    datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .expect("batches format")
+        .to_string()
+}
+
+/// Counts the files under a directory tree.
+pub fn count_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .map(|p| if p.is_dir() { count_files(&p) } else { 1 })
+        .sum()
+}

@@ -1,0 +1,1 @@
+CREATE TABLE settings AS SELECT 1 AS seed;
