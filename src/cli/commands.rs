@@ -100,10 +100,6 @@ fn format_report(report: &RunReport) -> String {
     for (name, value) in &report.counts {
         text.push_str(&format!("  {name:<28} {value}\n"));
     }
-    text.push_str(&format!(
-        "  {:<28} {} ({} retries)\n",
-        "archive_requests", report.archive_requests, report.archive_retries
-    ));
     if !report.skipped_by_reason.is_empty() {
         text.push_str("skipped, by stage/reason:\n");
         for (reason, count) in &report.skipped_by_reason {

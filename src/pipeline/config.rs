@@ -50,7 +50,8 @@ pub struct DatasetSection {
 pub struct ArchiveSection {
     /// MAST Portal API base URL.
     pub base_url: String,
-    /// Proposal abstracts catalog: an http(s) URL or a path relative to the pipeline file.
+    /// Proposal abstracts catalog (`abstracts.cat` format), or one Phase II `.pro` file:
+    /// an http(s) URL or a path relative to the pipeline file.
     pub catalog: String,
     pub request_timeout_secs: u64,
     pub max_retries: u32,
@@ -115,6 +116,9 @@ pub struct ImagesSection {
     pub stretch: String,
     /// Sources whose shorter side is below this are skipped as too small.
     pub min_source_px: u32,
+    /// Sources whose long side exceeds this many times the short side are skipped; unset
+    /// keeps every aspect ratio, as the original method did.
+    pub max_aspect_ratio: Option<f64>,
 }
 
 impl Default for ImagesSection {
@@ -124,6 +128,7 @@ impl Default for ImagesSection {
             jpeg_quality: 95,
             stretch: "asinh".to_string(),
             min_source_px: 16,
+            max_aspect_ratio: None,
         }
     }
 }
@@ -227,6 +232,13 @@ impl PipelineConfig {
             return Err(invalid(format!(
                 "images.jpeg_quality = {} is outside 1..=100",
                 self.images.jpeg_quality
+            )));
+        }
+        if let Some(ratio) = self.images.max_aspect_ratio
+            && (ratio.is_nan() || ratio < 1.0)
+        {
+            return Err(invalid(format!(
+                "images.max_aspect_ratio = {ratio} must be at least 1 (e.g. 3 rejects 150x900 images)"
             )));
         }
         self.images

@@ -192,11 +192,13 @@ impl Materializer {
     fn cache_path(&self, blob_sha256: &str) -> PathBuf {
         let options = &self.options;
         let key_material = format!(
-            "{PREPARE_CACHE_VERSION}:{blob_sha256}:{}:{}:{}:{}",
+            "{PREPARE_CACHE_VERSION}:{blob_sha256}:{}:{}:{}:{}:{:?}:{}",
             options.size_px,
             options.jpeg_quality,
             options.stretch.as_str(),
-            options.min_source_px
+            options.min_source_px,
+            options.max_aspect_ratio,
+            options.max_source_pixels
         );
         let key = hex::encode(Sha256::digest(key_material.as_bytes()));
         self.prepared_dir.join(format!("{key}.json"))

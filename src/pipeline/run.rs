@@ -14,7 +14,7 @@ use std::time::Instant;
 use datafusion::arrow::array::{Array, RecordBatch};
 use futures::StreamExt;
 use paperclip_archive::{ClientConfig, MastClient, ObsId, Observation};
-use paperclip_catalog::{Catalog, Proposal, parse_abstracts_cat};
+use paperclip_catalog::{Catalog, Proposal, parse_abstracts_cat, parse_phase2_pro};
 use paperclip_images::PrepareOptions;
 use serde::Serialize;
 use url::Url;
@@ -44,8 +44,8 @@ impl Progress for NoProgress {}
 pub struct RunOptions {
     /// Root of blobs, prepared images, datasets and run records.
     pub data_dir: PathBuf,
-    /// Replaces the pipeline's archive base URL; the catalog is then read from
-    /// `<archive>/catalog/abstracts.cat`.
+    /// Replaces the pipeline's archive base URL. A catalog given as a URL is then read
+    /// from `<archive>/catalog/abstracts.cat`; a catalog given as a path is kept.
     pub archive_override: Option<Url>,
     pub progress: Arc<dyn Progress>,
 }
@@ -134,6 +134,8 @@ pub async fn run(config: &PipelineConfig, options: &RunOptions) -> Result<RunRep
     counts.insert("skipped".into(), skips.len() as u64);
 
     let stats = client.stats();
+    counts.insert("archive_requests".into(), stats.requests);
+    counts.insert("archive_retries".into(), stats.retries);
     let mut report = RunReport {
         run_id: run_id.clone(),
         dataset: config.dataset.name.clone(),
@@ -221,6 +223,7 @@ fn prepare_options(config: &PipelineConfig) -> Result<PrepareOptions> {
             .parse()
             .map_err(|e| PipelineError::Invalid(format!("images.stretch: {e}")))?,
         min_source_px: images.min_source_px,
+        max_aspect_ratio: images.max_aspect_ratio,
         ..PrepareOptions::default()
     })
 }
@@ -233,8 +236,18 @@ async fn load_proposals(
     counts: &mut BTreeMap<String, u64>,
     skips: &mut Vec<Skip>,
 ) -> Result<Vec<Proposal>> {
-    let bytes = read_catalog(config, options, client).await?;
-    let Catalog { proposals, skipped } = parse_abstracts_cat(&bytes);
+    let (location, bytes) = read_catalog(config, options, client).await?;
+    let Catalog { proposals, skipped } = if location.to_ascii_lowercase().ends_with(".pro") {
+        let proposal = parse_phase2_pro(&bytes).map_err(|e| {
+            PipelineError::Invalid(format!("Phase II file {location} is unreadable: {e}"))
+        })?;
+        Catalog {
+            proposals: vec![proposal],
+            skipped: Vec::new(),
+        }
+    } else {
+        parse_abstracts_cat(&bytes)
+    };
     counts.insert(
         "catalog_records".into(),
         (proposals.len() + skipped.len()) as u64,
@@ -274,13 +287,17 @@ async fn load_proposals(
     Ok(kept)
 }
 
+/// Returns the catalog's location (URL or resolved path) and bytes.
 async fn read_catalog(
     config: &PipelineConfig,
     options: &RunOptions,
     client: &MastClient,
-) -> Result<Vec<u8>> {
+) -> Result<(String, Vec<u8>)> {
+    let configured = &config.archive.catalog;
+    let is_url = |text: &str| text.starts_with("http://") || text.starts_with("https://");
     let location = match &options.archive_override {
-        Some(base) => base
+        // A local catalog path stays in force; a catalog URL moves with the archive.
+        Some(base) if is_url(configured) => base
             .join("catalog/abstracts.cat")
             .map_err(|e| {
                 PipelineError::Invalid(format!(
@@ -288,16 +305,18 @@ async fn read_catalog(
                 ))
             })?
             .to_string(),
-        None => config.archive.catalog.clone(),
+        _ => configured.clone(),
     };
-    if location.starts_with("http://") || location.starts_with("https://") {
+    if is_url(&location) {
         let url = Url::parse(&location).map_err(|e| {
             PipelineError::Invalid(format!("catalog URL {location:?} is invalid: {e}"))
         })?;
-        return Ok(client.fetch_text(&url).await?);
+        let bytes = client.fetch_text(&url).await?;
+        return Ok((location, bytes));
     }
     let path = config.resolve(Path::new(&location));
-    std::fs::read(&path).map_err(|e| PipelineError::io(&path, e))
+    let bytes = std::fs::read(&path).map_err(|e| PipelineError::io(&path, e))?;
+    Ok((path.display().to_string(), bytes))
 }
 
 async fn query_observations(

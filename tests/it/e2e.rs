@@ -268,3 +268,36 @@ async fn truncated_downloads_are_skipped_not_published() {
     assert_eq!(report.published_version, None);
     assert_eq!(count_files(&data_dir.join("blobs/sha256")), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_blobs_are_not_downloaded_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let (first_server, url) = serve_fixtures(dir.path(), ServeOptions::default()).await;
+    run_pipeline(&data_dir, url).await;
+    drop(first_server);
+
+    // Every download from this server would come back truncated and be rejected, so a
+    // clean second run proves no file was requested.
+    let broken_downloads = ServeOptions {
+        truncate_downloads_to_bytes: Some(0),
+        ..ServeOptions::default()
+    };
+    let snapshot = paperclip_archive::Snapshot::open(&dir.path().join("snapshot")).unwrap();
+    let server = bind(
+        snapshot,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        broken_downloads,
+    )
+    .await
+    .unwrap();
+    let second = run_pipeline(&data_dir, server.base_url()).await;
+    assert_eq!(second.unchanged_version, Some(1));
+    assert_eq!(second.counts["downloads_reused"], 9);
+    assert!(
+        !second
+            .skipped_by_reason
+            .keys()
+            .any(|k| k.starts_with("download/"))
+    );
+}

@@ -75,3 +75,44 @@ async fn real_snapshot_pairs_uranus_with_its_abstract() {
     assert_eq!(again.unchanged_version, Some(1));
     assert_eq!(again.counts.get("downloads_fetched"), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phase2_file_works_as_catalog() {
+    let Some(data) = shared_data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot_dir = dir.path().join("snapshot");
+    build(&SnapshotSources {
+        out: snapshot_dir.clone(),
+        catalog: None,
+        recorded: Vec::new(),
+        image_dirs: vec![data.join("images/fits/seti")],
+    })
+    .unwrap();
+    let snapshot = paperclip_archive::Snapshot::open(&snapshot_dir).unwrap();
+    let server = bind(
+        snapshot,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        ServeOptions::default(),
+    )
+    .await
+    .unwrap();
+
+    let mut config =
+        paperclip::pipeline::PipelineConfig::load(&crate::support::pipeline_path()).unwrap();
+    config.archive.catalog = data.join("abstracts/13012.pro").display().to_string();
+    let data_dir = dir.path().join("data");
+    let report = crate::support::run_config(&config, &data_dir, server.base_url()).await;
+    assert_eq!(report.published_version, Some(1));
+    assert_eq!(report.counts["samples"], 1);
+
+    let table = query(
+        &data_dir,
+        r#"SELECT proposal_id, cycle, pi, substr(caption, 1, 40) AS caption_start
+           FROM "hst-paperclip".latest.samples"#,
+    )
+    .await;
+    assert!(
+        table.contains("| 13012       | 20    | Laurent Lamy"),
+        "{table}"
+    );
+}

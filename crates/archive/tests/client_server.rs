@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use paperclip_archive::{ArchiveError, MastClient, MastRequest, ObsId, ServeOptions};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use support::{FixedServer, Harness, LogCapture, fast_config, observation_row, product_row};
+use support::{FixedServer, Harness, fast_config, observation_row, product_row};
 use url::Url;
 
 fn no_faults() -> ServeOptions {
@@ -160,48 +160,6 @@ async fn paging_gap_is_an_error() {
         "{err}"
     );
     assert!(err.to_string().contains("rowsFiltered is 2"), "{err}");
-}
-
-#[tokio::test]
-async fn retry_503_twice_then_success() {
-    let logs = LogCapture::default();
-    let _guard = logs.install();
-    let options = ServeOptions {
-        fail_first_n: 2,
-        fail_status: 503,
-        ..no_faults()
-    };
-    let harness = Harness::start(
-        options,
-        |writer| {
-            writer
-                .add_observations(vec![observation_row(1, 13012)])
-                .unwrap();
-        },
-        |_| {},
-    )
-    .await;
-
-    let observations = harness
-        .client
-        .observations_for_proposals(&[13012])
-        .await
-        .unwrap();
-
-    assert_eq!(observations.len(), 1);
-    let stats = harness.client.stats();
-    assert_eq!(stats.retries, 2);
-    assert_eq!(stats.requests, 3);
-    let text = logs.text();
-    assert_eq!(
-        text.matches("retrying archive request").count(),
-        2,
-        "{text}"
-    );
-    assert!(text.contains("Mast.Caom.Filtered"), "{text}");
-    assert!(text.contains("attempt=1"), "{text}");
-    assert!(text.contains("attempt=2"), "{text}");
-    assert!(text.contains("HTTP 503"), "{text}");
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 
 use crate::fits::FitsError;
 
-/// Why an input could not be turned into a training image.
+/// Reason an input could not be turned into a training image.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error("invalid prepare options: {detail}")]
@@ -14,10 +14,16 @@ pub enum ImageError {
     UnsupportedFormat { magic_hex: String },
 
     #[error("truncated {format} image: {detail}; download the file again")]
-    Truncated { format: &'static str, detail: String },
+    Truncated {
+        format: &'static str,
+        detail: String,
+    },
 
     #[error("corrupt {format} image: {detail}; the file cannot be decoded and should be skipped")]
-    Corrupt { format: &'static str, detail: String },
+    Corrupt {
+        format: &'static str,
+        detail: String,
+    },
 
     #[error("unsupported JPEG colour space: {detail}; convert the image to RGB or greyscale first")]
     UnsupportedColourSpace { detail: String },

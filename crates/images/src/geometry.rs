@@ -5,6 +5,10 @@
 //! offset of the scaled image is `(size_px - scaled) / 2` with integer division, so an
 //! odd margin puts the extra white row or column at the bottom or right.
 //! Greyscale sources are resized as one channel and then expanded to R = G = B.
+//!
+//! NOTE: fast_image_resize picks SIMD code paths (SSE4.1, AVX2, NEON) from the running
+//! CPU, so output bytes are reproducible on one machine but have not been checked to
+//! match across CPUs with different instruction sets.
 
 use fast_image_resize::images::Image;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
@@ -29,12 +33,27 @@ pub fn fit_on_white_square(raster: &Raster, size_px: u32) -> Result<RgbImage, Im
 
     let scaled = match raster {
         Raster::Grey(grey) => {
-            let resized = resize_channels(grey.as_raw(), grey.width(), grey.height(), width_px, height_px, PixelType::U8)?;
-            let grey = GrayImage::from_raw(width_px, height_px, resized).ok_or_else(buffer_error)?;
+            let resized = resize_channels(
+                grey.as_raw(),
+                grey.width(),
+                grey.height(),
+                width_px,
+                height_px,
+                PixelType::U8,
+            )?;
+            let grey =
+                GrayImage::from_raw(width_px, height_px, resized).ok_or_else(buffer_error)?;
             image::DynamicImage::ImageLuma8(grey).to_rgb8()
         }
         Raster::Rgb(rgb) => {
-            let resized = resize_channels(rgb.as_raw(), rgb.width(), rgb.height(), width_px, height_px, PixelType::U8x3)?;
+            let resized = resize_channels(
+                rgb.as_raw(),
+                rgb.width(),
+                rgb.height(),
+                width_px,
+                height_px,
+                PixelType::U8x3,
+            )?;
             RgbImage::from_raw(width_px, height_px, resized).ok_or_else(buffer_error)?
         }
     };
@@ -60,16 +79,21 @@ fn resize_channels(
         return Ok(samples.to_vec());
     }
 
-    let source = Image::from_vec_u8(width_px, height_px, samples.to_vec(), pixel_type).map_err(|error| ImageError::Resize {
-        detail: format!("source buffer for {width_px}x{height_px}: {error}"),
-    })?;
+    let source =
+        Image::from_vec_u8(width_px, height_px, samples.to_vec(), pixel_type).map_err(|error| {
+            ImageError::Resize {
+                detail: format!("source buffer for {width_px}x{height_px}: {error}"),
+            }
+        })?;
     let mut target = Image::new(target_width_px, target_height_px, pixel_type);
     let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
 
     Resizer::new()
         .resize(&source, &mut target, &options)
         .map_err(|error| ImageError::Resize {
-            detail: format!("{width_px}x{height_px} to {target_width_px}x{target_height_px}: {error}"),
+            detail: format!(
+                "{width_px}x{height_px} to {target_width_px}x{target_height_px}: {error}"
+            ),
         })?;
     Ok(target.into_vec())
 }

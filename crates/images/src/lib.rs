@@ -12,8 +12,9 @@
 //!    white square ([`geometry`]);
 //! 6. encode the square as RGB JPEG with `jpeg_quality`.
 //!
-//! Invariants: `prepare` never panics on any input, and the same bytes and options
-//! give the same JPEG bytes on the same machine. Every failure is an [`ImageError`]
+//! Invariants, exercised by the property tests in `tests/robustness.rs`: `prepare`
+//! returns an error instead of panicking on malformed input, and the same bytes and
+//! options give the same JPEG bytes on the same machine. Every failure is an [`ImageError`]
 //! whose [`ImageError::reason_code`] is a stable snake_case label for skip reports.
 
 pub mod decode;

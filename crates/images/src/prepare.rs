@@ -1,4 +1,4 @@
-//! The top-level [`prepare`] function and its options; see the crate docs for the steps.
+//! The top-level [`prepare`] function and its options. The crate docs list the steps.
 
 use image::codecs::jpeg::JpegEncoder;
 use image::{GrayImage, RgbImage};
@@ -64,7 +64,11 @@ pub fn prepare(bytes: &[u8], options: &PrepareOptions) -> Result<PreparedImage, 
     validate(options)?;
 
     let format = decode::sniff(bytes).ok_or_else(|| ImageError::UnsupportedFormat {
-        magic_hex: bytes.iter().take(8).map(|byte| format!("{byte:02x}")).collect(),
+        magic_hex: bytes
+            .iter()
+            .take(8)
+            .map(|byte| format!("{byte:02x}"))
+            .collect(),
     })?;
 
     let source = match format {
@@ -107,21 +111,31 @@ fn validate(options: &PrepareOptions) -> Result<(), ImageError> {
     let invalid = |detail: String| Err(ImageError::InvalidOptions { detail });
 
     if options.size_px == 0 || options.size_px > MAX_SIZE_PX {
-        return invalid(format!("size_px = {} must be in 1..={MAX_SIZE_PX}", options.size_px));
+        return invalid(format!(
+            "size_px = {} must be in 1..={MAX_SIZE_PX}",
+            options.size_px
+        ));
     }
     if !(1..=100).contains(&options.jpeg_quality) {
-        return invalid(format!("jpeg_quality = {} must be in 1..=100", options.jpeg_quality));
+        return invalid(format!(
+            "jpeg_quality = {} must be in 1..=100",
+            options.jpeg_quality
+        ));
     }
-    if let Some(ratio) = options.max_aspect_ratio {
-        if ratio.is_nan() || ratio < 1.0 {
-            return invalid(format!("max_aspect_ratio = {ratio} must be at least 1.0"));
-        }
+    if let Some(ratio) = options.max_aspect_ratio
+        && (ratio.is_nan() || ratio < 1.0)
+    {
+        return invalid(format!("max_aspect_ratio = {ratio} must be at least 1.0"));
     }
     Ok(())
 }
 
 /// Applies the size limit, minimum short side and aspect-ratio rule, in that order.
-pub fn check_source_rules(width_px: u32, height_px: u32, options: &PrepareOptions) -> Result<(), ImageError> {
+pub fn check_source_rules(
+    width_px: u32,
+    height_px: u32,
+    options: &PrepareOptions,
+) -> Result<(), ImageError> {
     let pixels = u64::from(width_px) * u64::from(height_px);
     if pixels > options.max_source_pixels {
         return Err(ImageError::TooLarge {
@@ -140,7 +154,8 @@ pub fn check_source_rules(width_px: u32, height_px: u32, options: &PrepareOption
     }
 
     if let Some(max_aspect_ratio) = options.max_aspect_ratio {
-        let aspect_ratio = f64::from(width_px.max(height_px)) / f64::from(width_px.min(height_px).max(1));
+        let aspect_ratio =
+            f64::from(width_px.max(height_px)) / f64::from(width_px.min(height_px).max(1));
         if aspect_ratio > max_aspect_ratio {
             return Err(ImageError::AspectRatio {
                 width_px,
@@ -153,11 +168,16 @@ pub fn check_source_rules(width_px: u32, height_px: u32, options: &PrepareOption
     Ok(())
 }
 
-fn load_preview(bytes: &[u8], format: SourceFormat, options: &PrepareOptions) -> Result<Source, ImageError> {
-    let (width_px, height_px) = decode::dimensions(bytes, format)?;
+fn load_preview(
+    bytes: &[u8],
+    format: SourceFormat,
+    options: &PrepareOptions,
+) -> Result<Source, ImageError> {
+    let header = decode::inspect(bytes, format)?;
+    let (width_px, height_px) = (header.width_px, header.height_px);
     check_source_rules(width_px, height_px, options)?;
 
-    let preview = decode::decode_preview(bytes, format, options.max_source_pixels)?;
+    let preview = decode::decode_inspected(bytes, &header, options.max_source_pixels)?;
     if preview.raster.is_uniform() {
         return Err(ImageError::Blank {
             detail: format!("all {width_px}x{height_px} pixels have the same colour"),
@@ -193,9 +213,16 @@ fn load_fits(bytes: &[u8], options: &PrepareOptions) -> Result<Source, ImageErro
 /// to show the image as DS9 and astropy's `origin='lower'` do.
 fn flip_to_display(image: &FitsImage, grey: Vec<u8>) -> Result<GrayImage, ImageError> {
     let width = image.width_px as usize;
-    let flipped: Vec<u8> = grey.chunks_exact(width.max(1)).rev().flatten().copied().collect();
-    GrayImage::from_raw(image.width_px, image.height_px, flipped).ok_or_else(|| ImageError::Resize {
-        detail: "stretched FITS plane has the wrong length".to_string(),
+    let flipped: Vec<u8> = grey
+        .chunks_exact(width.max(1))
+        .rev()
+        .flatten()
+        .copied()
+        .collect();
+    GrayImage::from_raw(image.width_px, image.height_px, flipped).ok_or_else(|| {
+        ImageError::Resize {
+            detail: "stretched FITS plane has the wrong length".to_string(),
+        }
     })
 }
 

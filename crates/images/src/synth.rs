@@ -2,9 +2,9 @@
 //! Gaussian stars with a power-law brightness distribution (the brightest saturate),
 //! and one or two elliptical galaxies with exponential profiles.
 //!
-//! Invariant: output depends only on the arguments; the generator is a SplitMix64
-//! stream seeded with `seed`, so the same call gives the same pixels on any platform
-//! whose `f64` math functions agree (`exp`, `ln`, `sin`, `cos`, `asinh`).
+//! Invariant: output depends only on the arguments, because the generator is a
+//! SplitMix64 stream seeded with `seed`. The same call gives the same pixels on any
+//! platform whose `f64` math functions agree (`exp`, `ln`, `sin`, `cos`, `asinh`).
 
 use image::codecs::jpeg::JpegEncoder;
 use image::{DynamicImage, GrayImage, RgbImage};
@@ -47,8 +47,9 @@ struct SkyFlux {
 impl SkyFlux {
     fn add(&mut self, x: usize, y: usize, tint: &[f64; 3], value: f64) {
         let base = (y * self.width_px + x) * self.channels;
-        for channel in 0..self.channels {
-            self.flux[base + channel] += value * tint[channel];
+        let pixel = &mut self.flux[base..base + self.channels];
+        for (sample, weight) in pixel.iter_mut().zip(tint) {
+            *sample += value * weight;
         }
     }
 }
@@ -127,7 +128,12 @@ fn add_galaxy(sky: &mut SkyFlux, random: &mut SplitMix64) {
             let major = dx * cos + dy * sin;
             let minor = (-dx * sin + dy * cos) / axis_ratio;
             let radius = (major * major + minor * minor).sqrt();
-            sky.add(x as usize, y as usize, &tint, peak * (-radius / scale).exp());
+            sky.add(
+                x as usize,
+                y as usize,
+                &tint,
+                peak * (-radius / scale).exp(),
+            );
         }
     }
 }
@@ -167,7 +173,12 @@ pub fn sky_jpeg(seed: u64, width_px: u32, height_px: u32, colour: bool, quality:
 ///
 /// Rows are stored bottom-first, as FITS expects, so a reader that flips FITS rows for
 /// display shows the same orientation as [`sky_image`].
-pub fn sky_fits(seed: u64, width_px: u32, height_px: u32, extra_cards: &[(&str, FitsValue)]) -> Vec<u8> {
+pub fn sky_fits(
+    seed: u64,
+    width_px: u32,
+    height_px: u32,
+    extra_cards: &[(&str, FitsValue)],
+) -> Vec<u8> {
     let sky = render_flux(seed, width_px.max(1), height_px.max(1), 1);
     let counts: Vec<u16> = sky
         .flux
@@ -180,4 +191,83 @@ pub fn sky_fits(seed: u64, width_px: u32, height_px: u32, extra_cards: &[(&str, 
     let mut cards = vec![("TELESCOP", FitsValue::Str("HST".to_string()))];
     cards.extend(extra_cards.iter().cloned());
     uint16_image(sky.width_px, sky.height_px, &counts, &cards)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fits;
+
+    #[test]
+    fn sky_image_is_deterministic_per_seed() {
+        let first = sky_image(42, 96, 64, true);
+        let again = sky_image(42, 96, 64, true);
+        let other = sky_image(43, 96, 64, true);
+        assert_eq!(first.as_bytes(), again.as_bytes());
+        assert_ne!(first.as_bytes(), other.as_bytes());
+        assert_eq!((first.width(), first.height()), (96, 64));
+    }
+
+    #[test]
+    fn sky_image_looks_like_sky() {
+        let grey = sky_image(7, 256, 256, false).to_luma8();
+        let mut values: Vec<u8> = grey.as_raw().clone();
+        values.sort_unstable();
+        let median = values[values.len() / 2];
+        let saturated = values.iter().filter(|value| **value == 255).count();
+
+        assert!(median < 90, "background median {median} is not dark");
+        assert!(saturated > 0, "no saturated stars");
+        assert!(
+            saturated < values.len() / 10,
+            "{saturated} saturated pixels is too many"
+        );
+    }
+
+    #[test]
+    fn colour_sky_has_colour() {
+        let rgb = sky_image(3, 128, 128, true).to_rgb8();
+        let tinted = rgb
+            .pixels()
+            .filter(|pixel| pixel.0[0] != pixel.0[2])
+            .count();
+        assert!(tinted > 100, "only {tinted} tinted pixels");
+    }
+
+    #[test]
+    fn sky_jpeg_decodes() {
+        let jpeg = sky_jpeg(5, 80, 60, true, 90);
+        let decoded = image::load_from_memory(&jpeg).unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (80, 60));
+    }
+
+    #[test]
+    fn sky_fits_round_trips_with_cards() {
+        let cards = [
+            ("PROPOSID", FitsValue::Int(13012)),
+            ("TARGNAME", FitsValue::Str("URANUS".to_string())),
+            ("INSTRUME", FitsValue::Str("ACS".to_string())),
+        ];
+        let bytes = sky_fits(9, 40, 30, &cards);
+        assert_eq!(bytes.len() % 2880, 0);
+
+        let header = &fits::read_headers(&bytes).unwrap()[0];
+        assert_eq!(header.get_str("TELESCOP"), Some("HST"));
+        assert_eq!(header.get_i64("PROPOSID"), Some(13012));
+        assert_eq!(header.get_str("TARGNAME"), Some("URANUS"));
+        assert_eq!(header.get_i64("BZERO"), Some(32768));
+
+        let image = fits::read_image(&bytes, fits::DEFAULT_MAX_PIXELS).unwrap();
+        assert_eq!((image.width_px, image.height_px), (40, 30));
+        assert!(
+            image
+                .pixels
+                .iter()
+                .all(|value| (0.0..=65535.0).contains(value))
+        );
+        assert!(
+            image.pixels.iter().any(|value| *value > 1500.0),
+            "no stars above the sky level"
+        );
+    }
 }

@@ -1,5 +1,5 @@
 //! Float quantisation with subtractive dithering, as defined by the FITS tiled-image
-//! convention and implemented in CFITSIO (`imcompress.c`, `fits_init_randoms`).
+//! convention and written by CFITSIO.
 //!
 //! Each quantised integer `q` restores to `(q - r + 0.5) * ZSCALE + ZZERO`, where `r` is
 //! taken from a fixed table of 10,000 pseudo-random numbers. The table position for a
@@ -84,7 +84,11 @@ pub fn unquantize(values: &[i64], tile: &TileQuantization) -> Vec<f32> {
     values
         .iter()
         .map(|value| {
-            let random = if tile.method == Quantize::NoDither { 0.5 } else { dither.advance() };
+            let random = if tile.method == Quantize::NoDither {
+                0.5
+            } else {
+                dither.advance()
+            };
             if tile.blank == Some(*value) {
                 f32::NAN
             } else if tile.method == Quantize::SubtractiveDither2 && *value == DITHER2_ZERO {
@@ -104,7 +108,11 @@ pub fn quantize(values: &[f64], tile: &TileQuantization) -> Vec<i64> {
     values
         .iter()
         .map(|value| {
-            let random = if tile.method == Quantize::NoDither { 0.5 } else { dither.advance() };
+            let random = if tile.method == Quantize::NoDither {
+                0.5
+            } else {
+                dither.advance()
+            };
             if value.is_nan() {
                 blank
             } else {
@@ -138,7 +146,10 @@ mod tests {
         let values: Vec<f64> = (0..200).map(|index| (index as f64).sin() * 5.0).collect();
         let restored = unquantize(&quantize(&values, &tile), &tile);
         for (original, back) in values.iter().zip(&restored) {
-            assert!((original - f64::from(*back)).abs() <= 0.0051, "{original} vs {back}");
+            assert!(
+                (original - f64::from(*back)).abs() <= 0.0051,
+                "{original} vs {back}"
+            );
         }
     }
 }

@@ -51,7 +51,7 @@ impl Header {
             .and_then(|card| card.value.as_ref())
     }
 
-    /// Returns a string value, with trailing spaces removed as the FITS standard says.
+    /// Returns a string value without trailing spaces, which FITS treats as insignificant.
     pub fn get_str(&self, key: &str) -> Option<&str> {
         match self.get(key)? {
             FitsValue::Str(text) => Some(text.as_str()),
@@ -86,7 +86,9 @@ impl Header {
 
     /// Returns true when the keyword is present, with or without a value.
     pub fn contains(&self, key: &str) -> bool {
-        self.cards.iter().any(|card| card.keyword.eq_ignore_ascii_case(key))
+        self.cards
+            .iter()
+            .any(|card| card.keyword.eq_ignore_ascii_case(key))
     }
 }
 
@@ -140,15 +142,26 @@ pub fn parse_card(raw: &[u8], offset_bytes: usize) -> Result<Card, FitsError> {
     if !has_value {
         let comment = text[8..].trim_end();
         let comment = (!comment.is_empty()).then(|| comment.to_string());
-        return Ok(Card { keyword, value: None, comment });
+        return Ok(Card {
+            keyword,
+            value: None,
+            comment,
+        });
     }
 
     let (value, comment) = parse_value(&text[10..]);
-    Ok(Card { keyword, value, comment })
+    Ok(Card {
+        keyword,
+        value,
+        comment,
+    })
 }
 
 fn is_commentary(keyword: &str) -> bool {
-    matches!(keyword, "COMMENT" | "HISTORY" | "" | "CONTINUE" | "HIERARCH")
+    matches!(
+        keyword,
+        "COMMENT" | "HISTORY" | "" | "CONTINUE" | "HIERARCH"
+    )
 }
 
 /// Splits the value field (columns 11–80) into a typed value and an optional comment.
@@ -160,7 +173,10 @@ fn parse_value(field: &str) -> (Option<FitsValue>, Option<String>) {
     }
 
     let (token, comment) = match trimmed.find('/') {
-        Some(slash) => (&trimmed[..slash], Some(trimmed[slash + 1..].trim().to_string())),
+        Some(slash) => (
+            &trimmed[..slash],
+            Some(trimmed[slash + 1..].trim().to_string()),
+        ),
         None => (trimmed, None),
     };
     (parse_token(token.trim()), comment)
@@ -209,10 +225,8 @@ fn parse_number(token: &str) -> Option<FitsValue> {
         .bytes()
         .all(|byte| byte.is_ascii_digit());
 
-    if is_integer {
-        if let Ok(number) = token.parse::<i64>() {
-            return Some(FitsValue::Int(number));
-        }
+    if is_integer && let Ok(number) = token.parse::<i64>() {
+        return Some(FitsValue::Int(number));
     }
 
     // FITS allows a `D` exponent for double precision.
@@ -274,10 +288,22 @@ mod tests {
 
     #[test]
     fn card_parses_numbers_and_logicals() {
-        assert_eq!(card("NAXIS   =                    2").value, Some(FitsValue::Int(2)));
-        assert_eq!(card("EXPTIME =               1.5D2 / s").value, Some(FitsValue::Float(150.0)));
-        assert_eq!(card("SIMPLE  =                    T").value, Some(FitsValue::Bool(true)));
-        assert_eq!(card("BZERO   =             -1.0E-16").value, Some(FitsValue::Float(-1e-16)));
+        assert_eq!(
+            card("NAXIS   =                    2").value,
+            Some(FitsValue::Int(2))
+        );
+        assert_eq!(
+            card("EXPTIME =               1.5D2 / s").value,
+            Some(FitsValue::Float(150.0))
+        );
+        assert_eq!(
+            card("SIMPLE  =                    T").value,
+            Some(FitsValue::Bool(true))
+        );
+        assert_eq!(
+            card("BZERO   =             -1.0E-16").value,
+            Some(FitsValue::Float(-1e-16))
+        );
     }
 
     #[test]
@@ -293,7 +319,16 @@ mod tests {
         raw[..8].copy_from_slice(b"SIMPLE  ");
         raw[20] = 0xEF;
         let error = parse_card(&raw, 2880).unwrap_err();
-        assert!(matches!(error, FitsError::InvalidHeader { offset_bytes: 2900, .. }), "{error}");
+        assert!(
+            matches!(
+                error,
+                FitsError::InvalidHeader {
+                    offset_bytes: 2900,
+                    ..
+                }
+            ),
+            "{error}"
+        );
     }
 
     #[test]

@@ -39,7 +39,18 @@ pub fn read_plane(bytes: &[u8], hdu: &HduLayout, max_pixels: u64) -> Result<Fits
     let bitpix = header.get_i64("BITPIX").unwrap_or(8);
     let sample_bytes = (bitpix.unsigned_abs() / 8) as usize;
     let pixel_count = (width_px * height_px) as usize;
-    let data = &bytes[hdu.data_offset_bytes..hdu.data_offset_bytes + pixel_count * sample_bytes];
+    let plane_bytes = pixel_count * sample_bytes;
+    if plane_bytes > hdu.data_bytes {
+        return Err(FitsError::InvalidKeyword {
+            hdu: hdu.index,
+            keyword: "GCOUNT".to_string(),
+            detail: format!(
+                "the data unit holds {} bytes, less than one {width_px}x{height_px} plane",
+                hdu.data_bytes
+            ),
+        });
+    }
+    let data = &bytes[hdu.data_offset_bytes..hdu.data_offset_bytes + plane_bytes];
 
     let scaling = Scaling {
         bscale: header.get_f64("BSCALE").unwrap_or(1.0),
@@ -69,7 +80,9 @@ pub fn convert_big_endian(data: &[u8], bitpix: i64, scaling: &Scaling) -> Vec<f3
             .collect(),
         16 => data
             .chunks_exact(2)
-            .map(|chunk| scaling.integer_to_physical(i64::from(i16::from_be_bytes([chunk[0], chunk[1]]))))
+            .map(|chunk| {
+                scaling.integer_to_physical(i64::from(i16::from_be_bytes([chunk[0], chunk[1]])))
+            })
             .collect(),
         32 => data
             .chunks_exact(4)

@@ -8,7 +8,7 @@
 use super::FitsError;
 use super::header::{BLOCK_BYTES, Header, parse_header};
 
-/// What an HDU holds, as far as image reading is concerned.
+/// Kind of HDU content, as far as image reading is concerned.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HduKind {
     /// Primary or `IMAGE` extension with `NAXIS >= 2` and a non-empty first plane.
@@ -84,7 +84,11 @@ fn is_padding(rest: &[u8]) -> bool {
     rest.iter().all(|byte| *byte == 0 || *byte == b' ')
 }
 
-fn read_layout(bytes: &[u8], index: usize, header_offset_bytes: usize) -> Result<HduLayout, FitsError> {
+fn read_layout(
+    bytes: &[u8],
+    index: usize,
+    header_offset_bytes: usize,
+) -> Result<HduLayout, FitsError> {
     let (header, data_offset_bytes) = parse_header(bytes, header_offset_bytes)?;
     let data_bytes = declared_data_bytes(&header, index)?;
 
@@ -111,11 +115,13 @@ fn read_layout(bytes: &[u8], index: usize, header_offset_bytes: usize) -> Result
 
 /// Reads an integer keyword that the FITS standard requires.
 pub fn required_int(header: &Header, hdu: usize, keyword: &str) -> Result<i64, FitsError> {
-    header.get_i64(keyword).ok_or_else(|| FitsError::InvalidKeyword {
-        hdu,
-        keyword: keyword.to_string(),
-        detail: "expected an integer value".to_string(),
-    })
+    header
+        .get_i64(keyword)
+        .ok_or_else(|| FitsError::InvalidKeyword {
+            hdu,
+            keyword: keyword.to_string(),
+            detail: "expected an integer value".to_string(),
+        })
 }
 
 /// Returns `NAXISn` values for `n = 1..=NAXIS`, each checked to be non-negative.
@@ -129,7 +135,8 @@ pub fn axes(header: &Header, hdu: usize, prefix: &str) -> Result<Vec<u64>, FitsE
         .map(|axis| {
             let keyword = format!("{prefix}{axis}");
             let length = required_int(header, hdu, &keyword)?;
-            u64::try_from(length).map_err(|_| invalid(hdu, &keyword, format!("{length} is negative")))
+            u64::try_from(length)
+                .map_err(|_| invalid(hdu, &keyword, format!("{length} is negative")))
         })
         .collect()
 }
@@ -146,7 +153,11 @@ fn invalid(hdu: usize, keyword: &str, detail: String) -> FitsError {
 fn declared_data_bytes(header: &Header, hdu: usize) -> Result<usize, FitsError> {
     let bitpix = required_int(header, hdu, "BITPIX")?;
     if ![8, 16, 32, 64, -32, -64].contains(&bitpix) {
-        return Err(invalid(hdu, "BITPIX", format!("{bitpix} is not 8, 16, 32, 64, -32 or -64")));
+        return Err(invalid(
+            hdu,
+            "BITPIX",
+            format!("{bitpix} is not 8, 16, 32, 64, -32 or -64"),
+        ));
     }
 
     let axes = axes(header, hdu, "NAXIS")?;
@@ -155,7 +166,11 @@ fn declared_data_bytes(header: &Header, hdu: usize) -> Result<usize, FitsError> 
     }
 
     // Random groups have NAXIS1 = 0, which is not part of the group size.
-    let counted_axes = if is_random_groups(header) { &axes[1..] } else { &axes[..] };
+    let counted_axes = if is_random_groups(header) {
+        &axes[1..]
+    } else {
+        &axes[..]
+    };
     let overflow = || invalid(hdu, "NAXIS", "the declared data size overflows".to_string());
 
     let elements = counted_axes
@@ -200,7 +215,11 @@ fn classify_image(header: &Header, index: usize) -> HduKind {
     };
     let has_plane = axes.len() >= 2 && axes.iter().all(|length| *length > 0);
 
-    if has_plane { HduKind::Image } else { HduKind::Empty }
+    if has_plane {
+        HduKind::Image
+    } else {
+        HduKind::Empty
+    }
 }
 
 fn classify_compressed(header: &Header, index: usize) -> HduKind {
@@ -210,7 +229,10 @@ fn classify_compressed(header: &Header, index: usize) -> HduKind {
         return HduKind::Empty;
     }
 
-    let algorithm = header.get_str("ZCMPTYPE").unwrap_or("").to_ascii_uppercase();
+    let algorithm = header
+        .get_str("ZCMPTYPE")
+        .unwrap_or("")
+        .to_ascii_uppercase();
 
     match algorithm.as_str() {
         "RICE_1" | "RICE_ONE" | "GZIP_1" | "GZIP_2" | "NOCOMPRESS" => HduKind::CompressedImage,

@@ -2,11 +2,11 @@
 //!
 //! What it reads:
 //! - the headers of every HDU ([`read_headers`]), with typed getters on [`Header`];
-//! - the first image HDU that has `NAXIS >= 2` and data ([`read_image`]): a primary or
-//!   `IMAGE` extension with `BITPIX` 8, 16, 32, 64, -32 or -64, or a tile-compressed
-//!   image stored in a `BINTABLE` with `ZIMAGE = T` (`RICE_1`, `GZIP_1`, `GZIP_2`,
-//!   with quantised floats and subtractive dithering). An empty primary (`NAXIS = 0`)
-//!   and ordinary tables are skipped;
+//! - the first image HDU that has `NAXIS >= 2` and data ([`read_image`]). That is a
+//!   primary or `IMAGE` extension with `BITPIX` 8, 16, 32, 64, -32 or -64, or a
+//!   tile-compressed image in a `BINTABLE` with `ZIMAGE = T` (`RICE_1`, `GZIP_1`,
+//!   `GZIP_2`, including quantised floats with subtractive dithering). An empty primary
+//!   (`NAXIS = 0`) and ordinary tables are skipped;
 //! - gzip-compressed files (`.fits.gz`), recognised by the gzip magic bytes.
 //!
 //! Invariants of a returned [`FitsImage`]:
@@ -29,8 +29,8 @@ mod rice;
 mod tiled;
 pub mod write;
 
-pub use header::{BLOCK_BYTES, CARD_BYTES, Card, FitsValue, Header};
 pub use dither::Quantize;
+pub use header::{BLOCK_BYTES, CARD_BYTES, Card, FitsValue, Header};
 pub use layout::{HduKind, HduLayout};
 
 use std::io::Read;
@@ -110,13 +110,13 @@ pub struct FitsImage {
     /// Physical values, row-major from the first FITS row; NaN marks masked pixels.
     pub pixels: Vec<f32>,
     pub masked_pixels: u64,
-    /// Header of the HDU that holds the image.
+    /// Header of the HDU that contains the image.
     pub header: Header,
 }
 
 /// Returns the headers of all HDUs, after checking that the HDU structure is intact.
 pub fn read_headers(bytes: &[u8]) -> Result<Vec<Header>, FitsError> {
-    let bytes = gunzip_if_needed(bytes, u64::MAX)?;
+    let bytes = gunzip_if_needed(bytes, gzip_limit_bytes(DEFAULT_MAX_PIXELS))?;
     let layouts = layout::walk_hdus(&bytes)?;
     Ok(layouts.into_iter().map(|hdu| hdu.header).collect())
 }
@@ -126,7 +126,7 @@ pub fn read_headers(bytes: &[u8]) -> Result<Vec<Header>, FitsError> {
 /// Use this to read metadata from a file whose data may be damaged; [`read_headers`]
 /// rejects such files.
 pub fn read_primary_header(bytes: &[u8]) -> Result<Header, FitsError> {
-    let bytes = gunzip_if_needed(bytes, u64::MAX)?;
+    let bytes = gunzip_if_needed(bytes, gzip_limit_bytes(DEFAULT_MAX_PIXELS))?;
     layout::check_simple(&bytes)?;
     let (header, _) = header::parse_header(&bytes, 0)?;
     Ok(header)
@@ -135,8 +135,7 @@ pub fn read_primary_header(bytes: &[u8]) -> Result<Header, FitsError> {
 /// Reads the first image plane of the first image HDU, refusing planes larger than
 /// `max_pixels` before allocating them.
 pub fn read_image(bytes: &[u8], max_pixels: u64) -> Result<FitsImage, FitsError> {
-    let gzip_limit_bytes = max_pixels.saturating_mul(8).saturating_add(64 << 20);
-    let bytes = gunzip_if_needed(bytes, gzip_limit_bytes)?;
+    let bytes = gunzip_if_needed(bytes, gzip_limit_bytes(max_pixels))?;
     let layouts = layout::walk_hdus(&bytes)?;
 
     for hdu in &layouts {
@@ -168,8 +167,18 @@ pub fn is_fits(bytes: &[u8]) -> bool {
     bytes.starts_with(b"SIMPLE  =")
 }
 
+/// Returns the largest decompressed size accepted for a `.fits.gz` file: 8 bytes per
+/// allowed pixel (BITPIX -64) plus 64 MiB for headers and other HDUs, so a gzip bomb
+/// cannot exhaust memory.
+fn gzip_limit_bytes(max_pixels: u64) -> u64 {
+    max_pixels.saturating_mul(8).saturating_add(64 << 20)
+}
+
 /// Decompresses gzip input (up to `limit_bytes` of output); other input is borrowed.
-fn gunzip_if_needed(bytes: &[u8], limit_bytes: u64) -> Result<std::borrow::Cow<'_, [u8]>, FitsError> {
+fn gunzip_if_needed(
+    bytes: &[u8],
+    limit_bytes: u64,
+) -> Result<std::borrow::Cow<'_, [u8]>, FitsError> {
     if !is_gzip(bytes) {
         return Ok(std::borrow::Cow::Borrowed(bytes));
     }
@@ -194,7 +203,12 @@ fn gunzip_if_needed(bytes: &[u8], limit_bytes: u64) -> Result<std::borrow::Cow<'
 }
 
 /// Checks a plane size against the pixel limit before anything is allocated.
-fn check_plane_size(hdu: usize, width_px: u64, height_px: u64, max_pixels: u64) -> Result<(), FitsError> {
+fn check_plane_size(
+    hdu: usize,
+    width_px: u64,
+    height_px: u64,
+    max_pixels: u64,
+) -> Result<(), FitsError> {
     let within_limit = width_px
         .checked_mul(height_px)
         .is_some_and(|pixels| pixels <= max_pixels)

@@ -1,10 +1,11 @@
 //! Tile-compressed images: a `BINTABLE` with `ZIMAGE = T`, one tile per table row.
 //!
-//! Supported: `RICE_1`, `GZIP_1`, `GZIP_2` and `NOCOMPRESS` tiles; integer images with
-//! `ZBLANK`/`BLANK` nulls and `BSCALE`/`BZERO`; float images quantised with
-//! `NO_DITHER`, `SUBTRACTIVE_DITHER_1` or `SUBTRACTIVE_DITHER_2` (`ZSCALE`/`ZZERO`/
-//! `ZBLANK` as keywords or per-tile columns), or stored losslessly (`ZQUANTIZ = 'NONE'`,
-//! or tiles that fall back to `GZIP_COMPRESSED_DATA` / `UNCOMPRESSED_DATA`).
+//! Supported tile algorithms: `RICE_1`, `GZIP_1`, `GZIP_2` and `NOCOMPRESS`.
+//! Integer images honour `ZBLANK`/`BLANK` nulls and `BSCALE`/`BZERO`.
+//! Float images may be quantised with `NO_DITHER`, `SUBTRACTIVE_DITHER_1` or
+//! `SUBTRACTIVE_DITHER_2`, with `ZSCALE`/`ZZERO`/`ZBLANK` as keywords or per-tile
+//! columns. They may also be stored losslessly (`ZQUANTIZ = 'NONE'`), and single tiles
+//! may fall back to `GZIP_COMPRESSED_DATA` or `UNCOMPRESSED_DATA`.
 //!
 //! Invariant: only tiles that overlap the first image plane are decoded, and each one
 //! must decode to exactly the tile's pixel count, otherwise the tile is reported corrupt.
@@ -52,9 +53,22 @@ pub fn read_plane(bytes: &[u8], hdu: &HduLayout, max_pixels: u64) -> Result<Fits
     let (width_px, height_px) = (layout.image_axes[0], layout.image_axes[1]);
     check_plane_size(hdu.index, width_px, height_px, max_pixels)?;
 
-    let tile_pixels = layout.tile_axes.iter().product::<u64>();
-    if tile_pixels > max_pixels {
-        return Err(corrupt(&layout, 0, format!("tile of {tile_pixels} pixels exceeds the pixel limit")));
+    let tile_pixels = layout
+        .tile_axes
+        .iter()
+        .zip(&layout.image_axes)
+        .try_fold(1u64, |product, (tile, image)| {
+            product.checked_mul((*tile).min(*image))
+        });
+    if tile_pixels.is_none_or(|pixels| pixels > max_pixels) {
+        return Err(corrupt(
+            &layout,
+            0,
+            format!(
+                "tile shape {:?} exceeds the pixel limit of {max_pixels}",
+                layout.tile_axes
+            ),
+        ));
     }
 
     let data = &bytes[hdu.data_offset_bytes..hdu.data_offset_bytes + hdu.data_bytes];
@@ -64,9 +78,20 @@ pub fn read_plane(bytes: &[u8], hdu: &HduLayout, max_pixels: u64) -> Result<Fits
         blank: hdu.header.get_i64("BLANK"),
     };
 
-    let mut pixels = vec![f32::NAN; (width_px * height_px) as usize];
     let tiles_x = width_px.div_ceil(layout.tile_axes[0]);
     let tiles_y = height_px.div_ceil(layout.tile_axes[1]);
+    if tiles_x * tiles_y > layout.rows as u64 {
+        return Err(corrupt(
+            &layout,
+            layout.rows,
+            format!(
+                "the first plane needs {} tiles but the table has {} rows",
+                tiles_x * tiles_y,
+                layout.rows
+            ),
+        ));
+    }
+    let mut pixels = vec![f32::NAN; (width_px * height_px) as usize];
 
     for tile_y in 0..tiles_y {
         for tile_x in 0..tiles_x {
@@ -78,7 +103,15 @@ pub fn read_plane(bytes: &[u8], hdu: &HduLayout, max_pixels: u64) -> Result<Fits
             let tile_count = tile_pixel_count(&layout, tile_width, tile_height);
 
             let values = decode_tile(&layout, &hdu.header, data, row, tile_count, &scaling)?;
-            place_tile(&mut pixels, width_px, &values, x0, y0, tile_width, tile_height);
+            place_tile(
+                &mut pixels,
+                width_px,
+                &values,
+                x0,
+                y0,
+                tile_width,
+                tile_height,
+            );
         }
     }
 
@@ -105,7 +138,15 @@ fn tile_pixel_count(layout: &Layout, tile_width: u64, tile_height: u64) -> usize
     (tile_width * tile_height * higher) as usize
 }
 
-fn place_tile(pixels: &mut [f32], width_px: u64, values: &[f32], x0: u64, y0: u64, tile_width: u64, tile_height: u64) {
+fn place_tile(
+    pixels: &mut [f32],
+    width_px: u64,
+    values: &[f32],
+    x0: u64,
+    y0: u64,
+    tile_width: u64,
+    tile_height: u64,
+) {
     for row in 0..tile_height {
         let source = &values[(row * tile_width) as usize..((row + 1) * tile_width) as usize];
         let start = ((y0 + row) * width_px + x0) as usize;
@@ -124,7 +165,11 @@ fn corrupt(layout: &Layout, tile: usize, detail: String) -> FitsError {
 fn read_layout(header: &Header, hdu: usize) -> Result<Layout, FitsError> {
     let zbitpix = required_int(header, hdu, "ZBITPIX")?;
     if ![8, 16, 32, 64, -32, -64].contains(&zbitpix) {
-        return Err(invalid(hdu, "ZBITPIX", format!("{zbitpix} is not a valid BITPIX")));
+        return Err(invalid(
+            hdu,
+            "ZBITPIX",
+            format!("{zbitpix} is not a valid BITPIX"),
+        ));
     }
 
     let image_axes = axes(header, hdu, "ZNAXIS")?;
@@ -133,9 +178,12 @@ fn read_layout(header: &Header, hdu: usize) -> Result<Layout, FitsError> {
     let rows = positive(header, hdu, "NAXIS2")?;
     let columns = read_columns(header, hdu)?;
 
-    let heap_default = row_bytes.checked_mul(rows).ok_or_else(|| invalid(hdu, "NAXIS2", "table size overflows".into()))?;
+    let heap_default = row_bytes
+        .checked_mul(rows)
+        .ok_or_else(|| invalid(hdu, "NAXIS2", "table size overflows".into()))?;
     let heap_offset_bytes = match header.get_i64("THEAP") {
-        Some(theap) => usize::try_from(theap).map_err(|_| invalid(hdu, "THEAP", format!("{theap} is negative")))?,
+        Some(theap) => usize::try_from(theap)
+            .map_err(|_| invalid(hdu, "THEAP", format!("{theap} is negative")))?,
         None => heap_default,
     };
 
@@ -143,7 +191,10 @@ fn read_layout(header: &Header, hdu: usize) -> Result<Layout, FitsError> {
     Ok(Layout {
         hdu,
         zbitpix,
-        algorithm: header.get_str("ZCMPTYPE").unwrap_or("").to_ascii_uppercase(),
+        algorithm: header
+            .get_str("ZCMPTYPE")
+            .unwrap_or("")
+            .to_ascii_uppercase(),
         quantize: quantize_method(header, hdu, zbitpix)?,
         zdither0: header.get_i64("ZDITHER0").unwrap_or(1),
         image_axes,
@@ -178,7 +229,11 @@ fn tile_axes(header: &Header, hdu: usize, image_axes: &[u64]) -> Result<Vec<u64>
             let default = if axis == 0 { image_axes[0] as i64 } else { 1 };
             let length = header.get_i64(&keyword).unwrap_or(default);
             if length <= 0 {
-                return Err(invalid(hdu, &keyword, format!("tile length {length} must be positive")));
+                return Err(invalid(
+                    hdu,
+                    &keyword,
+                    format!("tile length {length} must be positive"),
+                ));
             }
             Ok(length as u64)
         })
@@ -207,13 +262,21 @@ fn rice_parameters(header: &Header) -> (usize, usize) {
 }
 
 /// Returns the quantisation method for float images, or `None` for lossless storage.
-fn quantize_method(header: &Header, hdu: usize, zbitpix: i64) -> Result<Option<Quantize>, FitsError> {
+fn quantize_method(
+    header: &Header,
+    hdu: usize,
+    zbitpix: i64,
+) -> Result<Option<Quantize>, FitsError> {
     if zbitpix > 0 {
         return Ok(None);
     }
 
     let has_scale = header.contains("ZSCALE") || header_has_column(header, "ZSCALE");
-    match header.get_str("ZQUANTIZ").map(str::to_ascii_uppercase).as_deref() {
+    match header
+        .get_str("ZQUANTIZ")
+        .map(str::to_ascii_uppercase)
+        .as_deref()
+    {
         Some("NO_DITHER") => Ok(Some(Quantize::NoDither)),
         Some("SUBTRACTIVE_DITHER_1") => Ok(Some(Quantize::SubtractiveDither1)),
         Some("SUBTRACTIVE_DITHER_2") => Ok(Some(Quantize::SubtractiveDither2)),
@@ -245,10 +308,20 @@ fn read_columns(header: &Header, hdu: usize) -> Result<Vec<Column>, FitsError> {
         let form = header
             .get_str(&keyword)
             .ok_or_else(|| invalid(hdu, &keyword, "missing column format".into()))?;
-        let (repeat, kind, element) = parse_tform(form).ok_or_else(|| invalid(hdu, &keyword, format!("invalid TFORM {form:?}")))?;
+        let (repeat, kind, element) = parse_tform(form)
+            .ok_or_else(|| invalid(hdu, &keyword, format!("invalid TFORM {form:?}")))?;
 
-        let name = header.get_str(&format!("TTYPE{index}")).unwrap_or("").to_ascii_uppercase();
-        columns.push(Column { name, offset_bytes, repeat, kind, element });
+        let name = header
+            .get_str(&format!("TTYPE{index}"))
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        columns.push(Column {
+            name,
+            offset_bytes,
+            repeat,
+            kind,
+            element,
+        });
         offset_bytes = offset_bytes.saturating_add(column_bytes(repeat, kind));
     }
     Ok(columns)
@@ -258,10 +331,18 @@ fn read_columns(header: &Header, hdu: usize) -> Result<Vec<Column>, FitsError> {
 fn parse_tform(form: &str) -> Option<(usize, char, char)> {
     let form = form.trim();
     let digits = form.chars().take_while(char::is_ascii_digit).count();
-    let repeat = if digits == 0 { 1 } else { form[..digits].parse().ok()? };
+    let repeat = if digits == 0 {
+        1
+    } else {
+        form[..digits].parse().ok()?
+    };
     let mut rest = form[digits..].chars();
     let kind = rest.next()?.to_ascii_uppercase();
-    let element = if matches!(kind, 'P' | 'Q') { rest.next()?.to_ascii_uppercase() } else { kind };
+    let element = if matches!(kind, 'P' | 'Q') {
+        rest.next()?.to_ascii_uppercase()
+    } else {
+        kind
+    };
     Some((repeat, kind, element))
 }
 
@@ -284,12 +365,27 @@ fn column_bytes(repeat: usize, kind: char) -> usize {
 }
 
 /// Bytes of one cell: the row's slice for a fixed column or the heap array for P/Q.
-fn cell<'a>(layout: &Layout, data: &'a [u8], row: usize, column: &Column) -> Result<&'a [u8], FitsError> {
+fn cell<'a>(
+    layout: &Layout,
+    data: &'a [u8],
+    row: usize,
+    column: &Column,
+) -> Result<&'a [u8], FitsError> {
     let row_start = row * layout.row_bytes;
     let width = column_bytes(column.repeat, column.kind);
-    let fixed = data
-        .get(row_start + column.offset_bytes..row_start + column.offset_bytes + width)
-        .ok_or_else(|| corrupt(layout, row, format!("column {} lies outside the table", column.name)))?;
+    let start = row_start.checked_add(column.offset_bytes);
+    let end = start.and_then(|start| start.checked_add(width));
+    let fixed = start
+        .zip(end)
+        .and_then(|(start, end)| data.get(start..end))
+        .filter(|fixed| fixed.len() >= element_bytes(column.kind).min(16))
+        .ok_or_else(|| {
+            corrupt(
+                layout,
+                row,
+                format!("column {} lies outside the table", column.name),
+            )
+        })?;
 
     if !matches!(column.kind, 'P' | 'Q') {
         return Ok(fixed);
@@ -324,18 +420,35 @@ fn find_column<'a>(layout: &'a Layout, name: &str) -> Option<&'a Column> {
 }
 
 /// Reads a scalar per-tile value (`ZSCALE`, `ZZERO`, `ZBLANK`) from its column.
-fn column_number(layout: &Layout, data: &[u8], row: usize, name: &str) -> Result<Option<f64>, FitsError> {
+fn column_number(
+    layout: &Layout,
+    data: &[u8],
+    row: usize,
+    name: &str,
+) -> Result<Option<f64>, FitsError> {
     let Some(column) = find_column(layout, name) else {
         return Ok(None);
     };
     let bytes = cell(layout, data, row, column)?;
     let value = match column.kind {
         'D' => f64::from_be_bytes(bytes[..8].try_into().unwrap_or_default()),
-        'E' => f64::from(f32::from_be_bytes(bytes[..4].try_into().unwrap_or_default())),
-        'J' => f64::from(i32::from_be_bytes(bytes[..4].try_into().unwrap_or_default())),
+        'E' => f64::from(f32::from_be_bytes(
+            bytes[..4].try_into().unwrap_or_default(),
+        )),
+        'J' => f64::from(i32::from_be_bytes(
+            bytes[..4].try_into().unwrap_or_default(),
+        )),
         'K' => i64::from_be_bytes(bytes[..8].try_into().unwrap_or_default()) as f64,
-        'I' => f64::from(i16::from_be_bytes(bytes[..2].try_into().unwrap_or_default())),
-        other => return Err(corrupt(layout, row, format!("column {name} has unsupported type {other}"))),
+        'I' => f64::from(i16::from_be_bytes(
+            bytes[..2].try_into().unwrap_or_default(),
+        )),
+        other => {
+            return Err(corrupt(
+                layout,
+                row,
+                format!("column {name} has unsupported type {other}"),
+            ));
+        }
     };
     Ok(Some(value))
 }
@@ -349,7 +462,11 @@ fn decode_tile(
     scaling: &Scaling,
 ) -> Result<Vec<f32>, FitsError> {
     if row >= layout.rows {
-        return Err(corrupt(layout, row, format!("the table has only {} rows", layout.rows)));
+        return Err(corrupt(
+            layout,
+            row,
+            format!("the table has only {} rows", layout.rows),
+        ));
     }
 
     let compressed = find_column(layout, "COMPRESSED_DATA")
@@ -387,18 +504,31 @@ fn decode_tile(
             };
             Ok(unquantize(&integers, &tile))
         }
-        None if layout.zbitpix < 0 => Ok(integers.iter().map(|bits| float_from_bits(*bits, layout.zbitpix)).collect()),
+        None if layout.zbitpix < 0 => Ok(integers
+            .iter()
+            .map(|bits| float_from_bits(*bits, layout.zbitpix))
+            .collect()),
         None => {
             let integer_scaling = Scaling {
                 blank: blank.or(scaling.blank),
                 ..*scaling
             };
-            Ok(integers.iter().map(|raw| integer_scaling.integer_to_physical(*raw)).collect())
+            Ok(integers
+                .iter()
+                .map(|raw| integer_scaling.integer_to_physical(*raw))
+                .collect())
         }
     }
 }
 
-fn column_or_keyword(layout: &Layout, header: &Header, data: &[u8], row: usize, name: &str, default: f64) -> Result<f64, FitsError> {
+fn column_or_keyword(
+    layout: &Layout,
+    header: &Header,
+    data: &[u8],
+    row: usize,
+    name: &str,
+    default: f64,
+) -> Result<f64, FitsError> {
     Ok(column_number(layout, data, row, name)?
         .or_else(|| header.get_f64(name))
         .unwrap_or(default))
@@ -421,11 +551,21 @@ fn stored_bytes(layout: &Layout) -> usize {
     }
 }
 
-fn decompress_integers(layout: &Layout, compressed: &[u8], row: usize, pixel_count: usize) -> Result<Vec<i64>, FitsError> {
+fn decompress_integers(
+    layout: &Layout,
+    compressed: &[u8],
+    row: usize,
+    pixel_count: usize,
+) -> Result<Vec<i64>, FitsError> {
     match layout.algorithm.as_str() {
         "RICE_1" | "RICE_ONE" => {
-            let mut values = rice::decode(compressed, pixel_count, layout.rice_bytepix, layout.rice_block_size)
-                .map_err(|detail| corrupt(layout, row, format!("RICE_1: {detail}")))?;
+            let mut values = rice::decode(
+                compressed,
+                pixel_count,
+                layout.rice_bytepix,
+                layout.rice_block_size,
+            )
+            .map_err(|detail| corrupt(layout, row, format!("RICE_1: {detail}")))?;
             if layout.zbitpix == 8 {
                 values.iter_mut().for_each(|value| *value &= 0xff);
             }
@@ -433,8 +573,16 @@ fn decompress_integers(layout: &Layout, compressed: &[u8], row: usize, pixel_cou
         }
         "GZIP_1" | "GZIP_2" => {
             let raw = gunzip_tile(layout, compressed, row, pixel_count * 8)?;
-            let width = gzip_sample_bytes(layout, raw.len(), pixel_count)
-                .ok_or_else(|| corrupt(layout, row, format!("gzip tile holds {} bytes for {pixel_count} pixels", raw.len())))?;
+            let width = gzip_sample_bytes(layout, raw.len(), pixel_count).ok_or_else(|| {
+                corrupt(
+                    layout,
+                    row,
+                    format!(
+                        "gzip tile holds {} bytes for {pixel_count} pixels",
+                        raw.len()
+                    ),
+                )
+            })?;
             let mut raw = raw;
             if layout.algorithm == "GZIP_2" {
                 raw = unshuffle(&raw, width);
@@ -448,8 +596,8 @@ fn decompress_integers(layout: &Layout, compressed: &[u8], row: usize, pixel_cou
     }
 }
 
-/// Returns the sample width of a gunzipped tile: the stored width, or 4 bytes for
-/// 8- and 16-bit images, which older CFITSIO versions wrote as 32-bit integers.
+/// Returns the sample width of a gunzipped tile: the stored width, or 4 bytes. The
+/// 16-bit `m13_gzip.fits` from astropy (CFITSIO, 2006) stores its tiles as 32-bit integers.
 fn gzip_sample_bytes(layout: &Layout, raw_bytes: usize, pixel_count: usize) -> Option<usize> {
     let stored = stored_bytes(layout);
     [stored, 4]
@@ -458,7 +606,12 @@ fn gzip_sample_bytes(layout: &Layout, raw_bytes: usize, pixel_count: usize) -> O
 }
 
 /// Gunzips a tile, reading at most `max_bytes` so a hostile stream cannot grow unbounded.
-fn gunzip_tile(layout: &Layout, compressed: &[u8], row: usize, max_bytes: usize) -> Result<Vec<u8>, FitsError> {
+fn gunzip_tile(
+    layout: &Layout,
+    compressed: &[u8],
+    row: usize,
+    max_bytes: usize,
+) -> Result<Vec<u8>, FitsError> {
     let mut raw = Vec::new();
     flate2::read::GzDecoder::new(compressed)
         .take(max_bytes as u64 + 1)
@@ -466,7 +619,11 @@ fn gunzip_tile(layout: &Layout, compressed: &[u8], row: usize, max_bytes: usize)
         .map_err(|error| corrupt(layout, row, format!("gzip: {error}")))?;
 
     if raw.len() > max_bytes {
-        return Err(corrupt(layout, row, format!("gzip tile holds more than {max_bytes} bytes")));
+        return Err(corrupt(
+            layout,
+            row,
+            format!("gzip tile holds more than {max_bytes} bytes"),
+        ));
     }
     Ok(raw)
 }
@@ -497,15 +654,31 @@ fn big_endian_integers(raw: &[u8], width: usize, unsigned_bytes: bool) -> Vec<i6
 
 /// Decodes a float tile stored in `GZIP_COMPRESSED_DATA` or `UNCOMPRESSED_DATA`, which
 /// CFITSIO writes when a tile cannot be quantised.
-fn decode_fallback_tile(layout: &Layout, data: &[u8], row: usize, pixel_count: usize) -> Result<Vec<f32>, FitsError> {
+fn decode_fallback_tile(
+    layout: &Layout,
+    data: &[u8],
+    row: usize,
+    pixel_count: usize,
+) -> Result<Vec<f32>, FitsError> {
     let sample_bytes = (layout.zbitpix.unsigned_abs() / 8) as usize;
-    let identity = Scaling { bscale: 1.0, bzero: 0.0, blank: None };
+    let identity = Scaling {
+        bscale: 1.0,
+        bzero: 0.0,
+        blank: None,
+    };
 
     if let Some(column) = find_column(layout, "GZIP_COMPRESSED_DATA") {
         let compressed = cell(layout, data, row, column)?;
         let raw = gunzip_tile(layout, compressed, row, pixel_count * sample_bytes)?;
         if raw.len() != pixel_count * sample_bytes {
-            return Err(corrupt(layout, row, format!("gzip tile holds {} bytes for {pixel_count} pixels", raw.len())));
+            return Err(corrupt(
+                layout,
+                row,
+                format!(
+                    "gzip tile holds {} bytes for {pixel_count} pixels",
+                    raw.len()
+                ),
+            ));
         }
         return Ok(convert_big_endian(&raw, layout.zbitpix, &identity));
     }
@@ -526,5 +699,9 @@ fn decode_fallback_tile(layout: &Layout, data: &[u8], row: usize, pixel_count: u
         }
     }
 
-    Err(corrupt(layout, row, "the tile has no compressed data".to_string()))
+    Err(corrupt(
+        layout,
+        row,
+        "the tile has no compressed data".to_string(),
+    ))
 }

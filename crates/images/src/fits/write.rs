@@ -22,9 +22,19 @@ pub enum Compression {
 #[derive(Debug, Clone)]
 pub enum CompressedPixels<'a> {
     /// Integers stored as `ZBITPIX` 8, 16 or 32; `BLANK` is written when given.
-    Integers { zbitpix: i64, values: &'a [i64], blank: Option<i64> },
+    Integers {
+        zbitpix: i64,
+        values: &'a [i64],
+        blank: Option<i64>,
+    },
     /// Floats quantised with step `scale` (NaN becomes `ZBLANK = -2147483648`).
-    Floats { zbitpix: i64, values: &'a [f64], scale: f64, method: Quantize, zdither0: i64 },
+    Floats {
+        zbitpix: i64,
+        values: &'a [f64],
+        scale: f64,
+        method: Quantize,
+        zdither0: i64,
+    },
 }
 
 /// Layout of a compressed image HDU.
@@ -61,8 +71,14 @@ fn pad_block(mut bytes: Vec<u8>, fill: u8) -> Vec<u8> {
 
 /// Writes an image HDU: the primary HDU when `primary`, else an `IMAGE` extension.
 ///
-/// `data` holds big-endian samples of `bitpix`; `axes` lists `NAXIS1, NAXIS2, ...`.
-pub fn image_hdu(primary: bool, bitpix: i64, axes: &[usize], data: &[u8], cards: &[(&str, FitsValue)]) -> Vec<u8> {
+/// `data` contains big-endian samples of `bitpix`; `axes` lists `NAXIS1, NAXIS2, ...`.
+pub fn image_hdu(
+    primary: bool,
+    bitpix: i64,
+    axes: &[usize],
+    data: &[u8],
+    cards: &[(&str, FitsValue)],
+) -> Vec<u8> {
     let mut header = String::new();
     if primary {
         push_card(&mut header, "SIMPLE", FitsValue::Bool(true));
@@ -72,7 +88,11 @@ pub fn image_hdu(primary: bool, bitpix: i64, axes: &[usize], data: &[u8], cards:
     push_card(&mut header, "BITPIX", FitsValue::Int(bitpix));
     push_card(&mut header, "NAXIS", FitsValue::Int(axes.len() as i64));
     for (index, length) in axes.iter().enumerate() {
-        push_card(&mut header, &format!("NAXIS{}", index + 1), FitsValue::Int(*length as i64));
+        push_card(
+            &mut header,
+            &format!("NAXIS{}", index + 1),
+            FitsValue::Int(*length as i64),
+        );
     }
     if primary {
         push_card(&mut header, "EXTEND", FitsValue::Bool(true));
@@ -93,12 +113,20 @@ pub fn empty_primary(cards: &[(&str, FitsValue)]) -> Vec<u8> {
 
 /// Writes an unsigned 16-bit primary image as FITS stores it: `BITPIX = 16`,
 /// `BZERO = 32768`, raw value = physical value - 32768.
-pub fn uint16_image(width_px: usize, height_px: usize, values: &[u16], cards: &[(&str, FitsValue)]) -> Vec<u8> {
+pub fn uint16_image(
+    width_px: usize,
+    height_px: usize,
+    values: &[u16],
+    cards: &[(&str, FitsValue)],
+) -> Vec<u8> {
     let data: Vec<u8> = values
         .iter()
         .flat_map(|value| ((i32::from(*value) - 32768) as i16).to_be_bytes())
         .collect();
-    let mut all_cards = vec![("BSCALE", FitsValue::Int(1)), ("BZERO", FitsValue::Int(32768))];
+    let mut all_cards = vec![
+        ("BSCALE", FitsValue::Int(1)),
+        ("BZERO", FitsValue::Int(32768)),
+    ];
     all_cards.extend(cards.iter().cloned());
     image_hdu(true, 16, &[width_px, height_px], &data, &all_cards)
 }
@@ -147,13 +175,26 @@ fn tile_rects(image: &CompressedImage) -> Vec<(usize, usize, usize, usize)> {
 }
 
 /// Returns the tile's stored integers plus the `ZSCALE`/`ZZERO` used for floats.
-fn tile_integers(image: &CompressedImage, rect: &(usize, usize, usize, usize), tile_row: usize) -> (Vec<i64>, f64, f64) {
+fn tile_integers(
+    image: &CompressedImage,
+    rect: &(usize, usize, usize, usize),
+    tile_row: usize,
+) -> (Vec<i64>, f64, f64) {
     let (x0, y0, width, height) = *rect;
-    let indices = (y0..y0 + height).flat_map(|y| (x0..x0 + width).map(move |x| y * image.width_px + x));
+    let indices =
+        (y0..y0 + height).flat_map(|y| (x0..x0 + width).map(move |x| y * image.width_px + x));
 
     match &image.pixels {
-        CompressedPixels::Integers { values, .. } => (indices.map(|index| values[index]).collect(), 1.0, 0.0),
-        CompressedPixels::Floats { values, scale, method, zdither0, .. } => {
+        CompressedPixels::Integers { values, .. } => {
+            (indices.map(|index| values[index]).collect(), 1.0, 0.0)
+        }
+        CompressedPixels::Floats {
+            values,
+            scale,
+            method,
+            zdither0,
+            ..
+        } => {
             let tile_values: Vec<f64> = indices.map(|index| values[index]).collect();
             let finite = tile_values.iter().filter(|value| value.is_finite());
             let zero = finite.fold(f64::INFINITY, |low, value| low.min(*value));
@@ -187,7 +228,8 @@ fn compress_tile(image: &CompressedImage, stored: &[i64]) -> Vec<u8> {
                 .iter()
                 .flat_map(|value| value.to_be_bytes()[8 - width..].to_vec())
                 .collect();
-            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
             // Writing into a Vec cannot fail.
             let _ = encoder.write_all(&raw);
             encoder.finish().unwrap_or_default()
@@ -195,7 +237,13 @@ fn compress_tile(image: &CompressedImage, stored: &[i64]) -> Vec<u8> {
     }
 }
 
-fn compressed_header(image: &CompressedImage, rows: usize, row_bytes: usize, heap_bytes: usize, max_length: usize) -> String {
+fn compressed_header(
+    image: &CompressedImage,
+    rows: usize,
+    row_bytes: usize,
+    heap_bytes: usize,
+    max_length: usize,
+) -> String {
     let mut header = String::new();
     push_card(&mut header, "XTENSION", FitsValue::Str("BINTABLE".into()));
     push_card(&mut header, "BITPIX", FitsValue::Int(8));
@@ -206,9 +254,21 @@ fn compressed_header(image: &CompressedImage, rows: usize, row_bytes: usize, hea
     push_card(&mut header, "GCOUNT", FitsValue::Int(1));
 
     let is_float = matches!(image.pixels, CompressedPixels::Floats { .. });
-    push_card(&mut header, "TFIELDS", FitsValue::Int(if is_float { 3 } else { 1 }));
-    push_card(&mut header, "TTYPE1", FitsValue::Str("COMPRESSED_DATA".into()));
-    push_card(&mut header, "TFORM1", FitsValue::Str(format!("1PB({max_length})")));
+    push_card(
+        &mut header,
+        "TFIELDS",
+        FitsValue::Int(if is_float { 3 } else { 1 }),
+    );
+    push_card(
+        &mut header,
+        "TTYPE1",
+        FitsValue::Str("COMPRESSED_DATA".into()),
+    );
+    push_card(
+        &mut header,
+        "TFORM1",
+        FitsValue::Str(format!("1PB({max_length})")),
+    );
     if is_float {
         push_card(&mut header, "TTYPE2", FitsValue::Str("ZSCALE".into()));
         push_card(&mut header, "TFORM2", FitsValue::Str("1D".into()));
@@ -217,8 +277,16 @@ fn compressed_header(image: &CompressedImage, rows: usize, row_bytes: usize, hea
     }
 
     push_card(&mut header, "ZIMAGE", FitsValue::Bool(true));
-    push_card(&mut header, "ZTILE1", FitsValue::Int(image.tile_width_px as i64));
-    push_card(&mut header, "ZTILE2", FitsValue::Int(image.tile_height_px as i64));
+    push_card(
+        &mut header,
+        "ZTILE1",
+        FitsValue::Int(image.tile_width_px as i64),
+    );
+    push_card(
+        &mut header,
+        "ZTILE2",
+        FitsValue::Int(image.tile_height_px as i64),
+    );
     let algorithm = match image.compression {
         Compression::Rice => "RICE_1",
         Compression::Gzip => "GZIP_1",
@@ -228,7 +296,11 @@ fn compressed_header(image: &CompressedImage, rows: usize, row_bytes: usize, hea
         push_card(&mut header, "ZNAME1", FitsValue::Str("BLOCKSIZE".into()));
         push_card(&mut header, "ZVAL1", FitsValue::Int(32));
         push_card(&mut header, "ZNAME2", FitsValue::Str("BYTEPIX".into()));
-        push_card(&mut header, "ZVAL2", FitsValue::Int(stored_width_bytes(image) as i64));
+        push_card(
+            &mut header,
+            "ZVAL2",
+            FitsValue::Int(stored_width_bytes(image) as i64),
+        );
     }
 
     match &image.pixels {
@@ -239,7 +311,12 @@ fn compressed_header(image: &CompressedImage, rows: usize, row_bytes: usize, hea
                 push_card(&mut header, "BLANK", FitsValue::Int(*blank));
             }
         }
-        CompressedPixels::Floats { zbitpix, method, zdither0, .. } => {
+        CompressedPixels::Floats {
+            zbitpix,
+            method,
+            zdither0,
+            ..
+        } => {
             push_card(&mut header, "ZBITPIX", FitsValue::Int(*zbitpix));
             push_axes(&mut header, image);
             let name = match method {

@@ -6,10 +6,12 @@
 //! - palette PNGs are expanded to RGB(A);
 //! - alpha is composited on white, the colour of the padding around the square.
 //!
-//! JPEG integrity: before decoding, the marker structure is walked from SOI to EOI. A
-//! file that ends before the EOI marker (cut mid-scan, or a truncated progressive
-//! JPEG) is [`ImageError::Truncated`] even though lenient decoders would return a grey
-//! or black image. Four-component (CMYK or Adobe YCCK) JPEGs are rejected with
+//! JPEG integrity: before decoding, [`check_jpeg`] walks the marker structure from SOI
+//! to EOI and, for sequential JPEGs, the Huffman codes of the first scan. A file that
+//! ends before the EOI marker (cut mid-scan, or a truncated progressive JPEG) or whose
+//! scan stops short of the last MCU is [`ImageError::Truncated`], even though lenient
+//! decoders would return a partly grey or black image. Pixels are then decoded with
+//! zune-jpeg in strict mode, which also fails on scan data that ends early. Four-component (CMYK or Adobe YCCK) JPEGs are rejected with
 //! [`ImageError::UnsupportedColourSpace`] instead of being decoded with possibly
 //! inverted colours.
 
@@ -25,6 +27,11 @@ use zune_jpeg::JpegDecoder;
 
 use crate::ImageError;
 use crate::fits;
+
+mod jpeg;
+
+pub use jpeg::{JpegInfo, check_jpeg};
+use jpeg::{corrupt, truncated};
 
 /// Container format of a source file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -111,24 +118,40 @@ pub struct DecodedPreview {
     pub source_channels: u8,
 }
 
-/// Dimensions and colour layout read from a JPEG's markers.
+/// Facts read from a JPEG or PNG before pixel decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JpegInfo {
+pub struct PreviewHeader {
+    pub format: SourceFormat,
     pub width_px: u32,
     pub height_px: u32,
-    pub components: u8,
-    pub progressive: bool,
-    /// Transform byte of an Adobe APP14 segment (0 none/CMYK, 1 YCbCr, 2 YCCK).
-    pub adobe_transform: Option<u8>,
+    /// Marker facts for JPEG input; `None` for PNG.
+    pub jpeg: Option<JpegInfo>,
 }
 
-/// Returns the dimensions of a JPEG or PNG without decoding pixels.
-pub fn dimensions(bytes: &[u8], format: SourceFormat) -> Result<(u32, u32), ImageError> {
+/// Reads dimensions (and for JPEG runs the structure checks) without decoding pixels.
+pub fn inspect(bytes: &[u8], format: SourceFormat) -> Result<PreviewHeader, ImageError> {
     match format {
-        SourceFormat::Jpeg => check_jpeg(bytes).map(|info| (info.width_px, info.height_px)),
-        SourceFormat::Png => png_dimensions(bytes),
+        SourceFormat::Jpeg => {
+            let info = check_jpeg(bytes)?;
+            Ok(PreviewHeader {
+                format,
+                width_px: info.width_px,
+                height_px: info.height_px,
+                jpeg: Some(info),
+            })
+        }
+        SourceFormat::Png => {
+            let (width_px, height_px) = png_dimensions(bytes)?;
+            Ok(PreviewHeader {
+                format,
+                width_px,
+                height_px,
+                jpeg: None,
+            })
+        }
         SourceFormat::Fits | SourceFormat::FitsGzip => Err(ImageError::InvalidOptions {
-            detail: "dimensions() handles JPEG and PNG only; read FITS with fits::read_image".to_string(),
+            detail: "inspect() handles JPEG and PNG only; read FITS with fits::read_image"
+                .to_string(),
         }),
     }
 }
@@ -147,26 +170,32 @@ fn png_dimensions(bytes: &[u8]) -> Result<(u32, u32), ImageError> {
 }
 
 /// Decodes a JPEG or PNG after the integrity checks described in the module docs.
-pub fn decode_preview(bytes: &[u8], format: SourceFormat, max_pixels: u64) -> Result<DecodedPreview, ImageError> {
-    let image_format = match format {
-        SourceFormat::Jpeg => {
-            let info = check_jpeg(bytes)?;
-            check_jpeg_colour_space(&info)?;
-            return decode_jpeg_strict(bytes, &info);
-        }
-        SourceFormat::Png => ImageFormat::Png,
-        SourceFormat::Fits | SourceFormat::FitsGzip => {
-            return Err(ImageError::InvalidOptions {
-                detail: "decode_preview() handles JPEG and PNG only; read FITS with fits::read_image".to_string(),
-            });
-        }
-    };
+pub fn decode_preview(
+    bytes: &[u8],
+    format: SourceFormat,
+    max_pixels: u64,
+) -> Result<DecodedPreview, ImageError> {
+    let header = inspect(bytes, format)?;
+    decode_inspected(bytes, &header, max_pixels)
+}
+
+/// Decodes pixels of a preview that [`inspect`] has already checked.
+pub fn decode_inspected(
+    bytes: &[u8],
+    header: &PreviewHeader,
+    max_pixels: u64,
+) -> Result<DecodedPreview, ImageError> {
+    if let Some(info) = &header.jpeg {
+        check_jpeg_colour_space(info)?;
+        return decode_jpeg_strict(bytes, info);
+    }
+    let image_format = ImageFormat::Png;
 
     let mut reader = ImageReader::with_format(Cursor::new(bytes), image_format);
     reader.limits(decode_limits(max_pixels));
     let image = reader
         .decode()
-        .map_err(|error| map_decode_error(error, format_name(format), max_pixels))?;
+        .map_err(|error| map_decode_error(error, format_name(header.format), max_pixels))?;
 
     Ok(to_preview(image))
 }
@@ -196,7 +225,9 @@ fn map_decode_error(error: image::ImageError, format: &'static str, max_pixels: 
         _ if eof => ImageError::Truncated { format, detail },
         image::ImageError::Limits(_) => ImageError::Corrupt {
             format,
-            detail: format!("decoding needs more memory than allowed for {max_pixels} pixels: {detail}"),
+            detail: format!(
+                "decoding needs more memory than allowed for {max_pixels} pixels: {detail}"
+            ),
         },
         _ => ImageError::Corrupt { format, detail },
     }
@@ -214,7 +245,10 @@ fn to_preview(image: DynamicImage) -> DecodedPreview {
         _ if image.color().has_alpha() => Raster::Rgb(composite_rgb_on_white(&image.to_rgba8())),
         _ => Raster::Rgb(image.to_rgb8()),
     };
-    DecodedPreview { raster, source_channels }
+    DecodedPreview {
+        raster,
+        source_channels,
+    }
 }
 
 fn blend_on_white(value: u8, alpha: u8) -> u8 {
@@ -240,139 +274,14 @@ fn composite_rgb_on_white(image: &image::RgbaImage) -> RgbImage {
     })
 }
 
-fn truncated(detail: String) -> ImageError {
-    ImageError::Truncated { format: "JPEG", detail }
-}
-
-fn corrupt(detail: String) -> ImageError {
-    ImageError::Corrupt { format: "JPEG", detail }
-}
-
-/// Walks the JPEG marker structure from SOI to EOI and returns the frame information.
-pub fn check_jpeg(bytes: &[u8]) -> Result<JpegInfo, ImageError> {
-    if !bytes.starts_with(&[0xff, 0xd8]) {
-        return Err(corrupt("missing SOI marker at the start".to_string()));
-    }
-
-    let mut frame: Option<JpegInfo> = None;
-    let mut adobe_transform = None;
-    let mut seen_scan = false;
-    let mut position = 2;
-
-    loop {
-        let (marker, after_marker) = next_marker(bytes, position)?;
-        position = after_marker;
-
-        match marker {
-            0xd9 => break,
-            0xd0..=0xd7 | 0x01 => continue,
-            0xd8 => return Err(corrupt(format!("second SOI marker at byte {}", position - 2))),
-            _ => {}
-        }
-
-        let segment = read_segment(bytes, position, marker)?;
-        position += 2 + segment.len();
-
-        if is_start_of_frame(marker) {
-            frame = Some(parse_frame(segment, marker)?);
-        } else if marker == 0xee && segment.starts_with(b"Adobe") && segment.len() >= 12 {
-            adobe_transform = Some(segment[11]);
-        } else if marker == 0xda {
-            seen_scan = true;
-            position = skip_entropy_data(bytes, position)?;
-        }
-    }
-
-    let frame = frame.ok_or_else(|| corrupt("no start-of-frame (SOF) marker before EOI".to_string()))?;
-    if !seen_scan {
-        return Err(corrupt("no scan (SOS) before EOI".to_string()));
-    }
-    Ok(JpegInfo { adobe_transform, ..frame })
-}
-
-/// Returns the marker byte at `position` (after any 0xFF fill bytes) and the next offset.
-fn next_marker(bytes: &[u8], position: usize) -> Result<(u8, usize), ImageError> {
-    let mut cursor = position;
-    match bytes.get(cursor) {
-        None => {
-            return Err(truncated(format!(
-                "the file ends at byte {} without an EOI marker",
-                bytes.len()
-            )));
-        }
-        Some(0xff) => {}
-        Some(other) => return Err(corrupt(format!("expected a marker at byte {cursor}, found 0x{other:02X}"))),
-    }
-
-    while bytes.get(cursor) == Some(&0xff) {
-        cursor += 1;
-    }
-    match bytes.get(cursor) {
-        Some(marker) => Ok((*marker, cursor + 1)),
-        None => Err(truncated(format!("the file ends at byte {} inside a marker", bytes.len()))),
-    }
-}
-
-fn read_segment(bytes: &[u8], position: usize, marker: u8) -> Result<&[u8], ImageError> {
-    let Some(length_bytes) = bytes.get(position..position + 2) else {
-        return Err(truncated(format!("the file ends inside the 0x{marker:02X} segment length")));
-    };
-    let length = usize::from(u16::from_be_bytes([length_bytes[0], length_bytes[1]]));
-    if length < 2 {
-        return Err(corrupt(format!("segment 0x{marker:02X} at byte {position} has invalid length {length}")));
-    }
-    bytes
-        .get(position + 2..position + length)
-        .ok_or_else(|| truncated(format!("the file ends inside the 0x{marker:02X} segment at byte {position}")))
-}
-
-fn is_start_of_frame(marker: u8) -> bool {
-    (0xc0..=0xcf).contains(&marker) && !matches!(marker, 0xc4 | 0xc8 | 0xcc)
-}
-
-fn parse_frame(segment: &[u8], marker: u8) -> Result<JpegInfo, ImageError> {
-    if segment.len() < 6 {
-        return Err(corrupt(format!("SOF segment of {} bytes is too short", segment.len())));
-    }
-    let height_px = u32::from(u16::from_be_bytes([segment[1], segment[2]]));
-    let width_px = u32::from(u16::from_be_bytes([segment[3], segment[4]]));
-    if width_px == 0 || height_px == 0 {
-        return Err(corrupt(format!("SOF declares an empty {width_px}x{height_px} frame")));
-    }
-
-    Ok(JpegInfo {
-        width_px,
-        height_px,
-        components: segment[5],
-        progressive: matches!(marker, 0xc2 | 0xc6 | 0xca | 0xce),
-        adobe_transform: None,
-    })
-}
-
-/// Skips entropy-coded data after SOS; returns the offset of the next marker's 0xFF.
-fn skip_entropy_data(bytes: &[u8], start: usize) -> Result<usize, ImageError> {
-    let mut position = start;
-    while position + 1 < bytes.len() {
-        if bytes[position] == 0xff {
-            let next = bytes[position + 1];
-            // 0xFF00 is a stuffed data byte and RSTn markers sit inside the scan.
-            let is_data = next == 0x00 || (0xd0..=0xd7).contains(&next) || next == 0xff;
-            if !is_data {
-                return Ok(position);
-            }
-        }
-        position += 1;
-    }
-    Err(truncated(format!(
-        "scan data starting at byte {start} runs to the end of the file ({} bytes) without an EOI marker",
-        bytes.len()
-    )))
-}
-
 /// Decodes a JPEG in zune-jpeg's strict mode, which fails on scan data that ends
 /// early instead of filling the missing rows with grey.
 fn decode_jpeg_strict(bytes: &[u8], info: &JpegInfo) -> Result<DecodedPreview, ImageError> {
-    let output_colour_space = if info.components == 1 { ColorSpace::Luma } else { ColorSpace::RGB };
+    let output_colour_space = if info.components == 1 {
+        ColorSpace::Luma
+    } else {
+        ColorSpace::RGB
+    };
     let options = DecoderOptions::default()
         .set_strict_mode(true)
         .set_max_width(usize::from(u16::MAX))
@@ -390,11 +299,17 @@ fn decode_jpeg_strict(bytes: &[u8], info: &JpegInfo) -> Result<DecodedPreview, I
     })?;
 
     let raster = match output_colour_space {
-        ColorSpace::Luma => GrayImage::from_raw(info.width_px, info.height_px, samples).map(Raster::Grey),
+        ColorSpace::Luma => {
+            GrayImage::from_raw(info.width_px, info.height_px, samples).map(Raster::Grey)
+        }
         _ => RgbImage::from_raw(info.width_px, info.height_px, samples).map(Raster::Rgb),
     };
-    let raster = raster.ok_or_else(|| corrupt("decoded sample count does not match the frame size".to_string()))?;
-    Ok(DecodedPreview { raster, source_channels: info.components })
+    let raster = raster
+        .ok_or_else(|| corrupt("decoded sample count does not match the frame size".to_string()))?;
+    Ok(DecodedPreview {
+        raster,
+        source_channels: info.components,
+    })
 }
 
 fn check_jpeg_colour_space(info: &JpegInfo) -> Result<(), ImageError> {

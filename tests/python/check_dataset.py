@@ -1,0 +1,73 @@
+"""Reads a published paperclip dataset with third-party readers.
+
+Opens every version's metadata table with the `deltalake` package (time travel by
+version) and every shard with the `webdataset` package, and checks that both agree with
+the version manifest. Exits non-zero with a message on the first disagreement.
+
+Usage: python tests/python/check_dataset.py DATA_DIR DATASET
+"""
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import deltalake
+import webdataset
+from PIL import Image
+
+
+def fail(message: str) -> None:
+    print(f"check_dataset: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def check_version(root: Path, manifest: dict) -> int:
+    version = manifest["version"]
+    table = deltalake.DeltaTable(str(root / "samples"), version=version - 1)
+    rows = table.to_pyarrow_table().to_pylist()
+    expected = manifest["counts"]["samples"]
+    if len(rows) != expected:
+        fail(f"v{version}: Delta table has {len(rows)} rows, manifest says {expected}")
+    by_key = {row["key"]: row for row in rows}
+
+    shard_dir = root / "versions" / f"v{version}" / "shards"
+    urls = [str(shard_dir / shard["name"]) for shard in manifest["shards"]]
+    seen = 0
+    for sample in webdataset.WebDataset(urls, shardshuffle=False):
+        key = sample["__key__"]
+        if key not in by_key:
+            fail(f"v{version}: shard sample {key} is not in the Delta table")
+        row = by_key[key]
+        image = Image.open(io.BytesIO(sample["jpg"]))
+        if image.size != (512, 512):
+            fail(f"v{version}: {key}.jpg is {image.size}, expected 512x512")
+        if sample["txt"].decode("utf-8") != row["caption"]:
+            fail(f"v{version}: {key}.txt differs from the caption column")
+        metadata = json.loads(sample["json"])
+        if metadata["image_sha256"] != row["image_sha256"]:
+            fail(f"v{version}: {key}.json image_sha256 differs from the table")
+        seen += 1
+    if seen != expected:
+        fail(f"v{version}: shards hold {seen} samples, manifest says {expected}")
+    return seen
+
+
+def main() -> None:
+    if len(sys.argv) != 3:
+        fail("usage: check_dataset.py DATA_DIR DATASET")
+    root = Path(sys.argv[1]) / "datasets" / sys.argv[2]
+    manifests = sorted(root.glob("versions/v*/manifest.json"))
+    if not manifests:
+        fail(f"no published version under {root}")
+    history = deltalake.DeltaTable(str(root / "samples")).history()
+    if len(history) != len(manifests):
+        fail(f"Delta history has {len(history)} commits, found {len(manifests)} version manifests")
+    for path in manifests:
+        manifest = json.loads(path.read_text())
+        seen = check_version(root, manifest)
+        print(f"v{manifest['version']}: {seen} samples read with deltalake and webdataset")
+
+
+if __name__ == "__main__":
+    main()
