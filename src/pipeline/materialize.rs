@@ -62,12 +62,12 @@ pub struct Materialized {
     pub record: PreparedRecord,
 }
 
-/// Why a request produced no image and no record; the run skips the row.
+/// Failure of one request that produced no image and no record. The run skips the row.
 #[derive(Debug)]
 pub struct FetchFailure {
     pub row: usize,
-    /// A failure that says nothing about the file (timeout, reset, 5xx, local I/O); the
-    /// run stops instead of publishing a version without the file.
+    /// True for failures unrelated to the file itself (timeout, reset, 5xx, local I/O). The
+    /// run then stops instead of publishing a version without the file.
     pub transient: bool,
     pub reason: String,
     pub detail: String,
@@ -205,7 +205,7 @@ impl Materializer {
     }
 }
 
-/// Whether a download failure may succeed on a later run.
+/// Returns true when a download failure may pass on a later run.
 fn is_transient(error: &ArchiveError) -> bool {
     match error {
         ArchiveError::HttpStatus { status, .. } => *status >= 500,

@@ -2,7 +2,7 @@
 //! shards → a published dataset version.
 //!
 //! A run publishes a new version only when the assembled samples differ from the latest
-//! version (by fingerprint); a rerun over unchanged input reuses every download and prepared
+//! version by fingerprint. A rerun over unchanged input reuses every download and prepared
 //! image and publishes nothing. A run that stops midway leaves its finished downloads and
 //! prepared images in the stores, so the next run only does the remaining work.
 
@@ -50,7 +50,7 @@ pub struct RunOptions {
     pub progress: Arc<dyn Progress>,
 }
 
-/// What a run did, printed by the CLI and stored under `<data dir>/runs/`.
+/// Summary of one run, printed by the CLI and stored under `<data dir>/runs/`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
     pub run_id: String,
@@ -136,6 +136,7 @@ pub async fn run(config: &PipelineConfig, options: &RunOptions) -> Result<RunRep
     let stats = client.stats();
     counts.insert("archive_requests".into(), stats.requests);
     counts.insert("archive_retries".into(), stats.retries);
+    counts.insert("bytes_downloaded".into(), stats.bytes_downloaded);
     let mut report = RunReport {
         run_id: run_id.clone(),
         dataset: config.dataset.name.clone(),

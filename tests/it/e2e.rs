@@ -301,3 +301,26 @@ async fn stored_blobs_are_not_downloaded_again() {
             .any(|k| k.starts_with("download/"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_input_gives_same_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = serve_fixtures(dir.path(), ServeOptions::default()).await;
+    let mut fingerprints = Vec::new();
+    for name in ["a", "b"] {
+        let data_dir = dir.path().join(name);
+        run_pipeline(&data_dir, url.clone()).await;
+        let record = list_versions(&DatasetPaths::new(&data_dir, DATASET))
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        let shards: Vec<_> = record
+            .shards
+            .iter()
+            .map(|s| (s.name.clone(), s.sha256.clone()))
+            .collect();
+        fingerprints.push((record.fingerprint, shards));
+    }
+    assert_eq!(fingerprints[0], fingerprints[1]);
+}

@@ -1,4 +1,4 @@
-//! SQL behaviour tests: every folder under `tests/sql/` holds `setup.sql`, `query.sql`
+//! SQL behaviour tests: every folder under `tests/sql/` contains `setup.sql`, `query.sql`
 //! and `expected.txt` (see `tests/sql/README.md`).
 
 use std::path::Path;

@@ -5,17 +5,17 @@ use std::sync::Arc;
 
 use paperclip::pipeline::{NoProgress, PipelineConfig, RunOptions, RunReport};
 
-/// The repository root.
+/// Returns the repository root.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The project's pipeline file.
+/// Returns the path of the project's pipeline file.
 pub fn pipeline_path() -> PathBuf {
     repo_root().join("pipelines/hst-paperclip.toml")
 }
 
-/// The real third-party test data next to the repository, when present.
+/// Returns the real third-party test data next to the repository, when present.
 ///
 /// Returns `None` (after printing why) when it is absent, unless
 /// `PAPERCLIP_REQUIRE_SHARED_DATA=1`, which turns absence into a failure.
