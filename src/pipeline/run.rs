@@ -602,6 +602,8 @@ fn save_report(data_dir: &Path, report: &RunReport) -> Result<()> {
     let path = data_dir
         .join("runs")
         .join(format!("{}.json", report.run_id));
-    let json = serde_json::to_vec_pretty(report).expect("RunReport serializes");
+    // One JSON object per line, so the run log reads as newline-delimited JSON.
+    let mut json = serde_json::to_vec(report).expect("RunReport serializes");
+    json.push(b'\n');
     write_atomic(&path, &json)
 }

@@ -123,6 +123,21 @@ fn embedded_run_then_query_as_json() {
         ])
     );
 
+    let runs = paperclip(
+        dir.path(),
+        &[
+            "--json",
+            "sql",
+            "SELECT published_version, counts['samples'] AS samples FROM paperclip.runs",
+        ],
+    );
+    assert!(runs.status.success(), "{}", text(&runs.stderr));
+    let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
+    assert_eq!(
+        runs,
+        serde_json::json!([{"published_version": 1, "samples": 7}])
+    );
+
     let bad = paperclip(
         dir.path(),
         &["sql", "SELECT nope FROM \"hst-paperclip\".latest.samples"],
