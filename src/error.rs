@@ -40,15 +40,8 @@ pub enum PipelineError {
         source: deltalake::DeltaTableError,
     },
 
-    #[error(
-        "SQL model {model} must return column {column} of type {expected}, but it is missing or {found}; fix the SELECT list"
-    )]
-    ModelSchema {
-        model: String,
-        column: String,
-        expected: String,
-        found: String,
-    },
+    #[error("the rows of SQL model {model} are unusable: {problem}")]
+    ModelOutput { model: String, problem: String },
 
     #[error("dataset {name:?} not found in {data_dir}; known datasets: {known}")]
     DatasetNotFound {
@@ -65,7 +58,7 @@ pub enum PipelineError {
     },
 
     #[error(
-        "dataset {name:?} is locked by another run ({lock_path}); wait for it to finish, or remove the file if no paperclip process is running"
+        "dataset {name:?} is locked by another running paperclip process ({lock_path}); wait for it to finish (the lock is released when that process exits)"
     )]
     Locked { name: String, lock_path: PathBuf },
 

@@ -15,6 +15,12 @@ use super::{ArchiveCommand, Cli, Command, DatasetsCommand, GlobalArgs};
 
 pub async fn dispatch(cli: Cli) -> Result<()> {
     let global = &cli.global;
+    if global.data_dir.exists() && !global.data_dir.is_dir() {
+        bail!(
+            "--data-dir {} is a file, not a directory; pass a directory (it is created when missing)",
+            global.data_dir.display()
+        );
+    }
     match cli.command {
         Command::Run(args) => run(global, &args.pipeline, args.archive.as_deref()).await,
         Command::Archive(ArchiveCommand::Serve(args)) => {
@@ -35,6 +41,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Datasets(DatasetsCommand::List) => datasets_list(global).await,
         Command::Datasets(DatasetsCommand::Show { name }) => datasets_show(global, &name).await,
+        Command::Datasets(DatasetsCommand::Verify { name }) => datasets_verify(global, &name).await,
         Command::Sql(args) => sql(global, &args.query).await,
     }
 }
@@ -76,8 +83,13 @@ async fn run(global: &GlobalArgs, pipeline: &std::path::Path, archive: Option<&s
     let report = result.with_context(|| format!("run of {} failed", pipeline.display()))?;
     print_value(global, &report, || format_report(&report))?;
     if report.counts.get("samples").copied().unwrap_or(0) == 0 {
+        if report.skips.is_empty() {
+            bail!(
+                "the run produced no samples, so nothing was published: no proposal reached the archive queries; check archive.catalog and selection.min_cycle/max_cycle"
+            );
+        }
         bail!(
-            "the run produced no samples, so nothing was published; the skipped reasons above say why"
+            "the run produced no samples, so nothing was published; the skipped items above say why"
         );
     }
     Ok(())
@@ -104,6 +116,18 @@ fn format_report(report: &RunReport) -> String {
         text.push_str("skipped, by stage/reason:\n");
         for (reason, count) in &report.skipped_by_reason {
             text.push_str(&format!("  {reason:<40} {count}\n"));
+        }
+    }
+    if report.counts.get("samples").copied().unwrap_or(0) == 0 {
+        text.push_str(&format!(
+            "first skipped items (all {} are in paperclip.runs):\n",
+            report.skips.len()
+        ));
+        for skip in report.skips.iter().take(10) {
+            text.push_str(&format!(
+                "  {}/{} {}: {}\n",
+                skip.stage, skip.reason, skip.item, skip.detail
+            ));
         }
     }
     text.trim_end().to_string()
@@ -170,7 +194,8 @@ async fn datasets_list(global: &GlobalArgs) -> Result<()> {
     })
 }
 
-async fn datasets_show(global: &GlobalArgs, name: &str) -> Result<()> {
+/// Checks that a dataset exists, naming the known ones when it does not.
+fn require_dataset(global: &GlobalArgs, name: &str) -> Result<DatasetPaths> {
     let known = list_datasets(&global.data_dir)?;
     if !known.iter().any(|k| k == name) {
         bail!(paperclip::error::PipelineError::DatasetNotFound {
@@ -183,7 +208,32 @@ async fn datasets_show(global: &GlobalArgs, name: &str) -> Result<()> {
             },
         });
     }
-    let paths = DatasetPaths::new(&global.data_dir, name);
+    Ok(DatasetPaths::new(&global.data_dir, name))
+}
+
+async fn datasets_verify(global: &GlobalArgs, name: &str) -> Result<()> {
+    let paths = require_dataset(global, name)?;
+    let problems = paperclip::dataset::verify::verify_dataset(&paths).await?;
+    let versions = list_versions(&paths).await?.len();
+    print_value(global, &problems, || {
+        if problems.is_empty() {
+            format!("{name}: {versions} version(s) verified; every shard matches its manifest")
+        } else {
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    })?;
+    if !problems.is_empty() {
+        bail!("{name}: {} problem(s) found", problems.len());
+    }
+    Ok(())
+}
+
+async fn datasets_show(global: &GlobalArgs, name: &str) -> Result<()> {
+    let paths = require_dataset(global, name)?;
     let versions = list_versions(&paths).await?;
     print_value(global, &versions, || {
         let mut text = format!(
@@ -216,23 +266,35 @@ async fn datasets_show(global: &GlobalArgs, name: &str) -> Result<()> {
 async fn sql(global: &GlobalArgs, query: &str) -> Result<()> {
     let ctx = paperclip::sql::new_session();
     paperclip::dataset::catalog::register_datasets(&ctx, &global.data_dir).await?;
-    let frame = ctx.sql(query).await.context("SQL query failed")?;
+    let frame = paperclip::sql::read_only_query(&ctx, query).await?;
+    let schema = frame.schema().as_arrow().clone();
     let batches = frame.collect().await.context("SQL query failed")?;
     if global.json {
-        println!("{}", batches_to_json(&batches)?);
-    } else {
-        println!(
-            "{}",
-            datafusion::arrow::util::pretty::pretty_format_batches(&batches)?
-        );
+        return write_stdout(&batches_to_json(&batches)?);
     }
+    if batches.iter().all(|b| b.num_rows() == 0) {
+        let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        return write_stdout(&format!("0 rows (columns: {})", columns.join(", ")));
+    }
+    write_stdout(&datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string())
+}
+
+/// Writes a line to stdout, returning an error (a broken pipe included) instead of panicking.
+fn write_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{text}")?;
+    stdout.flush()?;
     Ok(())
 }
 
 fn batches_to_json(batches: &[RecordBatch]) -> Result<String> {
     let mut buffer = Vec::new();
     {
-        let mut writer = datafusion::arrow::json::ArrayWriter::new(&mut buffer);
+        let mut writer = datafusion::arrow::json::WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, datafusion::arrow::json::writer::JsonArray>(&mut buffer);
         let refs: Vec<&RecordBatch> = batches.iter().collect();
         writer.write_batches(&refs)?;
         writer.finish()?;
@@ -249,9 +311,8 @@ fn print_value<T: serde::Serialize>(
     text: impl FnOnce() -> String,
 ) -> Result<()> {
     if global.json {
-        println!("{}", serde_json::to_string_pretty(value)?);
+        write_stdout(&serde_json::to_string_pretty(value)?)
     } else {
-        println!("{}", text());
+        write_stdout(&text())
     }
-    Ok(())
 }

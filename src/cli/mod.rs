@@ -113,6 +113,12 @@ pub enum DatasetsCommand {
         /// Dataset name.
         name: String,
     },
+    /// Check every version's shards against its manifest (presence, size, SHA-256, samples)
+    /// and its row count against the Delta table.
+    Verify {
+        /// Dataset name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -124,7 +130,10 @@ pub struct SqlArgs {
 /// Parses arguments, runs the command and returns the process exit code.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.global.log_level);
+    let json = cli.global.json;
+    if let Err(message) = init_logging(&cli.global.log_level) {
+        return report_error(&anyhow::anyhow!(message), json);
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -132,25 +141,75 @@ pub fn main() -> std::process::ExitCode {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return std::process::ExitCode::FAILURE;
+            return report_error(
+                &anyhow::anyhow!("cannot start the async runtime: {error}"),
+                json,
+            );
         }
     };
     match runtime.block_on(commands::dispatch(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
-        }
+        Err(error) if is_broken_pipe(&error) => std::process::ExitCode::SUCCESS,
+        Err(error) => report_error(&error, json),
     }
 }
 
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+/// Prints an error on stderr (and as `{"error": ...}` on stdout with `--json`).
+fn report_error(error: &anyhow::Error, json: bool) -> std::process::ExitCode {
+    let message = error_message(error);
+    eprintln!("error: {message}");
+    if json {
+        println!("{}", serde_json::json!({ "error": message }));
+    }
+    std::process::ExitCode::FAILURE
+}
+
+/// Joins an error's chain, leaving out causes whose text the previous message already
+/// contains (library errors often include their source in their own message).
+fn error_message(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
+}
+
+/// A closed stdout (e.g. `paperclip sql ... | head`) ends the command quietly.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn init_logging(level: &str) -> Result<(), String> {
+    use std::io::IsTerminal;
+
+    let filter = match tracing_subscriber::EnvFilter::try_from_default_env() {
+        Ok(filter) => filter,
+        Err(_) => {
+            let valid = ["error", "warn", "info", "debug", "trace", "off"];
+            if !valid.contains(&level) {
+                return Err(format!(
+                    "--log-level {level:?} is invalid; use one of {}",
+                    valid.join(", ")
+                ));
+            }
+            tracing_subscriber::EnvFilter::new(level)
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+    Ok(())
 }

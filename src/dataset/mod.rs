@@ -3,4 +3,5 @@
 
 pub mod catalog;
 pub mod shards;
+pub mod verify;
 pub mod versions;

@@ -278,7 +278,10 @@ fn append_columns(
 fn metadata_lines(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
     let mut buffer = Vec::new();
     {
-        let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut buffer);
+        // Explicit nulls: a missing position is `"s_ra": null`, not an absent key.
+        let mut writer = datafusion::arrow::json::WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, datafusion::arrow::json::writer::LineDelimited>(&mut buffer);
         writer.write(batch)?;
         writer.finish()?;
     }

@@ -119,6 +119,9 @@ pub struct ImagesSection {
     /// Sources whose long side exceeds this many times the short side are skipped; unset
     /// keeps every aspect ratio, as the original method did.
     pub max_aspect_ratio: Option<f64>,
+    /// Sources with more pixels than this are skipped before decoding, so a hostile header
+    /// cannot exhaust memory.
+    pub max_source_pixels: u64,
 }
 
 impl Default for ImagesSection {
@@ -129,6 +132,7 @@ impl Default for ImagesSection {
             stretch: "asinh".to_string(),
             min_source_px: 16,
             max_aspect_ratio: None,
+            max_source_pixels: 200_000_000,
         }
     }
 }
@@ -254,18 +258,59 @@ impl PipelineConfig {
                 "shards.samples_per_shard must be at least 1".into(),
             ));
         }
-        if self.archive.download_concurrency == 0
-            || self.archive.products_batch_size == 0
-            || self.archive.proposals_per_query == 0
-        {
-            return Err(invalid(
-                "archive.download_concurrency, products_batch_size and proposals_per_query must be at least 1"
-                    .into(),
-            ));
+        let archive = &self.archive;
+        let positive = [
+            ("archive.request_timeout_secs", archive.request_timeout_secs),
+            ("archive.page_size", u64::from(archive.page_size)),
+            (
+                "archive.proposals_per_query",
+                archive.proposals_per_query as u64,
+            ),
+            (
+                "archive.products_batch_size",
+                archive.products_batch_size as u64,
+            ),
+            (
+                "archive.download_concurrency",
+                archive.download_concurrency as u64,
+            ),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(format!("{key} = 0 is invalid; use 1 or more")));
+            }
         }
+        url::Url::parse(&archive.base_url).map_err(|e| {
+            invalid(format!(
+                "archive.base_url = {:?} is not a URL: {e}",
+                archive.base_url
+            ))
+        })?;
+        self.validate_models().map_err(invalid)
+    }
+
+    /// Checks that every model file exists and that `samples_model` names one of them.
+    fn validate_models(&self) -> Result<(), String> {
         if self.sql.models.is_empty() {
-            return Err(invalid(
-                "sql.models is empty; list at least one SQL file".into(),
+            return Err("sql.models is empty; list at least one SQL file".into());
+        }
+        let mut names = Vec::new();
+        for model in &self.sql.models {
+            let path = self.resolve(model);
+            if !path.is_file() {
+                return Err(format!(
+                    "sql.models lists {}, which resolves to {}, a file that does not exist; paths are relative to the pipeline file",
+                    model.display(),
+                    path.display()
+                ));
+            }
+            names.push(crate::sql::model_name(&path).map_err(|e| e.to_string())?);
+        }
+        if !names.contains(&self.sql.samples_model) {
+            return Err(format!(
+                "sql.samples_model = {:?} is not one of the models ({}); use the file stem of the model that returns the samples",
+                self.sql.samples_model,
+                names.join(", ")
             ));
         }
         Ok(())
@@ -306,6 +351,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.toml");
         std::fs::write(&path, text).unwrap();
+        std::fs::write(dir.path().join("a.sql"), "SELECT 1").unwrap();
         (dir, path)
     }
 
@@ -349,5 +395,46 @@ samples_model = "a"
         assert!(validate_dataset_name("Hst").is_err());
         assert!(validate_dataset_name("a/b").is_err());
         assert!(validate_dataset_name("").is_err());
+    }
+}
+
+#[cfg(test)]
+mod model_tests {
+    use super::*;
+
+    fn load_with(settings: &str, models: &str, samples_model: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.sql"), "SELECT 1").unwrap();
+        let path = dir.path().join("p.toml");
+        let text = format!(
+            "[dataset]\nname = \"d\"\n{settings}\n[sql]\nmodels = [{models}]\nsamples_model = \"{samples_model}\"\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        PipelineConfig::load(&path).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn missing_model_file_is_named() {
+        let message = load_with("", "\"nope.sql\"", "nope");
+        assert!(message.contains("nope.sql"), "{message}");
+        assert!(message.contains("does not exist"), "{message}");
+    }
+
+    #[test]
+    fn unknown_samples_model_lists_models() {
+        let message = load_with("", "\"a.sql\"", "b");
+        assert!(
+            message.contains("sql.samples_model = \"b\" is not one of the models (a)"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn zero_page_size_names_the_key() {
+        let message = load_with("[archive]\npage_size = 0", "\"a.sql\"", "a");
+        assert!(
+            message.contains("archive.page_size = 0 is invalid"),
+            "{message}"
+        );
     }
 }

@@ -3,6 +3,7 @@
 mod assemble;
 pub mod config;
 mod materialize;
+mod model_output;
 pub mod run;
 pub mod skips;
 mod tables;

@@ -22,6 +22,7 @@ use url::Url;
 use super::assemble::{AssembledSamples, ImageFacts, assemble, sample_key};
 use super::config::PipelineConfig;
 use super::materialize::{ImageRequest, Materializer, PreparedOutcome};
+use super::model_output;
 use super::skips::{Skip, count_by_reason};
 use super::tables;
 use crate::dataset::shards::{OwnedShardSample, ShardInfo, write_split};
@@ -64,6 +65,8 @@ pub struct RunReport {
     pub archive_requests: u64,
     pub archive_retries: u64,
     pub elapsed_secs: f64,
+    /// Every item the run could not use, with its detail; also kept when nothing is published.
+    pub skips: Vec<Skip>,
 }
 
 /// Runs the pipeline once.
@@ -75,6 +78,7 @@ pub async fn run(config: &PipelineConfig, options: &RunOptions) -> Result<RunRep
 
     let paths = DatasetPaths::new(&options.data_dir, &config.dataset.name);
     let _lock = DatasetLock::acquire(&paths)?;
+    remove_leftovers(&paths, &options.data_dir);
     let store = BlobStore::open(options.data_dir.join("blobs"))?;
     let client = Arc::new(MastClient::new(client_config(config, options)?)?);
     let mut counts = BTreeMap::new();
@@ -102,6 +106,7 @@ pub async fn run(config: &PipelineConfig, options: &RunOptions) -> Result<RunRep
     sql::register_models(&ctx, &model_paths).await?;
     let model = config.sql.samples_model.as_str();
     let selected = sql::collect_one(&ctx, &format!("SELECT * FROM {model}")).await?;
+    let selected = model_output::normalize(selected, model)?;
     counts.insert("selected_images".into(), selected.num_rows() as u64);
     record_proposals_without_images(&selected, model, &observations, &mut skips)?;
 
@@ -147,6 +152,7 @@ pub async fn run(config: &PipelineConfig, options: &RunOptions) -> Result<RunRep
         archive_requests: stats.requests,
         archive_retries: stats.retries,
         elapsed_secs: 0.0,
+        skips: Vec::new(),
     };
 
     let versions = list_versions(&paths).await?;
@@ -178,9 +184,43 @@ pub async fn run(config: &PipelineConfig, options: &RunOptions) -> Result<RunRep
         }
     }
 
+    report.skips = skips;
     report.elapsed_secs = started.elapsed().as_secs_f64();
     save_report(&options.data_dir, &report)?;
     Ok(report)
+}
+
+/// Age after which a partial download in the shared blob store counts as abandoned.
+const ABANDONED_DOWNLOAD_SECS: u64 = 24 * 3600;
+
+/// Deletes what interrupted runs left: this dataset's staging folders (safe, since the
+/// dataset lock is held) and partial downloads old enough that no live run of another
+/// dataset can still be writing them. Failures are logged, never fatal.
+fn remove_leftovers(paths: &DatasetPaths, data_dir: &Path) {
+    let staging = paths.root.join("staging");
+    if staging.is_dir()
+        && let Err(error) = std::fs::remove_dir_all(&staging)
+    {
+        tracing::warn!(dir = %staging.display(), %error, "cannot remove staging files of an earlier run");
+    }
+
+    let tmp_dir = data_dir.join("blobs").join("tmp");
+    let Ok(entries) = std::fs::read_dir(&tmp_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let age_secs = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .map_or(0, |age| age.as_secs());
+        if age_secs > ABANDONED_DOWNLOAD_SECS
+            && let Err(error) = std::fs::remove_file(entry.path())
+        {
+            tracing::warn!(file = %entry.path().display(), %error, "cannot remove abandoned download");
+        }
+    }
 }
 
 fn new_run_id() -> String {
@@ -225,7 +265,7 @@ fn prepare_options(config: &PipelineConfig) -> Result<PrepareOptions> {
             .map_err(|e| PipelineError::Invalid(format!("images.stretch: {e}")))?,
         min_source_px: images.min_source_px,
         max_aspect_ratio: images.max_aspect_ratio,
-        ..PrepareOptions::default()
+        max_source_pixels: images.max_source_pixels,
     })
 }
 
@@ -327,7 +367,9 @@ async fn query_observations(
     skips: &mut Vec<Skip>,
 ) -> Result<Vec<Observation>> {
     let ids: Vec<u32> = proposals.iter().map(|p| p.id).collect();
-    let mut observations = client.observations_for_proposals(&ids).await?;
+    let list = client.observations_for_proposals(&ids).await?;
+    skips.extend(list.rejected.iter().map(rejected_row_skip));
+    let mut observations = list.observations;
 
     let mut seen = HashSet::new();
     observations.retain(|o| seen.insert(o.obsid));
@@ -359,6 +401,7 @@ async fn query_products(
 ) -> Result<Vec<paperclip_archive::Product>> {
     let obsids: Vec<ObsId> = observations.iter().map(|o| o.obsid).collect();
     let list = client.products(&obsids).await?;
+    skips.extend(list.rejected.iter().map(rejected_row_skip));
     for quarantined in &list.quarantined {
         skips.push(Skip::new(
             "products",
@@ -374,6 +417,16 @@ async fn query_products(
     }
     counts.insert("products".into(), list.products.len() as u64);
     Ok(list.products)
+}
+
+fn rejected_row_skip(row: &paperclip_archive::RejectedRow) -> Skip {
+    Skip::new(
+        "archive",
+        format!("{} row {}", row.service, row.index),
+        None,
+        "unreadable_row",
+        format!("{}; row: {}", row.reason, row.row_json),
+    )
 }
 
 /// Records proposals that have observations but no product the selection accepted.

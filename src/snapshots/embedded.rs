@@ -1,6 +1,5 @@
 //! The embedded archive behind `paperclip run --archive embedded`: the built-in fixture
-//! snapshot, written once under the data directory and served on a free loopback port for
-//! the length of a run.
+//! snapshot, generated for each run and served on a free loopback port while it lasts.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -10,13 +9,13 @@ use url::Url;
 
 use crate::error::{PipelineError, Result};
 
-/// Bump when the fixture content changes, so an old copy under a data directory is not reused.
-const FIXTURE_VERSION: &str = "fixtures-v1";
-
 /// A running embedded archive; stop it when the run ends.
 pub struct EmbeddedArchive {
     pub url: Url,
     server: RunningServer,
+    /// The snapshot, regenerated for every run and deleted with this value, so a damaged
+    /// copy can never be served.
+    _dir: tempfile::TempDir,
 }
 
 impl EmbeddedArchive {
@@ -28,26 +27,25 @@ impl EmbeddedArchive {
     }
 }
 
-/// Writes the fixture snapshot (once) and serves it on 127.0.0.1 with a free port.
+/// Writes the fixture snapshot into a temporary directory under the data directory and
+/// serves it on 127.0.0.1 with a free port.
 pub async fn start(data_dir: &Path) -> Result<EmbeddedArchive> {
-    let dir = data_dir.join("archive").join(FIXTURE_VERSION);
-    if !dir.join("snapshot.json").is_file() {
-        let staging = data_dir
-            .join("archive")
-            .join(format!(".{FIXTURE_VERSION}.partial"));
-        if staging.exists() {
-            std::fs::remove_dir_all(&staging).map_err(|e| PipelineError::io(&staging, e))?;
-        }
-        super::fixtures::build(&staging)?;
-        std::fs::rename(&staging, &dir).map_err(|e| PipelineError::io(&dir, e))?;
-    }
+    std::fs::create_dir_all(data_dir).map_err(|e| PipelineError::io(data_dir, e))?;
+    let dir = tempfile::Builder::new()
+        .prefix(".embedded-archive-")
+        .tempdir_in(data_dir)
+        .map_err(|e| PipelineError::io(data_dir, e))?;
+    let snapshot_dir = dir.path().join("snapshot");
+    super::fixtures::build(&snapshot_dir)?;
 
-    let snapshot = paperclip_archive::Snapshot::open(&dir)?;
+    let snapshot = paperclip_archive::Snapshot::open(&snapshot_dir)?;
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let server = bind(snapshot, address, ServeOptions::default()).await?;
-    let url = Url::parse(&format!("http://{}/", server.local_addr())).map_err(|e| {
-        PipelineError::Invalid(format!("embedded archive address is not a URL: {e}"))
-    })?;
-    tracing::info!(%url, dir = %dir.display(), "embedded archive started");
-    Ok(EmbeddedArchive { url, server })
+    let url = server.base_url();
+    tracing::info!(%url, "embedded archive started");
+    Ok(EmbeddedArchive {
+        url,
+        server,
+        _dir: dir,
+    })
 }

@@ -56,7 +56,7 @@ impl fmt::Display for SnapshotSummary {
         writeln!(f, "snapshot written to {}", self.dir.display())?;
         writeln!(
             f,
-            "  recorded responses: {} observation, {} product",
+            "  recorded response files: {} observation, {} product",
             self.recorded_observation_files, self.recorded_product_files
         )?;
         writeln!(
@@ -86,6 +86,12 @@ struct DerivedFile {
 
 /// Writes a snapshot directory from the given sources.
 pub fn build(sources: &SnapshotSources) -> Result<SnapshotSummary> {
+    if sources.catalog.is_none() && sources.recorded.is_empty() && sources.image_dirs.is_empty() {
+        return Err(PipelineError::Invalid(
+            "nothing to put in the snapshot; pass --catalog, --recorded or --images".to_string(),
+        ));
+    }
+    let catalog_bytes = sources.catalog.as_deref().map(read_catalog).transpose()?;
     ensure_empty(&sources.out)?;
     let mut writer = SnapshotWriter::create(&sources.out, "built by paperclip archive snapshot")?;
     let mut summary = SnapshotSummary {
@@ -93,9 +99,8 @@ pub fn build(sources: &SnapshotSources) -> Result<SnapshotSummary> {
         ..SnapshotSummary::default()
     };
 
-    if let Some(catalog) = &sources.catalog {
-        let bytes = std::fs::read(catalog).map_err(|e| PipelineError::io(catalog, e))?;
-        writer.set_catalog(&bytes)?;
+    if let Some(bytes) = &catalog_bytes {
+        writer.set_catalog(bytes)?;
     }
     for path in &sources.recorded {
         add_recorded(&writer, path, &mut summary)?;
@@ -128,6 +133,21 @@ pub fn build(sources: &SnapshotSources) -> Result<SnapshotSummary> {
     }
     writer.finish()?;
     Ok(summary)
+}
+
+/// Reads a catalog and checks that it holds at least one readable record.
+fn read_catalog(catalog: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(catalog).map_err(|e| PipelineError::io(catalog, e))?;
+    if paperclip_catalog::parse_abstracts_cat(&bytes)
+        .proposals
+        .is_empty()
+    {
+        return Err(PipelineError::Invalid(format!(
+            "{} holds no readable abstracts.cat record; pass a catalog in STScI's abstracts.cat format (a Phase II .pro file can be set as archive.catalog in the pipeline file instead)",
+            catalog.display()
+        )));
+    }
+    Ok(bytes)
 }
 
 fn ensure_empty(dir: &Path) -> Result<()> {

@@ -13,7 +13,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::cast::{as_int64_array, as_string_array};
 use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use sha2::{Digest, Sha256};
 
 use crate::error::{PipelineError, Result};
@@ -32,6 +32,25 @@ pub fn new_session() -> SessionContext {
     ctx
 }
 
+/// Options that accept only queries: no DDL (`CREATE`, `DROP`), no DML (`INSERT`,
+/// `UPDATE`, `DELETE`, `COPY`) and no statements (`SET`, transactions). Published versions
+/// are immutable, so neither models nor analysts may write through SQL.
+pub fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// Plans a read-only query; writes are rejected with an error that says so.
+pub async fn read_only_query(ctx: &SessionContext, sql: &str) -> Result<DataFrame> {
+    ctx.sql_with_options(sql, read_only()).await.map_err(|error| {
+        PipelineError::Invalid(format!(
+            "{error}; paperclip SQL is read-only (published versions never change), so only SELECT, WITH, EXPLAIN, SHOW and DESCRIBE are accepted"
+        ))
+    })
+}
+
 /// Registers record batches as an in-memory table.
 pub fn register_batch(ctx: &SessionContext, name: &str, batch: RecordBatch) -> Result<()> {
     ctx.register_batch(name, batch)?;
@@ -48,7 +67,7 @@ pub async fn register_models(
         let sql = std::fs::read_to_string(path).map_err(|e| PipelineError::io(path, e))?;
         let statement = sql.trim().trim_end_matches(';');
         let frame = ctx
-            .sql(statement)
+            .sql_with_options(statement, read_only())
             .await
             .map_err(|source| PipelineError::SqlModel {
                 model: path.display().to_string(),
@@ -163,16 +182,23 @@ pub fn string_column<'a>(
         .ok_or_else(|| schema_error(batch, model, column, "VARCHAR"))
 }
 
-fn schema_error(batch: &RecordBatch, model: &str, column: &str, expected: &str) -> PipelineError {
-    let found = match batch.schema().field_with_name(column) {
-        Ok(field) => format!("of type {}", field.data_type()),
-        Err(_) => "missing".to_string(),
+/// Builds the error for a required column that is missing or has another type.
+pub fn schema_error(
+    batch: &RecordBatch,
+    model: &str,
+    column: &str,
+    expected: &str,
+) -> PipelineError {
+    let problem = match batch.schema().field_with_name(column) {
+        Ok(field) => format!(
+            "column {column} has type {}, expected {expected}; cast it in the SELECT list",
+            field.data_type()
+        ),
+        Err(_) => format!("column {column} ({expected}) is missing; add it to the SELECT list"),
     };
-    PipelineError::ModelSchema {
+    PipelineError::ModelOutput {
         model: model.to_string(),
-        column: column.to_string(),
-        expected: expected.to_string(),
-        found,
+        problem,
     }
 }
 
@@ -218,5 +244,35 @@ mod tests {
         assert_eq!(model_name(Path::new("sql/samples.sql")).unwrap(), "samples");
         assert!(model_name(Path::new("sql/my-model.sql")).is_err());
         assert!(model_name(Path::new("sql/1x.sql")).is_err());
+    }
+}
+
+#[cfg(test)]
+mod read_only_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writes_are_rejected() {
+        let ctx = new_session();
+        ctx.sql("CREATE TABLE t AS VALUES (1)")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        for statement in [
+            "INSERT INTO t VALUES (2)",
+            "CREATE TABLE u AS VALUES (1)",
+            "DROP TABLE t",
+            "COPY (SELECT 1) TO '/tmp/paperclip-should-not-exist.csv'",
+            "SET datafusion.execution.batch_size = 1",
+        ] {
+            let error = read_only_query(&ctx, statement)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("read-only"), "{statement}: {error}");
+        }
+        assert!(read_only_query(&ctx, "SELECT * FROM t").await.is_ok());
     }
 }

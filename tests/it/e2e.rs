@@ -97,6 +97,11 @@ async fn shards_match_metadata_table() {
                 sample.members[1].1.as_slice()
             );
             assert_eq!(metadata["shard"], shard.name.as_str());
+            assert!(metadata["s_ra"].is_null(), "{metadata}");
+            assert!(
+                metadata.as_object().unwrap().contains_key("s_ra"),
+                "NULL is written, not dropped"
+            );
             shard_keys.push(sample.key);
         }
     }
@@ -323,4 +328,83 @@ async fn same_input_gives_same_dataset() {
         fingerprints.push((record.fingerprint, shards));
     }
     assert_eq!(fingerprints[0], fingerprints[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_damaged_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let (_server, url) = serve_fixtures(dir.path(), ServeOptions::default()).await;
+    run_pipeline(&data_dir, url).await;
+    let paths = DatasetPaths::new(&data_dir, DATASET);
+    assert!(
+        paperclip::dataset::verify::verify_dataset(&paths)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let shard = paths.version_dir(1).join("shards/train-00000.tar");
+    let bytes = std::fs::read(&shard).unwrap();
+    std::fs::write(&shard, &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::write(paths.version_dir(1).join("shards/train-00009.tar"), b"").unwrap();
+
+    let problems = paperclip::dataset::verify::verify_dataset(&paths)
+        .await
+        .unwrap();
+    let items: Vec<&str> = problems.iter().map(|p| p.item.as_str()).collect();
+    assert_eq!(
+        items,
+        ["train-00000.tar", "train-00009.tar"],
+        "{problems:?}"
+    );
+    assert!(
+        problems[0].detail.contains("the manifest says"),
+        "{}",
+        problems[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_split_values_stop_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let (_server, url) = serve_fixtures(dir.path(), ServeOptions::default()).await;
+
+    let models = dir.path().join("sql");
+    std::fs::create_dir_all(&models).unwrap();
+    let root = crate::support::repo_root();
+    std::fs::copy(
+        root.join("sql/candidate_images.sql"),
+        models.join("candidate_images.sql"),
+    )
+    .unwrap();
+    let samples = std::fs::read_to_string(root.join("sql/samples.sql")).unwrap();
+    std::fs::write(
+        models.join("samples.sql"),
+        samples.replace("ELSE 'train'", "ELSE 'test'"),
+    )
+    .unwrap();
+    let mut config = PipelineConfig::load(&pipeline_path()).unwrap();
+    config.sql.models = vec![
+        models.join("candidate_images.sql"),
+        models.join("samples.sql"),
+    ];
+
+    let options = RunOptions {
+        data_dir: data_dir.clone(),
+        archive_override: Some(url),
+        progress: Arc::new(paperclip::pipeline::NoProgress),
+    };
+    let error = paperclip::pipeline::run(&config, &options)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains(r#"value(s) "test""#), "{error}");
+    assert!(
+        list_versions(&DatasetPaths::new(&data_dir, DATASET))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -26,6 +26,9 @@ pub use download::Download;
 pub use envelope::{Envelope, Field, MastRequest, Paging, Row};
 pub use error::ArchiveError;
 pub use ids::{DataUri, MissionObsId, ObsId};
-pub use model::{Observation, Product, ProductList, QuarantineReason, QuarantinedProduct};
+pub use model::{
+    Observation, ObservationList, Product, ProductList, QuarantineReason, QuarantinedProduct,
+    RejectedRow,
+};
 pub use server::{DEFAULT_BIND_ADDR, RunningServer, ServeOptions, bind, bind_dir};
 pub use snapshot::{Snapshot, SnapshotWriter, TableKind};

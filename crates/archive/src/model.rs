@@ -180,11 +180,47 @@ pub struct QuarantinedProduct {
     pub reason: QuarantineReason,
 }
 
+/// A response row that could not be read (a required value is null, empty or of the
+/// wrong type). It is set aside with the reason instead of failing the whole query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedRow {
+    pub service: &'static str,
+    /// Index of the row in its response page set.
+    pub index: usize,
+    /// The row as MAST sent it, as compact JSON.
+    pub row_json: String,
+    pub reason: String,
+}
+
+/// The result of an observations query.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ObservationList {
+    pub observations: Vec<Observation>,
+    pub rejected: Vec<RejectedRow>,
+}
+
+impl ObservationList {
+    /// Appends another list, keeping order.
+    pub fn extend(&mut self, other: ObservationList) {
+        self.observations.extend(other.observations);
+        self.rejected.extend(other.rejected);
+    }
+}
+
+impl std::ops::Deref for ObservationList {
+    type Target = [Observation];
+
+    fn deref(&self) -> &[Observation] {
+        &self.observations
+    }
+}
+
 /// The result of a products query.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProductList {
     pub products: Vec<Product>,
     pub quarantined: Vec<QuarantinedProduct>,
+    pub rejected: Vec<RejectedRow>,
 }
 
 impl ProductList {
@@ -192,6 +228,7 @@ impl ProductList {
     pub fn extend(&mut self, other: ProductList) {
         self.products.extend(other.products);
         self.quarantined.extend(other.quarantined);
+        self.rejected.extend(other.rejected);
     }
 }
 

@@ -19,10 +19,10 @@ use crate::client::{Counters, MastClient, RetryMode};
 use crate::envelope::Row;
 use crate::error::ArchiveError;
 use crate::ids::ObsId;
-use crate::invoke::{QueryShape, invalid_response};
+use crate::invoke::QueryShape;
 use crate::model::{
-    OBSERVATION_REQUIRED_COLUMNS, Observation, PRODUCT_REQUIRED_COLUMNS, Product, ProductList,
-    QuarantineReason, is_hst_row, split_products,
+    OBSERVATION_REQUIRED_COLUMNS, Observation, ObservationList, PRODUCT_REQUIRED_COLUMNS, Product,
+    ProductList, QuarantineReason, RejectedRow, is_hst_row, split_products,
 };
 
 /// Service that filters CAOM observations by column values.
@@ -37,14 +37,14 @@ impl MastClient {
     pub async fn observations_for_proposals(
         &self,
         proposal_ids: &[u32],
-    ) -> Result<Vec<Observation>, ArchiveError> {
+    ) -> Result<ObservationList, ArchiveError> {
         let unique_ids = unique_in_order(proposal_ids);
-        let mut observations = Vec::new();
+        let mut observations = ObservationList::default();
         for chunk in unique_ids.chunks(self.config.proposals_per_query) {
             let mut pending = vec![chunk];
             while let Some(part) = pending.pop() {
                 match self.query_observations(part).await {
-                    Ok(rows) => observations.extend(rows),
+                    Ok(part_list) => observations.extend(part_list),
                     Err(err) if part.len() > 1 && is_overload(&err) => {
                         let (left, right) = part.split_at(part.len() / 2);
                         self.log_split(SERVICE_CAOM_FILTERED, part.len(), &err);
@@ -85,7 +85,7 @@ impl MastClient {
     async fn query_observations(
         &self,
         proposal_ids: &[u32],
-    ) -> Result<Vec<Observation>, ArchiveError> {
+    ) -> Result<ObservationList, ArchiveError> {
         let params = observation_params(proposal_ids);
         let shape = QueryShape {
             required_columns: OBSERVATION_REQUIRED_COLUMNS,
@@ -106,18 +106,24 @@ impl MastClient {
         &self,
         rows: Vec<Row>,
         params: &Value,
-    ) -> Result<Vec<Observation>, ArchiveError> {
-        let context =
-            crate::client::RequestContext::new(SERVICE_CAOM_FILTERED, &params.to_string());
+    ) -> Result<ObservationList, ArchiveError> {
         let total_rows = rows.len();
-        let mut observations = Vec::with_capacity(total_rows);
-        for (index, row) in rows.iter().enumerate().filter(|(_, row)| is_hst_row(row)) {
-            let observation = Observation::from_row(row, index)
-                .map_err(|reason| invalid_response(&context, reason))?;
-            observations.push(observation);
+        let mut list = ObservationList::default();
+        for (index, row) in rows.iter().enumerate() {
+            if !is_hst_row(row) {
+                continue;
+            }
+            match Observation::from_row(row, index) {
+                Ok(observation) => list.observations.push(observation),
+                Err(reason) => {
+                    list.rejected
+                        .push(reject(SERVICE_CAOM_FILTERED, index, row, reason, params))
+                }
+            }
         }
+        let observations = &list.observations;
 
-        let dropped = (total_rows - observations.len()) as u64;
+        let dropped = (total_rows - observations.len() - list.rejected.len()) as u64;
         let without_position = observations
             .iter()
             .filter(|obs| !obs.has_position())
@@ -130,13 +136,13 @@ impl MastClient {
         if dropped > 0 {
             tracing::info!(service = SERVICE_CAOM_FILTERED, params = %params, dropped, "dropped rows whose obs_collection is not HST");
         }
-        Ok(observations)
+        Ok(list)
     }
 
     async fn query_products(&self, obsids: &[ObsId]) -> Result<ProductList, ArchiveError> {
         let params = product_params(obsids);
-        let context =
-            crate::client::RequestContext::new(SERVICE_CAOM_PRODUCTS, &params.to_string());
+        let params_text = params.to_string();
+        let context = crate::client::RequestContext::new(SERVICE_CAOM_PRODUCTS, &params_text);
         let shape = QueryShape {
             required_columns: PRODUCT_REQUIRED_COLUMNS,
             key_column: None,
@@ -149,15 +155,24 @@ impl MastClient {
                 split_mode(obsids.len()),
             )
             .await?;
-        let products = rows
-            .iter()
-            .enumerate()
-            .map(|(index, row)| Product::from_row(row, index))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|reason| invalid_response(&context, reason))?;
+        let mut products = Vec::with_capacity(rows.len());
+        let mut rejected = Vec::new();
+        for (index, row) in rows.iter().enumerate() {
+            match Product::from_row(row, index) {
+                Ok(product) => products.push(product),
+                Err(reason) => rejected.push(reject(
+                    SERVICE_CAOM_PRODUCTS,
+                    index,
+                    row,
+                    reason,
+                    &params_text,
+                )),
+            }
+        }
 
         let requested: HashSet<ObsId> = obsids.iter().copied().collect();
-        let list = split_products(products, &requested);
+        let mut list = split_products(products, &requested);
+        list.rejected = rejected;
         log_quarantine(&list, &context);
         Ok(list)
     }
@@ -237,6 +252,23 @@ fn unique_in_order<T: Copy + Eq + std::hash::Hash>(values: &[T]) -> Vec<T> {
         .copied()
         .filter(|value| seen.insert(*value))
         .collect()
+}
+
+/// Sets a row aside with the reason it could not be read, and logs it.
+fn reject(
+    service: &'static str,
+    index: usize,
+    row: &Row,
+    reason: String,
+    params: &impl std::fmt::Display,
+) -> RejectedRow {
+    tracing::warn!(service, params = %params, index, reason = %reason, "rejected an unreadable response row");
+    RejectedRow {
+        service,
+        index,
+        row_json: Value::Object(row.clone()).to_string(),
+        reason,
+    }
 }
 
 #[cfg(test)]

@@ -173,7 +173,7 @@ fn read_manifest(dir: &Path) -> Result<SnapshotManifest, ArchiveError> {
     let bytes = std::fs::read(&path).map_err(|err| ArchiveError::InvalidSnapshot {
         path: path.clone(),
         reason: format!(
-            "cannot read snapshot.json ({err}); create the snapshot with SnapshotWriter"
+            "cannot read snapshot.json ({err}); create the snapshot with `paperclip archive snapshot` or `paperclip archive fixtures`"
         ),
     })?;
     let manifest: SnapshotManifest =

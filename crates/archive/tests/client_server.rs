@@ -800,3 +800,33 @@ async fn server_shutdown_and_join() {
         "server still accepts connections"
     );
 }
+
+#[tokio::test]
+async fn unreadable_rows_are_rejected_not_fatal() {
+    let body = envelope_body(
+        &["obsid", "obs_id", "proposal_id", "obs_collection"],
+        json!([
+            {"obsid": 1, "obs_id": "j1", "proposal_id": "1", "obs_collection": "HST"},
+            {"obsid": 2, "obs_id": "", "proposal_id": "1", "obs_collection": "HST"},
+            {"obsid": "jw01234", "obs_id": "j3", "proposal_id": "1", "obs_collection": "HST"}
+        ]),
+    );
+    let server = FixedServer::start(200, body).await;
+    let client = MastClient::new(fast_config(server.base_url.clone())).unwrap();
+
+    let list = client.observations_for_proposals(&[1]).await.unwrap();
+
+    assert_eq!(list.observations.len(), 1);
+    assert_eq!(list.rejected.len(), 2);
+    assert_eq!(list.rejected[0].index, 1);
+    assert!(
+        list.rejected[0].reason.contains("obs_id"),
+        "{:?}",
+        list.rejected[0]
+    );
+    assert!(
+        list.rejected[1].row_json.contains("jw01234"),
+        "{:?}",
+        list.rejected[1]
+    );
+}
