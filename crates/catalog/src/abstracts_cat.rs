@@ -31,7 +31,9 @@
 use std::collections::HashMap;
 
 use crate::catalog::{Catalog, CatalogSkip, SkipReason};
-use crate::proposal::{MAX_PLAUSIBLE_CYCLE, Proposal, TextRepair, field, latin1_repair};
+use crate::proposal::{
+    MAX_PLAUSIBLE_CYCLE, Proposal, TextRepair, control_characters_repair, field, latin1_repair,
+};
 use crate::text::{DecodedLine, decode_lines, python_strip};
 
 const SEPARATOR_PREFIX: &str = "-----";
@@ -125,6 +127,13 @@ impl RecordBuilder {
         if let Some(offset) = line.latin1_fallback_at {
             self.repairs
                 .push(latin1_repair(field.name(), line.number, offset));
+        }
+        if line.control_characters_replaced > 0 {
+            self.repairs.push(control_characters_repair(
+                field.name(),
+                line.number,
+                line.control_characters_replaced,
+            ));
         }
     }
 }

@@ -23,7 +23,8 @@
 
 use crate::error::CatalogError;
 use crate::proposal::{
-    MAX_PLAUSIBLE_CYCLE, Proposal, RepairKind, TextRepair, field, latin1_repair,
+    MAX_PLAUSIBLE_CYCLE, Proposal, RepairKind, TextRepair, control_characters_repair, field,
+    latin1_repair,
 };
 use crate::text::{DecodedLine, decode_lines, is_python_whitespace, python_strip};
 
@@ -82,6 +83,13 @@ pub fn parse_phase2_pro(bytes: &[u8]) -> Result<Proposal, CatalogError> {
 fn note_decoding(repairs: &mut Vec<TextRepair>, field_name: &str, line: &DecodedLine) {
     if let Some(offset) = line.latin1_fallback_at {
         repairs.push(latin1_repair(field_name, line.number, offset));
+    }
+    if line.control_characters_replaced > 0 {
+        repairs.push(control_characters_repair(
+            field_name,
+            line.number,
+            line.control_characters_replaced,
+        ));
     }
 }
 

@@ -76,6 +76,8 @@ pub enum RepairKind {
     Latin1Fallback,
     /// An honorific such as `Dr.` was removed from a name; the detail keeps the original.
     HonorificRemoved,
+    /// Control characters were replaced by spaces.
+    ControlCharactersReplaced,
 }
 
 impl RepairKind {
@@ -84,6 +86,7 @@ impl RepairKind {
         match self {
             RepairKind::Latin1Fallback => "latin1_fallback",
             RepairKind::HonorificRemoved => "honorific_removed",
+            RepairKind::ControlCharactersReplaced => "control_characters_replaced",
         }
     }
 }
@@ -107,6 +110,19 @@ pub(crate) fn latin1_repair(
             "line {line_number}: invalid UTF-8 at byte {invalid_byte_offset} of the line; \
              decoded the whole line as Latin-1 (ISO-8859-1)"
         ),
+    }
+}
+
+/// Builds the repair for a line whose control characters were replaced.
+pub(crate) fn control_characters_repair(
+    field_name: &str,
+    line_number: usize,
+    count: usize,
+) -> TextRepair {
+    TextRepair {
+        field: field_name.to_owned(),
+        kind: RepairKind::ControlCharactersReplaced,
+        detail: format!("line {line_number}: replaced {count} control character(s) with spaces"),
     }
 }
 
@@ -136,7 +152,11 @@ mod tests {
 
     #[test]
     fn repair_kind_code_matches_serde() {
-        for kind in [RepairKind::Latin1Fallback, RepairKind::HonorificRemoved] {
+        for kind in [
+            RepairKind::Latin1Fallback,
+            RepairKind::HonorificRemoved,
+            RepairKind::ControlCharactersReplaced,
+        ] {
             let json = serde_json::to_string(&kind).unwrap();
             assert_eq!(json, format!("\"{}\"", kind.code()));
         }

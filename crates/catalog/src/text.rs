@@ -21,6 +21,8 @@ pub(crate) struct DecodedLine {
     /// Byte offset (within the line) of the first invalid UTF-8 byte, when the line was
     /// decoded as Latin-1.
     pub latin1_fallback_at: Option<usize>,
+    /// Number of control characters (C0 other than tab, DEL, C1) replaced by spaces.
+    pub control_characters_replaced: usize,
 }
 
 /// Splits `bytes` into lines and decodes each one.
@@ -37,18 +39,33 @@ pub(crate) fn decode_lines(bytes: &[u8]) -> Vec<DecodedLine> {
 // NOTE: the fallback is per whole line, so a line that mixes valid multi-byte UTF-8 with one
 // Latin-1 byte turns its UTF-8 characters into two or three Latin-1 characters each.
 fn decode_line(number: usize, raw: &[u8]) -> DecodedLine {
-    match std::str::from_utf8(raw) {
-        Ok(text) => DecodedLine {
-            number,
-            text: text.to_owned(),
-            latin1_fallback_at: None,
-        },
-        Err(error) => DecodedLine {
-            number,
-            text: decode_latin1(raw),
-            latin1_fallback_at: Some(error.valid_up_to()),
-        },
+    let (text, latin1_fallback_at) = match std::str::from_utf8(raw) {
+        Ok(text) => (text.to_owned(), None),
+        Err(error) => (decode_latin1(raw), Some(error.valid_up_to())),
+    };
+    let (text, control_characters_replaced) = replace_control_characters(text);
+    DecodedLine {
+        number,
+        text,
+        latin1_fallback_at,
+        control_characters_replaced,
     }
+}
+
+/// Replaces control characters with spaces, so captions and terminals never receive raw
+/// NUL, BEL or escape sequences. Control characters that Python counts as whitespace (tab,
+/// form feed, ...) are kept, because the readers strip them the way the reference parser does.
+fn replace_control_characters(text: String) -> (String, usize) {
+    let is_control = |c: char| c.is_control() && !is_python_whitespace(c);
+    let count = text.chars().filter(|&c| is_control(c)).count();
+    if count == 0 {
+        return (text, 0);
+    }
+    let replaced = text
+        .chars()
+        .map(|c| if is_control(c) { ' ' } else { c })
+        .collect();
+    (replaced, count)
 }
 
 /// Decodes Latin-1 (ISO-8859-1) bytes. Bytes 0x80..=0x9F become C1 control characters, as
@@ -158,7 +175,12 @@ mod tests {
         fn valid_utf8_line_round_trips(text in "[^\r\n]{0,80}") {
             prop_assume!(!text.starts_with('\u{feff}'));
             let lines = decode_lines(text.as_bytes());
-            let expected: Vec<String> = if text.is_empty() { vec![] } else { vec![text.clone()] };
+            // Every character survives except control characters, which become spaces.
+            let visible: String = text
+                .chars()
+                .map(|c| if c.is_control() && !is_python_whitespace(c) { ' ' } else { c })
+                .collect();
+            let expected: Vec<String> = if text.is_empty() { vec![] } else { vec![visible] };
             let decoded: Vec<String> = lines.iter().map(|line| line.text.clone()).collect();
             prop_assert_eq!(decoded, expected);
             prop_assert!(lines.iter().all(|line| line.latin1_fallback_at.is_none()));

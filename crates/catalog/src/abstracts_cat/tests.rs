@@ -448,3 +448,25 @@ fn skip_messages_name_value_and_fix() {
     assert!(message.contains("'12a'"), "{message}");
     assert!(message.contains("expected a positive integer"), "{message}");
 }
+
+#[test]
+fn control_characters_are_replaced_and_flagged() {
+    let text = b"-----\nProp. Type: GO\nCategory: AGN\nID: 42\nCycle: 20\nTitle: A \x07bell and \x1b[31mescape\nPI: Nul\x00Byte\n\nAn abstract\twith a tab.\n-----\n";
+    let catalog = parse_abstracts_cat(text);
+    let proposal = &catalog.proposals[0];
+    assert_eq!(proposal.title, "A  bell and  [31mescape");
+    assert_eq!(proposal.pi, "Nul Byte");
+    assert!(proposal.abstract_raw.contains("An abstract\twith a tab."));
+    let kinds: Vec<_> = proposal
+        .text_repairs
+        .iter()
+        .map(|r| (r.field.as_str(), r.kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("title", RepairKind::ControlCharactersReplaced),
+            ("pi", RepairKind::ControlCharactersReplaced),
+        ]
+    );
+}
