@@ -5,15 +5,24 @@
 //! blob's SHA-256 and the image settings, so a rerun with the same inputs decodes nothing.
 //! Failures that depend only on the bytes (a truncated JPEG, a blank image) are cached too.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, RecordBatch};
+use futures::StreamExt;
 
 use paperclip_archive::{ArchiveError, MastClient};
 use paperclip_images::{PrepareOptions, prepare};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::assemble::{ImageFacts, sample_key};
+use super::config::PipelineConfig;
+use super::run::RunOptions;
+use super::skips::Skip;
 use crate::error::{PipelineError, Result};
+use crate::sql;
 use crate::store::blobs::{BlobStore, UriRecord, write_atomic};
 
 /// Version of the preparation rules; bump it when `prepare` output changes for equal input.
@@ -83,6 +92,7 @@ pub struct Materializer {
 impl Materializer {
     /// Fetches and prepares one image. Archive failures for this file become a
     /// [`FetchFailure`]; local storage failures abort the run.
+    #[tracing::instrument(name = "image", skip_all, fields(uri = %request.data_uri, row = request.row))]
     pub async fn materialize(
         &self,
         request: ImageRequest,
@@ -203,6 +213,108 @@ impl Materializer {
         let key = hex::encode(Sha256::digest(key_material.as_bytes()));
         self.prepared_dir.join(format!("{key}.json"))
     }
+}
+
+/// Downloads and prepares every selected image with bounded concurrency.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn materialize_all(
+    config: &PipelineConfig,
+    options: &RunOptions,
+    materializer: &Materializer,
+    selected: &RecordBatch,
+    model: &str,
+    counts: &mut BTreeMap<String, u64>,
+    skips: &mut Vec<Skip>,
+) -> Result<Vec<ImageFacts>> {
+    let proposal_ids = sql::int64_column(selected, model, "proposal_id")?;
+    let obs_ids = sql::string_column(selected, model, "obs_id")?;
+    let uris = sql::string_column(selected, model, "data_uri")?;
+    let splits = sql::string_column(selected, model, "split")?;
+    let sizes = selected.column_by_name("size_bytes").and_then(|c| {
+        c.as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+    });
+
+    let requests: Vec<ImageRequest> = (0..selected.num_rows())
+        .map(|row| ImageRequest {
+            row,
+            data_uri: uris.value(row).to_string(),
+            expected_size_bytes: sizes
+                .filter(|s| s.is_valid(row))
+                .map(|s| s.value(row))
+                .and_then(|s| u64::try_from(s).ok()),
+        })
+        .collect();
+
+    let progress = options.progress.clone();
+    progress.begin("images", requests.len() as u64);
+    let mut results = futures::stream::iter(requests)
+        .map(|request| materializer.materialize(request))
+        .buffer_unordered(config.archive.download_concurrency);
+
+    let mut facts = Vec::new();
+    let mut transient_failures = Vec::new();
+    let mut tally = |name: &str| *counts.entry(name.to_string()).or_insert(0) += 1;
+    while let Some(result) = results.next().await {
+        progress.advance("images", 1);
+        match result? {
+            Err(failure) if failure.transient => {
+                tally("downloads_failed");
+                transient_failures.push(format!("{}: {}", uris.value(failure.row), failure.detail));
+            }
+            Err(failure) => {
+                tally("downloads_failed");
+                skips.push(Skip::new(
+                    "download",
+                    uris.value(failure.row),
+                    Some(proposal_ids.value(failure.row)),
+                    failure.reason,
+                    failure.detail,
+                ));
+            }
+            Ok(done) => {
+                tally(if done.downloaded {
+                    "downloads_fetched"
+                } else {
+                    "downloads_reused"
+                });
+                tally(if done.prepared_from_cache {
+                    "images_reused"
+                } else {
+                    "images_prepared"
+                });
+                let row = done.row;
+                if let PreparedOutcome::Rejected { reason, detail } = &done.record.outcome {
+                    skips.push(Skip::new(
+                        "image",
+                        uris.value(row),
+                        Some(proposal_ids.value(row)),
+                        reason.clone(),
+                        detail.clone(),
+                    ));
+                    continue;
+                }
+                let key = sample_key(proposal_ids.value(row), obs_ids.value(row), uris.value(row));
+                facts.extend(ImageFacts::from_outcome(
+                    row,
+                    key,
+                    splits.value(row).to_string(),
+                    &done.record.blob_sha256,
+                    done.record.blob_size_bytes,
+                    &done.record.outcome,
+                ));
+            }
+        }
+    }
+    progress.end("images");
+
+    if let Some(first) = transient_failures.first() {
+        return Err(PipelineError::Invalid(format!(
+            "{} download(s) failed with errors that may pass (first: {first}); finished downloads are kept, run again to complete the version",
+            transient_failures.len()
+        )));
+    }
+    Ok(facts)
 }
 
 /// Returns true when a download failure may pass on a later run.

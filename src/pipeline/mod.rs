@@ -2,8 +2,10 @@
 
 mod assemble;
 pub mod config;
+mod ingest;
 mod materialize;
 mod model_output;
+mod publish;
 pub mod run;
 pub mod skips;
 mod tables;

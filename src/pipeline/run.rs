@@ -11,22 +11,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::arrow::array::{Array, RecordBatch};
-use futures::StreamExt;
-use paperclip_archive::{ClientConfig, MastClient, ObsId, Observation};
-use paperclip_catalog::{Catalog, Proposal, parse_abstracts_cat, parse_phase2_pro};
+use datafusion::arrow::array::RecordBatch;
+use paperclip_archive::{ClientConfig, MastClient, Observation, Product};
+use paperclip_catalog::Proposal;
 use paperclip_images::PrepareOptions;
 use serde::Serialize;
+use tracing::Instrument;
 use url::Url;
 
-use super::assemble::{AssembledSamples, ImageFacts, assemble, sample_key};
+use super::assemble::{AssembledSamples, assemble};
 use super::config::PipelineConfig;
-use super::materialize::{ImageRequest, Materializer, PreparedOutcome};
+use super::ingest::{load_proposals, query_observations, query_products};
+use super::materialize::{Materializer, materialize_all};
 use super::model_output;
+use super::publish::publish_version;
 use super::skips::{Skip, count_by_reason};
 use super::tables;
-use crate::dataset::shards::{OwnedShardSample, ShardInfo, write_split};
-use crate::dataset::versions::{DatasetLock, DatasetPaths, VersionRecord, list_versions, publish};
+use crate::dataset::versions::{DatasetLock, DatasetPaths, list_versions};
 use crate::error::{PipelineError, Result};
 use crate::sql;
 use crate::store::blobs::{BlobStore, write_atomic};
@@ -71,11 +72,17 @@ pub struct RunReport {
 
 /// Runs the pipeline once.
 pub async fn run(config: &PipelineConfig, options: &RunOptions) -> Result<RunReport> {
-    let started = Instant::now();
     let run_id = new_run_id();
     let span = tracing::info_span!("run", run_id = %run_id, dataset = %config.dataset.name);
-    let _entered = span.enter();
+    run_stages(config, options, run_id).instrument(span).await
+}
 
+async fn run_stages(
+    config: &PipelineConfig,
+    options: &RunOptions,
+    run_id: String,
+) -> Result<RunReport> {
+    let started = Instant::now();
     let paths = DatasetPaths::new(&options.data_dir, &config.dataset.name);
     let _lock = DatasetLock::acquire(&paths)?;
     remove_leftovers(&paths, &options.data_dir);
@@ -88,25 +95,8 @@ pub async fn run(config: &PipelineConfig, options: &RunOptions) -> Result<RunRep
     let observations = query_observations(&client, &proposals, &mut counts, &mut skips).await?;
     let products = query_products(&client, &observations, &mut counts, &mut skips).await?;
 
-    let ctx = sql::new_session();
-    sql::register_batch(&ctx, "proposals", tables::proposals_batch(&proposals))?;
-    sql::register_batch(
-        &ctx,
-        "observations",
-        tables::observations_batch(&observations),
-    )?;
-    sql::register_batch(&ctx, "products", tables::products_batch(&products))?;
-    sql::register_batch(&ctx, "settings", tables::settings_batch(config))?;
-    let model_paths: Vec<PathBuf> = config
-        .sql
-        .models
-        .iter()
-        .map(|m| config.resolve(m))
-        .collect();
-    sql::register_models(&ctx, &model_paths).await?;
     let model = config.sql.samples_model.as_str();
-    let selected = sql::collect_one(&ctx, &format!("SELECT * FROM {model}")).await?;
-    let selected = model_output::normalize(selected, model)?;
+    let selected = select_samples(config, &proposals, &observations, &products).await?;
     counts.insert("selected_images".into(), selected.num_rows() as u64);
     record_proposals_without_images(&selected, model, &observations, &mut skips)?;
 
@@ -223,6 +213,35 @@ fn remove_leftovers(paths: &DatasetPaths, data_dir: &Path) {
     }
 }
 
+/// Runs the SQL models over the ingested tables and returns the checked samples rows.
+async fn select_samples(
+    config: &PipelineConfig,
+    proposals: &[Proposal],
+    observations: &[Observation],
+    products: &[Product],
+) -> Result<RecordBatch> {
+    let ctx = sql::new_session();
+    sql::register_batch(&ctx, "proposals", tables::proposals_batch(proposals))?;
+    sql::register_batch(
+        &ctx,
+        "observations",
+        tables::observations_batch(observations),
+    )?;
+    sql::register_batch(&ctx, "products", tables::products_batch(products))?;
+    sql::register_batch(&ctx, "settings", tables::settings_batch(config))?;
+
+    let model_paths: Vec<PathBuf> = config
+        .sql
+        .models
+        .iter()
+        .map(|m| config.resolve(m))
+        .collect();
+    sql::register_models(&ctx, &model_paths).await?;
+    let model = config.sql.samples_model.as_str();
+    let selected = sql::collect_one(&ctx, &format!("SELECT * FROM {model}")).await?;
+    model_output::normalize(selected, model)
+}
+
 fn new_run_id() -> String {
     format!(
         "{}-{}",
@@ -269,166 +288,6 @@ fn prepare_options(config: &PipelineConfig) -> Result<PrepareOptions> {
     })
 }
 
-/// Reads the catalog (URL or path), records skipped records, and keeps the cycle range.
-async fn load_proposals(
-    config: &PipelineConfig,
-    options: &RunOptions,
-    client: &MastClient,
-    counts: &mut BTreeMap<String, u64>,
-    skips: &mut Vec<Skip>,
-) -> Result<Vec<Proposal>> {
-    let (location, bytes) = read_catalog(config, options, client).await?;
-    let Catalog { proposals, skipped } = if location.to_ascii_lowercase().ends_with(".pro") {
-        let proposal = parse_phase2_pro(&bytes).map_err(|e| {
-            PipelineError::Invalid(format!("Phase II file {location} is unreadable: {e}"))
-        })?;
-        Catalog {
-            proposals: vec![proposal],
-            skipped: Vec::new(),
-        }
-    } else {
-        parse_abstracts_cat(&bytes)
-    };
-    counts.insert(
-        "catalog_records".into(),
-        (proposals.len() + skipped.len()) as u64,
-    );
-    for skip in skipped {
-        let item = format!("catalog line {}", skip.line);
-        let proposal_id = skip.id.as_deref().and_then(|id| id.trim().parse().ok());
-        skips.push(Skip::new(
-            "catalog",
-            item,
-            proposal_id,
-            skip.reason.code(),
-            skip.reason.to_string(),
-        ));
-    }
-
-    let selection = &config.selection;
-    let mut kept = Vec::new();
-    for proposal in proposals {
-        if (selection.min_cycle..=selection.max_cycle).contains(&proposal.cycle) {
-            kept.push(proposal);
-        } else {
-            skips.push(Skip::new(
-                "catalog",
-                proposal.id.to_string(),
-                Some(i64::from(proposal.id)),
-                "cycle_out_of_range",
-                format!(
-                    "cycle {} is outside selection.min_cycle..=max_cycle ({}..={})",
-                    proposal.cycle, selection.min_cycle, selection.max_cycle
-                ),
-            ));
-        }
-    }
-    counts.insert("proposals".into(), kept.len() as u64);
-    tracing::info!(proposals = kept.len(), "catalog read");
-    Ok(kept)
-}
-
-/// Returns the catalog's location (URL or resolved path) and bytes.
-async fn read_catalog(
-    config: &PipelineConfig,
-    options: &RunOptions,
-    client: &MastClient,
-) -> Result<(String, Vec<u8>)> {
-    let configured = &config.archive.catalog;
-    let is_url = |text: &str| text.starts_with("http://") || text.starts_with("https://");
-    let location = match &options.archive_override {
-        // A local catalog path stays in force; a catalog URL moves with the archive.
-        Some(base) if is_url(configured) => base
-            .join("catalog/abstracts.cat")
-            .map_err(|e| {
-                PipelineError::Invalid(format!(
-                    "archive URL {base} cannot hold a catalog path: {e}"
-                ))
-            })?
-            .to_string(),
-        _ => configured.clone(),
-    };
-    if is_url(&location) {
-        let url = Url::parse(&location).map_err(|e| {
-            PipelineError::Invalid(format!("catalog URL {location:?} is invalid: {e}"))
-        })?;
-        let bytes = client.fetch_text(&url).await?;
-        return Ok((location, bytes));
-    }
-    let path = config.resolve(Path::new(&location));
-    let bytes = std::fs::read(&path).map_err(|e| PipelineError::io(&path, e))?;
-    Ok((path.display().to_string(), bytes))
-}
-
-async fn query_observations(
-    client: &MastClient,
-    proposals: &[Proposal],
-    counts: &mut BTreeMap<String, u64>,
-    skips: &mut Vec<Skip>,
-) -> Result<Vec<Observation>> {
-    let ids: Vec<u32> = proposals.iter().map(|p| p.id).collect();
-    let list = client.observations_for_proposals(&ids).await?;
-    skips.extend(list.rejected.iter().map(rejected_row_skip));
-    let mut observations = list.observations;
-
-    let mut seen = HashSet::new();
-    observations.retain(|o| seen.insert(o.obsid));
-    let with_observations: HashSet<u32> = observations.iter().map(|o| o.proposal_id).collect();
-    for proposal in proposals {
-        if !with_observations.contains(&proposal.id) {
-            skips.push(Skip::new(
-                "archive",
-                proposal.id.to_string(),
-                Some(i64::from(proposal.id)),
-                "no_public_observations",
-                "the archive returned no public HST observation for this proposal",
-            ));
-        }
-    }
-    counts.insert(
-        "proposals_with_observations".into(),
-        with_observations.len() as u64,
-    );
-    counts.insert("observations".into(), observations.len() as u64);
-    Ok(observations)
-}
-
-async fn query_products(
-    client: &MastClient,
-    observations: &[Observation],
-    counts: &mut BTreeMap<String, u64>,
-    skips: &mut Vec<Skip>,
-) -> Result<Vec<paperclip_archive::Product>> {
-    let obsids: Vec<ObsId> = observations.iter().map(|o| o.obsid).collect();
-    let list = client.products(&obsids).await?;
-    skips.extend(list.rejected.iter().map(rejected_row_skip));
-    for quarantined in &list.quarantined {
-        skips.push(Skip::new(
-            "products",
-            quarantined.product.data_uri.clone(),
-            None,
-            quarantined.reason.code(),
-            format!(
-                "product row of obsID {} has parent_obsid {}, which is not a requested observation",
-                quarantined.product.obsid.get(),
-                quarantined.product.parent_obsid.get()
-            ),
-        ));
-    }
-    counts.insert("products".into(), list.products.len() as u64);
-    Ok(list.products)
-}
-
-fn rejected_row_skip(row: &paperclip_archive::RejectedRow) -> Skip {
-    Skip::new(
-        "archive",
-        format!("{} row {}", row.service, row.index),
-        None,
-        "unreadable_row",
-        format!("{}; row: {}", row.reason, row.row_json),
-    )
-}
-
 /// Records proposals that have observations but no product the selection accepted.
 fn record_proposals_without_images(
     selected: &RecordBatch,
@@ -454,108 +313,6 @@ fn record_proposals_without_images(
     Ok(())
 }
 
-/// Downloads and prepares every selected image with bounded concurrency.
-#[allow(clippy::too_many_arguments)]
-async fn materialize_all(
-    config: &PipelineConfig,
-    options: &RunOptions,
-    materializer: &Materializer,
-    selected: &RecordBatch,
-    model: &str,
-    counts: &mut BTreeMap<String, u64>,
-    skips: &mut Vec<Skip>,
-) -> Result<Vec<ImageFacts>> {
-    let proposal_ids = sql::int64_column(selected, model, "proposal_id")?;
-    let obs_ids = sql::string_column(selected, model, "obs_id")?;
-    let uris = sql::string_column(selected, model, "data_uri")?;
-    let splits = sql::string_column(selected, model, "split")?;
-    let sizes = selected.column_by_name("size_bytes").and_then(|c| {
-        c.as_any()
-            .downcast_ref::<datafusion::arrow::array::Int64Array>()
-    });
-
-    let requests: Vec<ImageRequest> = (0..selected.num_rows())
-        .map(|row| ImageRequest {
-            row,
-            data_uri: uris.value(row).to_string(),
-            expected_size_bytes: sizes
-                .filter(|s| s.is_valid(row))
-                .map(|s| s.value(row))
-                .and_then(|s| u64::try_from(s).ok()),
-        })
-        .collect();
-
-    let progress = options.progress.clone();
-    progress.begin("images", requests.len() as u64);
-    let mut results = futures::stream::iter(requests)
-        .map(|request| materializer.materialize(request))
-        .buffer_unordered(config.archive.download_concurrency);
-
-    let mut facts = Vec::new();
-    let mut transient_failures = Vec::new();
-    let mut tally = |name: &str| *counts.entry(name.to_string()).or_insert(0) += 1;
-    while let Some(result) = results.next().await {
-        progress.advance("images", 1);
-        match result? {
-            Err(failure) if failure.transient => {
-                tally("downloads_failed");
-                transient_failures.push(format!("{}: {}", uris.value(failure.row), failure.detail));
-            }
-            Err(failure) => {
-                tally("downloads_failed");
-                skips.push(Skip::new(
-                    "download",
-                    uris.value(failure.row),
-                    Some(proposal_ids.value(failure.row)),
-                    failure.reason,
-                    failure.detail,
-                ));
-            }
-            Ok(done) => {
-                tally(if done.downloaded {
-                    "downloads_fetched"
-                } else {
-                    "downloads_reused"
-                });
-                tally(if done.prepared_from_cache {
-                    "images_reused"
-                } else {
-                    "images_prepared"
-                });
-                let row = done.row;
-                if let PreparedOutcome::Rejected { reason, detail } = &done.record.outcome {
-                    skips.push(Skip::new(
-                        "image",
-                        uris.value(row),
-                        Some(proposal_ids.value(row)),
-                        reason.clone(),
-                        detail.clone(),
-                    ));
-                    continue;
-                }
-                let key = sample_key(proposal_ids.value(row), obs_ids.value(row), uris.value(row));
-                facts.extend(ImageFacts::from_outcome(
-                    row,
-                    key,
-                    splits.value(row).to_string(),
-                    &done.record.blob_sha256,
-                    done.record.blob_size_bytes,
-                    &done.record.outcome,
-                ));
-            }
-        }
-    }
-    progress.end("images");
-
-    if let Some(first) = transient_failures.first() {
-        return Err(PipelineError::Invalid(format!(
-            "{} download(s) failed with errors that may pass (first: {first}); finished downloads are kept, run again to complete the version",
-            transient_failures.len()
-        )));
-    }
-    Ok(facts)
-}
-
 fn count_splits(assembled: &AssembledSamples, counts: &mut BTreeMap<String, u64>) {
     counts.insert("samples".into(), assembled.rows.len() as u64);
     for split in ["train", "val"] {
@@ -568,87 +325,6 @@ fn count_splits(assembled: &AssembledSamples, counts: &mut BTreeMap<String, u64>
         .map(|r| r.key.split('_').next().unwrap_or_default())
         .collect();
     counts.insert("sample_proposals".into(), proposals.len() as u64);
-}
-
-/// Stages shards, skips and the manifest, then publishes them as `version`.
-#[allow(clippy::too_many_arguments)]
-async fn publish_version(
-    config: &PipelineConfig,
-    paths: &DatasetPaths,
-    store: &BlobStore,
-    run_id: &str,
-    version: u64,
-    assembled: AssembledSamples,
-    skips: &[Skip],
-    report: &mut RunReport,
-) -> Result<()> {
-    let staging = paths.staging_dir(run_id);
-    let shards_dir = staging.join("shards");
-    std::fs::create_dir_all(&shards_dir).map_err(|e| PipelineError::io(&shards_dir, e))?;
-
-    let shards = write_shards(config, store, &shards_dir, &assembled)?;
-    write_skips(&staging.join("skips.parquet"), skips)?;
-
-    let record = VersionRecord {
-        dataset: config.dataset.name.clone(),
-        version,
-        created_at: chrono::Utc::now().to_rfc3339(),
-        run_id: run_id.to_string(),
-        pipeline_sha256: config.file_sha256.clone(),
-        fingerprint: assembled.fingerprint.clone(),
-        counts: report.counts.clone(),
-        skips_by_reason: report.skipped_by_reason.clone(),
-        shards,
-    };
-    let manifest = serde_json::to_vec_pretty(&record).expect("VersionRecord serializes");
-    write_atomic(&staging.join("manifest.json"), &manifest)?;
-
-    publish(paths, &staging, assembled.batch, &record).await?;
-    tracing::info!(version, samples = assembled.rows.len(), "published");
-    Ok(())
-}
-
-fn write_shards(
-    config: &PipelineConfig,
-    store: &BlobStore,
-    dir: &Path,
-    assembled: &AssembledSamples,
-) -> Result<Vec<ShardInfo>> {
-    let mut shards = Vec::new();
-    for split in ["train", "val"] {
-        let mut samples = assembled
-            .rows
-            .iter()
-            .filter(|row| row.split == split)
-            .map(|row| {
-                Ok(OwnedShardSample {
-                    key: row.key.clone(),
-                    jpeg: store.read_verified(&row.image_sha256)?,
-                    caption: row.caption.clone(),
-                    metadata_json: row.metadata_json.clone(),
-                })
-            });
-        shards.extend(write_split(
-            dir,
-            split,
-            &mut samples,
-            config.shards.samples_per_shard,
-        )?);
-    }
-    Ok(shards)
-}
-
-fn write_skips(path: &Path, skips: &[Skip]) -> Result<()> {
-    let batch = tables::skips_batch(skips);
-    let file = std::fs::File::create(path).map_err(|e| PipelineError::io(path, e))?;
-    let mut writer =
-        datafusion::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)
-            .map_err(|e| PipelineError::Invalid(format!("cannot write {}: {e}", path.display())))?;
-    writer
-        .write(&batch)
-        .and_then(|()| writer.close().map(|_| ()))
-        .map_err(|e| PipelineError::Invalid(format!("cannot write {}: {e}", path.display())))?;
-    Ok(())
 }
 
 fn save_report(data_dir: &Path, report: &RunReport) -> Result<()> {

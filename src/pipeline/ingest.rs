@@ -1,0 +1,174 @@
+//! The ingest stage: the proposal catalog and the archive's observation and product tables,
+//! with every record the stage cannot use recorded as a skip.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use paperclip_archive::{MastClient, ObsId, Observation};
+use paperclip_catalog::{Catalog, Proposal, parse_abstracts_cat, parse_phase2_pro};
+use url::Url;
+
+use super::config::PipelineConfig;
+use super::run::RunOptions;
+use super::skips::Skip;
+use crate::error::{PipelineError, Result};
+
+/// Reads the catalog (URL or path), records skipped records, and keeps the cycle range.
+pub(super) async fn load_proposals(
+    config: &PipelineConfig,
+    options: &RunOptions,
+    client: &MastClient,
+    counts: &mut BTreeMap<String, u64>,
+    skips: &mut Vec<Skip>,
+) -> Result<Vec<Proposal>> {
+    let (location, bytes) = read_catalog(config, options, client).await?;
+    let Catalog { proposals, skipped } = if location.to_ascii_lowercase().ends_with(".pro") {
+        let proposal = parse_phase2_pro(&bytes).map_err(|e| {
+            PipelineError::Invalid(format!("Phase II file {location} is unreadable: {e}"))
+        })?;
+        Catalog {
+            proposals: vec![proposal],
+            skipped: Vec::new(),
+        }
+    } else {
+        parse_abstracts_cat(&bytes)
+    };
+    counts.insert(
+        "catalog_records".into(),
+        (proposals.len() + skipped.len()) as u64,
+    );
+    for skip in skipped {
+        let item = format!("catalog line {}", skip.line);
+        let proposal_id = skip.id.as_deref().and_then(|id| id.trim().parse().ok());
+        skips.push(Skip::new(
+            "catalog",
+            item,
+            proposal_id,
+            skip.reason.code(),
+            skip.reason.to_string(),
+        ));
+    }
+
+    let selection = &config.selection;
+    let mut kept = Vec::new();
+    for proposal in proposals {
+        if (selection.min_cycle..=selection.max_cycle).contains(&proposal.cycle) {
+            kept.push(proposal);
+        } else {
+            skips.push(Skip::new(
+                "catalog",
+                proposal.id.to_string(),
+                Some(i64::from(proposal.id)),
+                "cycle_out_of_range",
+                format!(
+                    "cycle {} is outside selection.min_cycle..=max_cycle ({}..={})",
+                    proposal.cycle, selection.min_cycle, selection.max_cycle
+                ),
+            ));
+        }
+    }
+    counts.insert("proposals".into(), kept.len() as u64);
+    tracing::info!(proposals = kept.len(), "catalog read");
+    Ok(kept)
+}
+
+/// Returns the catalog's location (URL or resolved path) and bytes.
+async fn read_catalog(
+    config: &PipelineConfig,
+    options: &RunOptions,
+    client: &MastClient,
+) -> Result<(String, Vec<u8>)> {
+    let configured = &config.archive.catalog;
+    let is_url = |text: &str| text.starts_with("http://") || text.starts_with("https://");
+    let location = match &options.archive_override {
+        // A local catalog path stays in force; a catalog URL moves with the archive.
+        Some(base) if is_url(configured) => base
+            .join("catalog/abstracts.cat")
+            .map_err(|e| {
+                PipelineError::Invalid(format!(
+                    "archive URL {base} cannot hold a catalog path: {e}"
+                ))
+            })?
+            .to_string(),
+        _ => configured.clone(),
+    };
+    if is_url(&location) {
+        let url = Url::parse(&location).map_err(|e| {
+            PipelineError::Invalid(format!("catalog URL {location:?} is invalid: {e}"))
+        })?;
+        let bytes = client.fetch_text(&url).await?;
+        return Ok((location, bytes));
+    }
+    let path = config.resolve(Path::new(&location));
+    let bytes = std::fs::read(&path).map_err(|e| PipelineError::io(&path, e))?;
+    Ok((path.display().to_string(), bytes))
+}
+
+pub(super) async fn query_observations(
+    client: &MastClient,
+    proposals: &[Proposal],
+    counts: &mut BTreeMap<String, u64>,
+    skips: &mut Vec<Skip>,
+) -> Result<Vec<Observation>> {
+    let ids: Vec<u32> = proposals.iter().map(|p| p.id).collect();
+    let list = client.observations_for_proposals(&ids).await?;
+    skips.extend(list.rejected.iter().map(rejected_row_skip));
+    let mut observations = list.observations;
+
+    let mut seen = HashSet::new();
+    observations.retain(|o| seen.insert(o.obsid));
+    let with_observations: HashSet<u32> = observations.iter().map(|o| o.proposal_id).collect();
+    for proposal in proposals {
+        if !with_observations.contains(&proposal.id) {
+            skips.push(Skip::new(
+                "archive",
+                proposal.id.to_string(),
+                Some(i64::from(proposal.id)),
+                "no_public_observations",
+                "the archive returned no public HST observation for this proposal",
+            ));
+        }
+    }
+    counts.insert(
+        "proposals_with_observations".into(),
+        with_observations.len() as u64,
+    );
+    counts.insert("observations".into(), observations.len() as u64);
+    Ok(observations)
+}
+
+pub(super) async fn query_products(
+    client: &MastClient,
+    observations: &[Observation],
+    counts: &mut BTreeMap<String, u64>,
+    skips: &mut Vec<Skip>,
+) -> Result<Vec<paperclip_archive::Product>> {
+    let obsids: Vec<ObsId> = observations.iter().map(|o| o.obsid).collect();
+    let list = client.products(&obsids).await?;
+    skips.extend(list.rejected.iter().map(rejected_row_skip));
+    for quarantined in &list.quarantined {
+        skips.push(Skip::new(
+            "products",
+            quarantined.product.data_uri.clone(),
+            None,
+            quarantined.reason.code(),
+            format!(
+                "product row of obsID {} has parent_obsid {}, which is not a requested observation",
+                quarantined.product.obsid.get(),
+                quarantined.product.parent_obsid.get()
+            ),
+        ));
+    }
+    counts.insert("products".into(), list.products.len() as u64);
+    Ok(list.products)
+}
+
+fn rejected_row_skip(row: &paperclip_archive::RejectedRow) -> Skip {
+    Skip::new(
+        "archive",
+        format!("{} row {}", row.service, row.index),
+        None,
+        "unreadable_row",
+        format!("{}; row: {}", row.reason, row.row_json),
+    )
+}
