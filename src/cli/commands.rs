@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -279,10 +280,19 @@ async fn sql(global: &GlobalArgs, query: &str) -> Result<()> {
     write_stdout(&datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string())
 }
 
+/// Set once a command has printed its result on stdout.
+static STDOUT_WRITTEN: AtomicBool = AtomicBool::new(false);
+
+/// Returns true when the command printed its result on stdout.
+pub fn stdout_written() -> bool {
+    STDOUT_WRITTEN.load(Ordering::Relaxed)
+}
+
 /// Writes a line to stdout, returning an error (a broken pipe included) instead of panicking.
 fn write_stdout(text: &str) -> Result<()> {
     use std::io::Write;
 
+    STDOUT_WRITTEN.store(true, Ordering::Relaxed);
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{text}")?;
     stdout.flush()?;

@@ -154,11 +154,12 @@ pub fn main() -> std::process::ExitCode {
     }
 }
 
-/// Prints an error on stderr (and as `{"error": ...}` on stdout with `--json`).
+/// Prints an error on stderr, and with `--json` as `{"error": ...}` on stdout unless the
+/// command already printed its JSON result there (stdout holds one JSON document).
 fn report_error(error: &anyhow::Error, json: bool) -> std::process::ExitCode {
     let message = error_message(error);
     eprintln!("error: {message}");
-    if json {
+    if json && !commands::stdout_written() {
         println!("{}", serde_json::json!({ "error": message }));
     }
     std::process::ExitCode::FAILURE

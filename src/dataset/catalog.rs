@@ -9,11 +9,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::json::reader::{ReaderBuilder, infer_json_schema_from_iterator};
 use datafusion::catalog::{
     CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider,
 };
-use datafusion::datasource::TableProvider;
-use datafusion::prelude::{JsonReadOptions, ParquetReadOptions, SessionContext};
+use datafusion::datasource::{MemTable, TableProvider};
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 use super::versions::{DatasetPaths, list_datasets, list_versions, open_version};
 use crate::error::{PipelineError, Result};
@@ -29,29 +32,62 @@ pub async fn register_datasets(ctx: &SessionContext, data_dir: &Path) -> Result<
     Ok(names)
 }
 
-/// Exposes `<data dir>/runs/*.json` (one run report per file) as `paperclip.runs`.
+/// Exposes the run records `<data dir>/runs/*.json` as `paperclip.runs` (an empty table
+/// when there are none). Files that are not run records are left out with a warning, so one
+/// stray file cannot break every query.
 async fn register_run_log(ctx: &SessionContext, data_dir: &Path) -> Result<()> {
-    let runs_dir = data_dir.join("runs");
-    let has_runs = std::fs::read_dir(&runs_dir)
-        .map(|mut entries| {
-            entries.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json")))
-        })
-        .unwrap_or(false);
-    if !has_runs {
-        return Ok(());
-    }
-    let options = JsonReadOptions::default().file_extension(".json");
-    let runs = ctx
-        .read_json(format!("{}/", runs_dir.display()), options)
-        .await?
-        .into_view();
+    let records = read_run_records(&data_dir.join("runs"));
+    let batch = if records.is_empty() {
+        let schema = Schema::new(vec![
+            Field::new("run_id", DataType::Utf8, true),
+            Field::new("dataset", DataType::Utf8, true),
+        ]);
+        RecordBatch::new_empty(Arc::new(schema))
+    } else {
+        let schema = infer_json_schema_from_iterator(records.iter().map(Ok))?;
+        let mut decoder = ReaderBuilder::new(Arc::new(schema.clone())).build_decoder()?;
+        decoder.serialize(&records)?;
+        decoder
+            .flush()?
+            .unwrap_or_else(|| RecordBatch::new_empty(Arc::new(schema)))
+    };
+
+    let runs = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
     let schema = Arc::new(MemorySchemaProvider::new());
-    schema.register_table("runs".into(), runs)?;
+    schema.register_table("runs".into(), Arc::new(runs))?;
     let catalog = ctx.catalog("datafusion").ok_or_else(|| {
         PipelineError::Invalid("the SQL session has no default catalog".to_string())
     })?;
     catalog.register_schema("paperclip", schema)?;
     Ok(())
+}
+
+/// Reads every `*.json` file of the runs folder that holds one JSON object with a `run_id`.
+fn read_run_records(runs_dir: &Path) -> Vec<serde_json::Value> {
+    let Ok(entries) = std::fs::read_dir(runs_dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<_> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+
+    let mut records = Vec::new();
+    for path in paths {
+        let record = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .filter(|value| value.get("run_id").is_some_and(|id| id.is_string()));
+        match record {
+            Some(record) => records.push(record),
+            None => {
+                tracing::warn!(path = %path.display(), "not a run record; left out of paperclip.runs")
+            }
+        }
+    }
+    records
 }
 
 async fn register_dataset(ctx: &SessionContext, paths: &DatasetPaths) -> Result<()> {

@@ -31,11 +31,58 @@ impl fmt::Display for Problem {
 /// Verifies every version of a dataset; an empty list means everything matches.
 pub async fn verify_dataset(paths: &DatasetPaths) -> Result<Vec<Problem>> {
     let mut problems = Vec::new();
-    for record in list_versions(paths).await? {
-        verify_shards(paths, &record, &mut problems);
-        verify_row_count(paths, &record, &mut problems).await?;
+    let records = list_versions(paths).await?;
+    if records.is_empty() {
+        problems.push(Problem {
+            version: 0,
+            item: "samples table".to_string(),
+            detail: "holds no readable published version".to_string(),
+        });
     }
+    for record in &records {
+        verify_version_files(paths, record, &mut problems);
+        verify_shards(paths, record, &mut problems);
+        verify_row_count(paths, record, &mut problems).await;
+    }
+    verify_no_stray_versions(paths, &records, &mut problems);
     Ok(problems)
+}
+
+fn verify_version_files(paths: &DatasetPaths, record: &VersionRecord, problems: &mut Vec<Problem>) {
+    for name in ["manifest.json", "skips.parquet"] {
+        if !paths.version_dir(record.version).join(name).is_file() {
+            problems.push(Problem {
+                version: record.version,
+                item: name.to_string(),
+                detail: "is missing".to_string(),
+            });
+        }
+    }
+}
+
+/// Reports version folders that no Delta commit published.
+fn verify_no_stray_versions(
+    paths: &DatasetPaths,
+    records: &[VersionRecord],
+    problems: &mut Vec<Problem>,
+) {
+    let Ok(entries) = std::fs::read_dir(paths.root.join("versions")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let published = name
+            .strip_prefix('v')
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| records.iter().any(|r| r.version == n));
+        if !published {
+            problems.push(Problem {
+                version: 0,
+                item: format!("versions/{name}"),
+                detail: "is not a published version (an interrupted run leaves one; the next run replaces it)".to_string(),
+            });
+        }
+    }
 }
 
 fn verify_shards(paths: &DatasetPaths, record: &VersionRecord, problems: &mut Vec<Problem>) {
@@ -85,31 +132,47 @@ fn verify_shards(paths: &DatasetPaths, record: &VersionRecord, problems: &mut Ve
     if let Ok(entries) = std::fs::read_dir(&shard_dir) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".tar") && !listed.contains(&name.as_str()) {
+            if !listed.contains(&name.as_str()) {
                 report(&name, "is not listed in the version record".to_string());
             }
         }
     }
 }
 
+/// Counts the rows by reading the table's data files (not their statistics), so a missing
+/// or replaced data file is found.
 async fn verify_row_count(
     paths: &DatasetPaths,
     record: &VersionRecord,
     problems: &mut Vec<Problem>,
-) -> Result<()> {
-    let table = open_version(paths, record.version).await?;
-    let provider = table.table_provider().await?;
-    let rows = SessionContext::new()
-        .read_table(Arc::clone(&provider))?
-        .count()
-        .await? as u64;
+) {
     let expected = record.counts.get("samples").copied().unwrap_or(0);
-    if rows != expected {
-        problems.push(Problem {
-            version: record.version,
-            item: "samples table".to_string(),
-            detail: format!("has {rows} rows at this version, the record says {expected}"),
-        });
-    }
-    Ok(())
+    let detail = match count_rows(paths, record.version).await {
+        Ok(rows) if rows == expected => return,
+        Ok(rows) => format!("has {rows} rows at this version, the record says {expected}"),
+        Err(error) => format!("cannot be read at this version: {error}"),
+    };
+    problems.push(Problem {
+        version: record.version,
+        item: "samples table".to_string(),
+        detail,
+    });
+}
+
+async fn count_rows(paths: &DatasetPaths, version: u64) -> Result<u64> {
+    let table = open_version(paths, version).await?;
+    let ctx = SessionContext::new();
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(|source| crate::error::PipelineError::Delta {
+            path: paths.samples_table(),
+            source,
+        })?;
+    let provider = table.table_provider().await?;
+    let batches = ctx
+        .read_table(Arc::clone(&provider))?
+        .select_columns(&["key"])?
+        .collect()
+        .await?;
+    Ok(batches.iter().map(|b| b.num_rows() as u64).sum())
 }

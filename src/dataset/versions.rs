@@ -78,6 +78,7 @@ impl DatasetPaths {
 
     fn table_url(&self) -> Result<Url> {
         let path = self.samples_table();
+        check_table_path(&path)?;
         fs::create_dir_all(&path).map_err(|e| PipelineError::io(&path, e))?;
         let absolute = fs::canonicalize(&path).map_err(|e| PipelineError::io(&path, e))?;
         Url::from_directory_path(&absolute).map_err(|()| {
@@ -116,7 +117,7 @@ impl DatasetLock {
 
 /// Lists the published versions of a dataset, oldest first; empty when none is published.
 pub async fn list_versions(paths: &DatasetPaths) -> Result<Vec<VersionRecord>> {
-    if !paths.samples_table().join("_delta_log").is_dir() {
+    if !has_commits(&paths.samples_table().join("_delta_log")) {
         return Ok(Vec::new());
     }
     let table = deltalake::open_table(paths.table_url()?)
@@ -158,7 +159,7 @@ pub async fn publish(
     record: &VersionRecord,
 ) -> Result<()> {
     let url = paths.table_url()?;
-    let table = if paths.samples_table().join("_delta_log").is_dir() {
+    let table = if has_commits(&paths.samples_table().join("_delta_log")) {
         deltalake::open_table(url).await
     } else {
         // A table that does not exist yet; loading it would only log a kernel error.
@@ -209,7 +210,28 @@ fn move_into_place(staged_dir: &Path, final_dir: &Path) -> Result<()> {
     crate::store::blobs::sync_dir(parent)
 }
 
-/// Lists dataset names under a data directory.
+/// Characters that survive in a file URL only percent-encoded, which the Delta object
+/// store does not decode consistently: a table under such a path commits but cannot be
+/// read back. Paths with them are rejected before anything is written.
+const UNSAFE_TABLE_PATH_CHARACTERS: [char; 5] = ['#', '?', '%', '[', ']'];
+
+/// Rejects a data directory whose absolute path the Delta table store cannot round-trip.
+pub fn check_table_path(path: &Path) -> Result<()> {
+    let absolute = std::path::absolute(path).map_err(|e| PipelineError::io(path, e))?;
+    let text = absolute.to_string_lossy();
+    if let Some(bad) = text
+        .chars()
+        .find(|c| UNSAFE_TABLE_PATH_CHARACTERS.contains(c))
+    {
+        return Err(PipelineError::Invalid(format!(
+            "the data directory path {text} contains {bad:?}, which Delta tables cannot use; choose a --data-dir without any of # ? % [ ]"
+        )));
+    }
+    Ok(())
+}
+
+/// Lists dataset names under a data directory: folders whose samples table has at least
+/// one commit.
 pub fn list_datasets(data_dir: &Path) -> Result<Vec<String>> {
     let root = data_dir.join("datasets");
     if !root.is_dir() {
@@ -218,10 +240,19 @@ pub fn list_datasets(data_dir: &Path) -> Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in fs::read_dir(&root).map_err(|e| PipelineError::io(&root, e))? {
         let entry = entry.map_err(|e| PipelineError::io(&root, e))?;
-        if entry.path().join("samples").join("_delta_log").is_dir() {
+        if has_commits(&entry.path().join("samples").join("_delta_log")) {
             names.push(entry.file_name().to_string_lossy().into_owned());
         }
     }
     names.sort();
     Ok(names)
+}
+
+/// Returns true when a Delta log directory holds at least one commit file.
+fn has_commits(log_dir: &Path) -> bool {
+    fs::read_dir(log_dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.path().extension().is_some_and(|x| x == "json"))
+    })
 }

@@ -280,12 +280,23 @@ impl PipelineConfig {
                 return Err(invalid(format!("{key} = 0 is invalid; use 1 or more")));
             }
         }
-        url::Url::parse(&archive.base_url).map_err(|e| {
+        let base_url = url::Url::parse(&archive.base_url).map_err(|e| {
             invalid(format!(
                 "archive.base_url = {:?} is not a URL: {e}",
                 archive.base_url
             ))
         })?;
+        if !["http", "https"].contains(&base_url.scheme()) {
+            return Err(invalid(format!(
+                "archive.base_url = {:?} must be an http or https URL",
+                archive.base_url
+            )));
+        }
+        if archive.catalog.trim().is_empty() {
+            return Err(invalid(
+                "archive.catalog is empty; give the abstracts.cat URL or a path relative to the pipeline file".into(),
+            ));
+        }
         self.validate_models().map_err(invalid)
     }
 
@@ -304,7 +315,19 @@ impl PipelineConfig {
                     path.display()
                 ));
             }
-            names.push(crate::sql::model_name(&path).map_err(|e| e.to_string())?);
+            let name = crate::sql::model_name(&path).map_err(|e| e.to_string())?;
+            if INPUT_TABLES.contains(&name.as_str()) {
+                return Err(format!(
+                    "sql.models lists {}, whose name {name} is an input table; rename the file",
+                    model.display()
+                ));
+            }
+            if names.contains(&name) {
+                return Err(format!(
+                    "sql.models lists two models named {name}; each model needs its own file name"
+                ));
+            }
+            names.push(name);
         }
         if !names.contains(&self.sql.samples_model) {
             return Err(format!(
@@ -325,6 +348,9 @@ impl PipelineConfig {
         }
     }
 }
+
+/// Tables the pipeline registers before the models run; a model cannot reuse these names.
+const INPUT_TABLES: [&str; 4] = ["proposals", "observations", "products", "settings"];
 
 /// Checks that a dataset name is usable as a directory name and a quoted SQL identifier.
 pub fn validate_dataset_name(name: &str) -> Result<(), String> {

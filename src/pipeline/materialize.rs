@@ -97,7 +97,7 @@ impl Materializer {
         &self,
         request: ImageRequest,
     ) -> Result<std::result::Result<Materialized, FetchFailure>> {
-        let (blob, downloaded) = match self.fetch(&request).await? {
+        let (mut blob, mut downloaded) = match self.fetch(&request).await? {
             Ok(found) => found,
             Err(failure) => return Ok(Err(failure)),
         };
@@ -112,7 +112,24 @@ impl Materializer {
             }));
         }
 
-        let record = self.prepare_blob(&blob).await?;
+        let record = match self.prepare_blob(&blob).await {
+            Err(PipelineError::CorruptBlob {
+                sha256,
+                path,
+                detail,
+            }) if sha256 == blob.sha256 => {
+                // The stored bytes no longer match their hash: drop them and fetch again.
+                tracing::warn!(uri = %request.data_uri, path = %path.display(), %detail, "stored download is corrupt; downloading again");
+                std::fs::remove_file(&path).map_err(|e| PipelineError::io(&path, e))?;
+                (blob, downloaded) = match self.fetch(&request).await? {
+                    Ok(found) => found,
+                    Err(failure) => return Ok(Err(failure)),
+                };
+                self.prepare_blob(&blob).await?
+            }
+            other => other?,
+        };
+        let cache_path = self.cache_path(&blob.sha256);
         let json = serde_json::to_vec_pretty(&record).expect("PreparedRecord serializes");
         write_atomic(&cache_path, &json)?;
         Ok(Ok(Materialized {
@@ -128,8 +145,20 @@ impl Materializer {
         request: &ImageRequest,
     ) -> Result<std::result::Result<(UriRecord, bool), FetchFailure>> {
         if let Some(record) = self.store.lookup_uri(&request.data_uri) {
-            tracing::debug!(uri = %request.data_uri, sha256 = %record.sha256, "blob cache hit");
-            return Ok(Ok((record, false)));
+            match request.expected_size_bytes {
+                Some(expected) if expected != record.size_bytes => {
+                    tracing::info!(
+                        uri = %request.data_uri,
+                        stored_bytes = record.size_bytes,
+                        archive_bytes = expected,
+                        "the archive lists a different size than the stored file; downloading again"
+                    );
+                }
+                _ => {
+                    tracing::debug!(uri = %request.data_uri, sha256 = %record.sha256, "blob cache hit");
+                    return Ok(Ok((record, false)));
+                }
+            }
         }
 
         let download = match self

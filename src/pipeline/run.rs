@@ -27,7 +27,7 @@ use super::model_output;
 use super::publish::publish_version;
 use super::skips::{Skip, count_by_reason};
 use super::tables;
-use crate::dataset::versions::{DatasetLock, DatasetPaths, list_versions};
+use crate::dataset::versions::{DatasetLock, DatasetPaths, check_table_path, list_versions};
 use crate::error::{PipelineError, Result};
 use crate::sql;
 use crate::store::blobs::{BlobStore, write_atomic};
@@ -74,7 +74,42 @@ pub struct RunReport {
 pub async fn run(config: &PipelineConfig, options: &RunOptions) -> Result<RunReport> {
     let run_id = new_run_id();
     let span = tracing::info_span!("run", run_id = %run_id, dataset = %config.dataset.name);
-    run_stages(config, options, run_id).instrument(span).await
+    let started = Instant::now();
+    let result = run_stages(config, options, run_id.clone())
+        .instrument(span)
+        .await;
+    if let Err(error) = &result {
+        save_failure(
+            options,
+            config,
+            &run_id,
+            error,
+            started.elapsed().as_secs_f64(),
+        );
+    }
+    result
+}
+
+/// Records a failed run in the run log; a failure to write it is only logged.
+fn save_failure(
+    options: &RunOptions,
+    config: &PipelineConfig,
+    run_id: &str,
+    error: &PipelineError,
+    elapsed_secs: f64,
+) {
+    let record = serde_json::json!({
+        "run_id": run_id,
+        "dataset": config.dataset.name,
+        "error": error.to_string(),
+        "elapsed_secs": elapsed_secs,
+    });
+    let path = options.data_dir.join("runs").join(format!("{run_id}.json"));
+    let mut json = record.to_string().into_bytes();
+    json.push(b'\n');
+    if let Err(write_error) = write_atomic(&path, &json) {
+        tracing::warn!(%write_error, "cannot record the failed run");
+    }
 }
 
 async fn run_stages(
@@ -84,6 +119,7 @@ async fn run_stages(
 ) -> Result<RunReport> {
     let started = Instant::now();
     let paths = DatasetPaths::new(&options.data_dir, &config.dataset.name);
+    check_table_path(&paths.samples_table())?;
     let _lock = DatasetLock::acquire(&paths)?;
     remove_leftovers(&paths, &options.data_dir);
     let store = BlobStore::open(options.data_dir.join("blobs"))?;
@@ -180,12 +216,13 @@ async fn run_stages(
     Ok(report)
 }
 
-/// Age after which a partial download in the shared blob store counts as abandoned.
+/// Age after which a partial download or temporary file counts as abandoned.
 const ABANDONED_DOWNLOAD_SECS: u64 = 24 * 3600;
 
 /// Deletes what interrupted runs left: this dataset's staging folders (safe, since the
-/// dataset lock is held) and partial downloads old enough that no live run of another
-/// dataset can still be writing them. Failures are logged, never fatal.
+/// dataset lock is held), embedded archives whose run has ended, and partial downloads and
+/// temporary files old enough that no live run can still be writing them. Failures are
+/// logged, never fatal.
 fn remove_leftovers(paths: &DatasetPaths, data_dir: &Path) {
     let staging = paths.root.join("staging");
     if staging.is_dir()
@@ -194,11 +231,24 @@ fn remove_leftovers(paths: &DatasetPaths, data_dir: &Path) {
         tracing::warn!(dir = %staging.display(), %error, "cannot remove staging files of an earlier run");
     }
 
-    let tmp_dir = data_dir.join("blobs").join("tmp");
-    let Ok(entries) = std::fs::read_dir(&tmp_dir) else {
+    remove_old_files(&data_dir.join("blobs").join("tmp"), |_| true);
+    // Atomic writes leave `.tmp*` siblings when a process dies between write and rename.
+    let is_temporary = |name: &str| name.starts_with(".tmp");
+    remove_old_files(&data_dir.join("prepared"), is_temporary);
+    remove_old_files(&data_dir.join("runs"), is_temporary);
+    crate::snapshots::embedded::remove_abandoned(data_dir);
+}
+
+/// Deletes files of `dir` whose name matches and that are older than
+/// [`ABANDONED_DOWNLOAD_SECS`].
+fn remove_old_files(dir: &Path, name_matches: impl Fn(&str) -> bool) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
+        if !name_matches(&entry.file_name().to_string_lossy()) {
+            continue;
+        }
         let age_secs = entry
             .metadata()
             .and_then(|m| m.modified())
@@ -208,7 +258,7 @@ fn remove_leftovers(paths: &DatasetPaths, data_dir: &Path) {
         if age_secs > ABANDONED_DOWNLOAD_SECS
             && let Err(error) = std::fs::remove_file(entry.path())
         {
-            tracing::warn!(file = %entry.path().display(), %error, "cannot remove abandoned download");
+            tracing::warn!(file = %entry.path().display(), %error, "cannot remove an abandoned temporary file");
         }
     }
 }

@@ -16,6 +16,26 @@ pub struct EmbeddedArchive {
     /// The snapshot, regenerated for every run and deleted with this value, so a damaged
     /// copy can never be served.
     _dir: tempfile::TempDir,
+    /// Held for the archive's lifetime; a directory whose lock is free belongs to a run that
+    /// ended without deleting it.
+    _lock: std::fs::File,
+}
+
+const DIR_PREFIX: &str = ".embedded-archive-";
+
+/// Deletes embedded archive directories left by runs that were killed.
+pub fn remove_abandoned(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let abandoned = entry.file_name().to_string_lossy().starts_with(DIR_PREFIX)
+            && std::fs::File::open(path.join(".lock")).is_ok_and(|lock| lock.try_lock().is_ok());
+        if abandoned && let Err(error) = std::fs::remove_dir_all(&path) {
+            tracing::warn!(dir = %path.display(), %error, "cannot remove an abandoned embedded archive");
+        }
+    }
 }
 
 impl EmbeddedArchive {
@@ -32,9 +52,12 @@ impl EmbeddedArchive {
 pub async fn start(data_dir: &Path) -> Result<EmbeddedArchive> {
     std::fs::create_dir_all(data_dir).map_err(|e| PipelineError::io(data_dir, e))?;
     let dir = tempfile::Builder::new()
-        .prefix(".embedded-archive-")
+        .prefix(DIR_PREFIX)
         .tempdir_in(data_dir)
         .map_err(|e| PipelineError::io(data_dir, e))?;
+    let lock_path = dir.path().join(".lock");
+    let lock = std::fs::File::create(&lock_path).map_err(|e| PipelineError::io(&lock_path, e))?;
+    lock.lock().map_err(|e| PipelineError::io(&lock_path, e))?;
     let snapshot_dir = dir.path().join("snapshot");
     super::fixtures::build(&snapshot_dir)?;
 
@@ -47,5 +70,6 @@ pub async fn start(data_dir: &Path) -> Result<EmbeddedArchive> {
         url,
         server,
         _dir: dir,
+        _lock: lock,
     })
 }

@@ -12,7 +12,7 @@
 //! 9_000_000_000_000..10_000_000_000_000 computed from the mission obs_id (marked in the
 //! `obsid_source` column); real MAST obsids are far below that range.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -85,6 +85,9 @@ struct DerivedFile {
 }
 
 /// Writes a snapshot directory from the given sources.
+///
+/// The snapshot is built in a sibling staging directory and renamed into place only when
+/// complete, so a failed build leaves nothing behind.
 pub fn build(sources: &SnapshotSources) -> Result<SnapshotSummary> {
     if sources.catalog.is_none() && sources.recorded.is_empty() && sources.image_dirs.is_empty() {
         return Err(PipelineError::Invalid(
@@ -93,40 +96,90 @@ pub fn build(sources: &SnapshotSources) -> Result<SnapshotSummary> {
     }
     let catalog_bytes = sources.catalog.as_deref().map(read_catalog).transpose()?;
     ensure_empty(&sources.out)?;
-    let mut writer = SnapshotWriter::create(&sources.out, "built by paperclip archive snapshot")?;
-    let mut summary = SnapshotSummary {
-        dir: sources.out.clone(),
-        ..SnapshotSummary::default()
-    };
 
-    if let Some(bytes) = &catalog_bytes {
+    let staging = staging_dir(&sources.out)?;
+    let result = build_into(sources, catalog_bytes.as_deref(), &staging);
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(error) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(error);
+        }
+    };
+    if sources.out.exists() {
+        std::fs::remove_dir(&sources.out).map_err(|e| PipelineError::io(&sources.out, e))?;
+    }
+    std::fs::rename(&staging, &sources.out).map_err(|e| PipelineError::io(&sources.out, e))?;
+    Ok(SnapshotSummary {
+        dir: sources.out.clone(),
+        ..summary
+    })
+}
+
+/// A fresh staging directory next to `out`, on the same filesystem so the rename is atomic.
+fn staging_dir(out: &Path) -> Result<PathBuf> {
+    let parent = match out.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|e| PipelineError::io(&parent, e))?;
+    let dir = tempfile::Builder::new()
+        .prefix(".snapshot-partial-")
+        .tempdir_in(&parent)
+        .map_err(|e| PipelineError::io(&parent, e))?;
+    Ok(dir.keep())
+}
+
+fn build_into(
+    sources: &SnapshotSources,
+    catalog_bytes: Option<&[u8]>,
+    dir: &Path,
+) -> Result<SnapshotSummary> {
+    let mut writer = SnapshotWriter::create(dir, "built by paperclip archive snapshot")?;
+    let mut summary = SnapshotSummary::default();
+    if let Some(bytes) = catalog_bytes {
         writer.set_catalog(bytes)?;
     }
+    let mut recorded_uris = HashSet::new();
     for path in &sources.recorded {
-        add_recorded(&writer, path, &mut summary)?;
+        add_recorded(&writer, path, &mut summary, &mut recorded_uris)?;
     }
 
     let mut observations: BTreeMap<String, Row> = BTreeMap::new();
     let mut products = Vec::new();
     for dir in &sources.image_dirs {
         for path in image_files(dir)? {
-            match derive_file(&path) {
-                Ok(derived) => {
-                    writer.add_file(&derived.data_uri, &derived.bytes)?;
-                    summary.files += 1;
-                    let obs_id = derived.observation["obs_id"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string();
-                    observations.entry(obs_id).or_insert(derived.observation);
-                    products.push(derived.product);
+            let derived = match derive_file(&path) {
+                Ok(derived) => derived,
+                Err(reason) => {
+                    summary.ignored.push(IgnoredInput { path, reason });
+                    continue;
                 }
-                Err(reason) => summary.ignored.push(IgnoredInput { path, reason }),
+            };
+            writer.add_file(&derived.data_uri, &derived.bytes)?;
+            summary.files += 1;
+            // A recorded product row already describes this file; deriving another row would
+            // list it twice under different observations.
+            if recorded_uris.contains(&derived.data_uri) {
+                continue;
             }
+            let obs_id = derived.observation["obs_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            observations.entry(obs_id).or_insert(derived.observation);
+            products.push(derived.product);
         }
     }
+
     summary.derived_observations = observations.len();
     summary.derived_products = products.len();
+    let recorded = summary.recorded_observation_files + summary.recorded_product_files;
+    if catalog_bytes.is_none() && recorded == 0 && summary.files == 0 {
+        return Err(PipelineError::Invalid(
+            "no catalog, recorded response or image file was found in the inputs; nothing to snapshot".to_string(),
+        ));
+    }
     if !observations.is_empty() {
         writer.add_observations(observations.into_values().collect())?;
         writer.add_products(products)?;
@@ -163,7 +216,12 @@ fn ensure_empty(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn add_recorded(writer: &SnapshotWriter, path: &Path, summary: &mut SnapshotSummary) -> Result<()> {
+fn add_recorded(
+    writer: &SnapshotWriter,
+    path: &Path,
+    summary: &mut SnapshotSummary,
+    recorded_uris: &mut HashSet<String>,
+) -> Result<()> {
     let bytes = std::fs::read(path).map_err(|e| PipelineError::io(path, e))?;
     let envelope: Value = serde_json::from_slice(&bytes).map_err(|e| {
         PipelineError::Invalid(format!(
@@ -195,7 +253,18 @@ fn add_recorded(writer: &SnapshotWriter, path: &Path, summary: &mut SnapshotSumm
     );
     writer.add_recorded_response(kind, &name, &bytes)?;
     match kind {
-        TableKind::Products => summary.recorded_product_files += 1,
+        TableKind::Products => {
+            summary.recorded_product_files += 1;
+            let rows = envelope["data"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            recorded_uris.extend(
+                rows.iter()
+                    .filter_map(|row| row["dataURI"].as_str())
+                    .map(str::to_string),
+            );
+        }
         _ => summary.recorded_observation_files += 1,
     }
     Ok(())

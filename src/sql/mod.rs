@@ -45,9 +45,17 @@ pub fn read_only() -> SQLOptions {
 /// Plans a read-only query; writes are rejected with an error that says so.
 pub async fn read_only_query(ctx: &SessionContext, sql: &str) -> Result<DataFrame> {
     ctx.sql_with_options(sql, read_only()).await.map_err(|error| {
-        PipelineError::Invalid(format!(
-            "{error}; paperclip SQL is read-only (published versions never change), so only SELECT, WITH, EXPLAIN, SHOW and DESCRIBE are accepted"
-        ))
+        let text = error.to_string();
+        let rejected_write = ["DDL not supported", "DML not supported", "Statement not supported"]
+            .iter()
+            .any(|marker| text.contains(marker));
+        if rejected_write {
+            PipelineError::Invalid(format!(
+                "{text}; paperclip SQL is read-only (published versions never change), so only SELECT, WITH, EXPLAIN, SHOW and DESCRIBE are accepted"
+            ))
+        } else {
+            PipelineError::Query(error)
+        }
     })
 }
 

@@ -118,6 +118,7 @@ impl BlobStore {
     }
 
     fn commit(&self, tmp_path: PathBuf, sha256: &str) -> Result<()> {
+        make_readable(&tmp_path)?;
         let target = self.blob_path(sha256);
         let parent = target.parent().expect("blob path has a parent");
         fs::create_dir_all(parent).map_err(|e| PipelineError::io(parent, e))?;
@@ -162,9 +163,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.write_all(bytes)
         .and_then(|()| tmp.as_file().sync_all())
         .map_err(|e| PipelineError::io(path, e))?;
+    make_readable(tmp.path())?;
     tmp.persist(path)
         .map_err(|e| PipelineError::io(path, e.error))?;
     sync_dir(parent)
+}
+
+/// Gives a finished file the usual mode 0644; temporary files start as 0600, and
+/// published files should be as readable as the shards beside them.
+fn make_readable(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o644))
+            .map_err(|e| PipelineError::io(path, e))?;
+    }
+    Ok(())
 }
 
 /// Fsyncs a directory so a rename into it survives a crash.

@@ -145,3 +145,18 @@ fn embedded_run_then_query_as_json() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(text(&bad.stderr).contains("nope"), "{}", text(&bad.stderr));
 }
+
+#[test]
+fn unsafe_data_dir_is_rejected_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("proj#2");
+    let pipeline = pipeline_path();
+    let output = paperclip(
+        &data_dir,
+        &["run", pipeline.to_str().unwrap(), "--archive", "embedded"],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("without any of # ? % [ ]"), "{stderr}");
+    assert!(!data_dir.join("datasets").exists(), "nothing is written");
+}

@@ -408,3 +408,49 @@ async fn bad_split_values_stop_the_run() {
             .is_empty()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_archive_file_is_downloaded_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let (_server, url) = serve_fixtures(dir.path(), ServeOptions::default()).await;
+    run_pipeline(&data_dir, url.clone()).await;
+
+    // The archive reprocesses one preview: new bytes under the same URI, new size listed.
+    let name = "hst_90001_01_acs_wfc_total_fx9a01_drc.jpg";
+    let snapshot = dir.path().join("snapshot");
+    let new_bytes = paperclip_images::synth::sky_jpeg(99, 640, 480, false, 90);
+    std::fs::write(snapshot.join("files/HST/product").join(name), &new_bytes).unwrap();
+    for entry in std::fs::read_dir(snapshot.join("caom/products")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut envelope: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for row in envelope["data"].as_array_mut().unwrap() {
+            if row["productFilename"] == name {
+                row["size"] = serde_json::json!(new_bytes.len());
+            }
+        }
+        std::fs::write(&path, serde_json::to_vec(&envelope).unwrap()).unwrap();
+    }
+    let reopened = paperclip_archive::Snapshot::open(&snapshot).unwrap();
+    let server = bind(
+        reopened,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        ServeOptions::default(),
+    )
+    .await
+    .unwrap();
+
+    let second = run_pipeline(&data_dir, server.base_url()).await;
+    assert_eq!(second.counts["downloads_fetched"], 1);
+    assert_eq!(second.published_version, Some(2));
+    let sizes = query(
+        &data_dir,
+        &format!(
+            r#"SELECT size_bytes = blob_size_bytes AS consistent FROM "hst-paperclip".v2.samples
+               WHERE product_filename = '{name}'"#
+        ),
+    )
+    .await;
+    assert!(sizes.contains("true"), "{sizes}");
+}

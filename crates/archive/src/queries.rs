@@ -218,7 +218,8 @@ fn log_quarantine(list: &ProductList, context: &crate::client::RequestContext) {
         let Some(first) = rows.next() else {
             continue;
         };
-        tracing::warn!(
+        // The rows are returned in the list, so the caller decides how loud to be.
+        tracing::info!(
             service = %context.service,
             params = %context.params,
             reason = reason.code(),
@@ -262,7 +263,7 @@ fn reject(
     reason: String,
     params: &impl std::fmt::Display,
 ) -> RejectedRow {
-    tracing::warn!(service, params = %params, index, reason = %reason, "rejected an unreadable response row");
+    tracing::info!(service, params = %params, index, reason = %reason, "rejected an unreadable response row");
     RejectedRow {
         service,
         index,
