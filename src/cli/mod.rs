@@ -155,7 +155,7 @@ pub fn main() -> std::process::ExitCode {
 }
 
 /// Prints an error on stderr, and with `--json` as `{"error": ...}` on stdout unless the
-/// command already printed its JSON result there (stdout holds one JSON document).
+/// command already printed its JSON result there, so stdout is always one JSON document.
 fn report_error(error: &anyhow::Error, json: bool) -> std::process::ExitCode {
     let message = error_message(error);
     eprintln!("error: {message}");
@@ -182,7 +182,8 @@ fn error_message(error: &anyhow::Error) -> String {
     message
 }
 
-/// A closed stdout (e.g. `paperclip sql ... | head`) ends the command quietly.
+/// Returns true when the error is a closed stdout (`paperclip sql ... | head`), which ends
+/// the command quietly.
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         cause

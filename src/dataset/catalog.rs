@@ -62,7 +62,7 @@ async fn register_run_log(ctx: &SessionContext, data_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Reads every `*.json` file of the runs folder that holds one JSON object with a `run_id`.
+/// Reads every `*.json` file of the runs folder that contains one JSON object with a `run_id`.
 fn read_run_records(runs_dir: &Path) -> Vec<serde_json::Value> {
     let Ok(entries) = std::fs::read_dir(runs_dir) else {
         return Vec::new();

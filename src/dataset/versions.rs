@@ -10,8 +10,8 @@
 //!
 //! Publishing order: the version directory is staged, fsynced and renamed into place, then
 //! the Delta commit (which carries the version record in its commit metadata) makes the
-//! version visible. The commit is the single atomic step: a crash before it leaves only an
-//! unreferenced directory, which the next run deletes and rebuilds; a published version's
+//! version visible. The commit is the single atomic step. A crash before it leaves only an
+//! unreferenced directory, which the next run deletes and rebuilds. A published version's
 //! files are never written again.
 
 use std::collections::BTreeMap;
@@ -32,7 +32,7 @@ use crate::error::{PipelineError, Result};
 /// Key of the version record inside the Delta commit metadata.
 const COMMIT_METADATA_KEY: &str = "paperclip";
 
-/// What a published version contains, stored in its Delta commit and in `manifest.json`.
+/// Record of a published version, stored in its Delta commit and in `manifest.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VersionRecord {
     pub dataset: String,
@@ -248,7 +248,7 @@ pub fn list_datasets(data_dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Returns true when a Delta log directory holds at least one commit file.
+/// Returns true when a Delta log directory contains at least one commit file.
 fn has_commits(log_dir: &Path) -> bool {
     fs::read_dir(log_dir).is_ok_and(|entries| {
         entries

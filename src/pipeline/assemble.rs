@@ -1,8 +1,8 @@
 //! Builds the published samples table from the samples model's rows and the prepared
 //! images, assigns keys, shards and members, and computes the dataset fingerprint.
 //!
-//! Invariants: rows are ordered by (split, key); keys are unique across the dataset and
-//! follow the shard key rule; the fingerprint depends only on the published rows, so two
+//! Invariants: rows are ordered by (split, key). Keys are unique across the dataset and
+//! follow the shard key rule. The fingerprint depends only on the published rows, so two
 //! runs over the same input give the same fingerprint.
 
 use std::collections::HashSet;
@@ -70,7 +70,7 @@ impl ImageFacts {
 
 /// Builds a sample key `hst<proposal>_<obs_id>_<8 hex digits of the URI's SHA-256>`.
 ///
-/// The URI hash keeps keys unique when one observation has several products; the obs_id is
+/// The URI hash keeps keys unique when one observation has several products. The obs_id is
 /// lower-cased and stripped to ASCII letters and digits, so keys never contain dots.
 pub fn sample_key(proposal_id: i64, obs_id: &str, data_uri: &str) -> String {
     let obs: String = obs_id

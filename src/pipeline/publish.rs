@@ -91,5 +91,7 @@ fn write_skips(path: &Path, skips: &[Skip]) -> Result<()> {
         .write(&batch)
         .and_then(|()| writer.close().map(|_| ()))
         .map_err(|e| PipelineError::Invalid(format!("cannot write {}: {e}", path.display())))?;
-    Ok(())
+    std::fs::File::open(path)
+        .and_then(|file| file.sync_all())
+        .map_err(|e| PipelineError::io(path, e))
 }

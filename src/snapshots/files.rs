@@ -2,15 +2,15 @@
 //! and image files (FITS exposures and Hubble Advanced Products preview JPEGs).
 //!
 //! Observation and product rows for image files are derived from what the files state
-//! themselves, never invented: FITS rows come from primary/extension header keywords
+//! themselves, never invented. FITS rows come from primary and extension header keywords
 //! (`PROPOSID`, `ROOTNAME`, `TELESCOP`, `INSTRUME`, `DETECTOR`, `TARGNAME`, `FILTER*`,
-//! `OBSTYPE`, `RA_TARG`, `DEC_TARG`, `EXPSTART`, `EXPTIME`), and HAP preview rows from the
+//! `OBSTYPE`, `RA_TARG`, `DEC_TARG`, `EXPSTART`, `EXPTIME`). HAP preview rows come from the
 //! standard HAP file name `hst_<proposal>_<visit>_<instrument>_<detector>_total_<id>_<drz|drc>.jpg`.
 //! A file that states no proposal id is left out and listed in the summary.
 //!
 //! MAST's numeric `obsid` is not in any file, so derived rows carry a stable number in
-//! 9_000_000_000_000..10_000_000_000_000 computed from the mission obs_id (marked in the
-//! `obsid_source` column); real MAST obsids are far below that range.
+//! 9_000_000_000_000..10_000_000_000_000 computed from the mission obs_id, marked in the
+//! `obsid_source` column. The obsids in recorded MAST responses are around 2·10⁹.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -33,7 +33,7 @@ pub struct SnapshotSources {
     pub image_dirs: Vec<PathBuf>,
 }
 
-/// What [`build`] wrote and what it left out.
+/// Summary of what [`build`] wrote and what it left out.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SnapshotSummary {
     pub dir: PathBuf,
@@ -116,7 +116,7 @@ pub fn build(sources: &SnapshotSources) -> Result<SnapshotSummary> {
     })
 }
 
-/// A fresh staging directory next to `out`, on the same filesystem so the rename is atomic.
+/// Creates a staging directory next to `out`, on the same filesystem so the rename is atomic.
 fn staging_dir(out: &Path) -> Result<PathBuf> {
     let parent = match out.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
@@ -188,7 +188,7 @@ fn build_into(
     Ok(summary)
 }
 
-/// Reads a catalog and checks that it holds at least one readable record.
+/// Reads a catalog and checks that it contains at least one readable record.
 fn read_catalog(catalog: &Path) -> Result<Vec<u8>> {
     let bytes = std::fs::read(catalog).map_err(|e| PipelineError::io(catalog, e))?;
     if paperclip_catalog::parse_abstracts_cat(&bytes)
@@ -196,7 +196,7 @@ fn read_catalog(catalog: &Path) -> Result<Vec<u8>> {
         .is_empty()
     {
         return Err(PipelineError::Invalid(format!(
-            "{} holds no readable abstracts.cat record; pass a catalog in STScI's abstracts.cat format (a Phase II .pro file can be set as archive.catalog in the pipeline file instead)",
+            "{} contains no readable abstracts.cat record; pass a catalog in STScI's abstracts.cat format (a Phase II .pro file can be set as archive.catalog in the pipeline file instead)",
             catalog.display()
         )));
     }
@@ -444,7 +444,7 @@ fn gunzip_if_needed(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
     Ok(plain)
 }
 
-/// A stable obsid in 9e12..1e13 for an obs_id that has no MAST obsid in the files.
+/// Derives a stable obsid in 9e12..1e13 for an obs_id that has no MAST obsid in the files.
 pub fn derived_obsid(obs_id: &str) -> u64 {
     let digest = Sha256::digest(obs_id.as_bytes());
     let mut prefix = [0u8; 8];

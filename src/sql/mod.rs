@@ -1,7 +1,7 @@
 //! The SQL stage: a DataFusion session with the pipeline's input tables, the project's
 //! functions, and the curator's SQL models.
 //!
-//! Each model file holds one `SELECT` (comments and a trailing semicolon allowed); the file
+//! Each model file contains one `SELECT` (comments and a trailing semicolon allowed); the file
 //! stem names the view it defines, and later models can read earlier ones by that name.
 //! Models are lazy views: nothing runs until the samples model is collected.
 
@@ -42,7 +42,7 @@ pub fn read_only() -> SQLOptions {
         .with_allow_statements(false)
 }
 
-/// Plans a read-only query; writes are rejected with an error that says so.
+/// Plans a read-only query. A write is rejected with an error explaining that SQL is read-only.
 pub async fn read_only_query(ctx: &SessionContext, sql: &str) -> Result<DataFrame> {
     ctx.sql_with_options(sql, read_only()).await.map_err(|error| {
         let text = error.to_string();

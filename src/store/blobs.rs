@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{PipelineError, Result};
 
-/// Where a data URI's bytes live, as recorded after a verified download.
+/// Location of a data URI's bytes, as recorded after a verified download.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UriRecord {
     pub uri: String,
