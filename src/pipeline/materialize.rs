@@ -255,23 +255,23 @@ pub(super) async fn materialize_all(
     counts: &mut BTreeMap<String, u64>,
     skips: &mut Vec<Skip>,
 ) -> Result<Vec<ImageFacts>> {
-    let proposal_ids = sql::int64_column(selected, model, "proposal_id")?;
-    let obs_ids = sql::string_column(selected, model, "obs_id")?;
-    let uris = sql::string_column(selected, model, "data_uri")?;
-    let splits = sql::string_column(selected, model, "split")?;
-    let sizes = selected.column_by_name("size_bytes").and_then(|c| {
-        c.as_any()
-            .downcast_ref::<datafusion::arrow::array::Int64Array>()
-    });
+    let columns = SelectedColumns::read(selected, model)?;
 
-    let requests: Vec<ImageRequest> = (0..selected.num_rows())
-        .map(|row| ImageRequest {
-            row,
-            data_uri: uris.value(row).to_string(),
-            expected_size_bytes: sizes
-                .filter(|s| s.is_valid(row))
-                .map(|s| s.value(row))
-                .and_then(|s| u64::try_from(s).ok()),
+    // One request per data URI: a file listed under several proposals is fetched and
+    // prepared once, and its result applies to every row that lists it.
+    let mut rows_by_uri: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for row in 0..selected.num_rows() {
+        rows_by_uri
+            .entry(columns.uris.value(row))
+            .or_default()
+            .push(row);
+    }
+    let requests: Vec<ImageRequest> = rows_by_uri
+        .iter()
+        .map(|(uri, rows)| ImageRequest {
+            row: rows[0],
+            data_uri: uri.to_string(),
+            expected_size_bytes: columns.expected_size_bytes(rows[0]),
         })
         .collect();
 
@@ -287,19 +287,16 @@ pub(super) async fn materialize_all(
     while let Some(result) = results.next().await {
         progress.advance("images", 1);
         match result? {
-            Err(failure) if failure.transient => {
-                tally("downloads_failed");
-                transient_failures.push(format!("{}: {}", uris.value(failure.row), failure.detail));
-            }
             Err(failure) => {
                 tally("downloads_failed");
-                skips.push(Skip::new(
-                    "download",
-                    uris.value(failure.row),
-                    Some(proposal_ids.value(failure.row)),
-                    failure.reason,
-                    failure.detail,
-                ));
+                let uri = columns.uris.value(failure.row);
+                if failure.transient {
+                    transient_failures.push(format!("{uri}: {}", failure.detail));
+                    continue;
+                }
+                for &row in &rows_by_uri[uri] {
+                    skips.push(columns.skip(row, "download", &failure.reason, &failure.detail));
+                }
             }
             Ok(done) => {
                 tally(if done.downloaded {
@@ -312,26 +309,15 @@ pub(super) async fn materialize_all(
                 } else {
                     "images_prepared"
                 });
-                let row = done.row;
-                if let PreparedOutcome::Rejected { reason, detail } = &done.record.outcome {
-                    skips.push(Skip::new(
-                        "image",
-                        uris.value(row),
-                        Some(proposal_ids.value(row)),
-                        reason.clone(),
-                        detail.clone(),
-                    ));
-                    continue;
+                let uri = columns.uris.value(done.row);
+                for &row in &rows_by_uri[uri] {
+                    match &done.record.outcome {
+                        PreparedOutcome::Rejected { reason, detail } => {
+                            skips.push(columns.skip(row, "image", reason, detail));
+                        }
+                        ready => facts.extend(columns.facts(row, &done.record, ready)),
+                    }
                 }
-                let key = sample_key(proposal_ids.value(row), obs_ids.value(row), uris.value(row));
-                facts.extend(ImageFacts::from_outcome(
-                    row,
-                    key,
-                    splits.value(row).to_string(),
-                    &done.record.blob_sha256,
-                    done.record.blob_size_bytes,
-                    &done.record.outcome,
-                ));
             }
         }
     }
@@ -344,6 +330,66 @@ pub(super) async fn materialize_all(
         )));
     }
     Ok(facts)
+}
+
+/// The samples model's columns that the image stage reads.
+struct SelectedColumns<'a> {
+    proposal_ids: &'a datafusion::arrow::array::Int64Array,
+    obs_ids: &'a datafusion::arrow::array::StringArray,
+    uris: &'a datafusion::arrow::array::StringArray,
+    splits: &'a datafusion::arrow::array::StringArray,
+    sizes: Option<&'a datafusion::arrow::array::Int64Array>,
+}
+
+impl<'a> SelectedColumns<'a> {
+    fn read(selected: &'a RecordBatch, model: &str) -> Result<Self> {
+        Ok(Self {
+            proposal_ids: sql::int64_column(selected, model, "proposal_id")?,
+            obs_ids: sql::string_column(selected, model, "obs_id")?,
+            uris: sql::string_column(selected, model, "data_uri")?,
+            splits: sql::string_column(selected, model, "split")?,
+            sizes: selected
+                .column_by_name("size_bytes")
+                .and_then(|c| c.as_any().downcast_ref()),
+        })
+    }
+
+    fn expected_size_bytes(&self, row: usize) -> Option<u64> {
+        self.sizes
+            .filter(|s| s.is_valid(row))
+            .and_then(|s| u64::try_from(s.value(row)).ok())
+    }
+
+    fn skip(&self, row: usize, stage: &'static str, reason: &str, detail: &str) -> Skip {
+        Skip::new(
+            stage,
+            self.uris.value(row),
+            Some(self.proposal_ids.value(row)),
+            reason,
+            detail,
+        )
+    }
+
+    fn facts(
+        &self,
+        row: usize,
+        record: &PreparedRecord,
+        outcome: &PreparedOutcome,
+    ) -> Option<ImageFacts> {
+        let key = sample_key(
+            self.proposal_ids.value(row),
+            self.obs_ids.value(row),
+            self.uris.value(row),
+        );
+        ImageFacts::from_outcome(
+            row,
+            key,
+            self.splits.value(row).to_string(),
+            &record.blob_sha256,
+            record.blob_size_bytes,
+            outcome,
+        )
+    }
 }
 
 /// Returns true when a download failure may pass on a later run.

@@ -454,3 +454,40 @@ async fn changed_archive_file_is_downloaded_again() {
     .await;
     assert!(sizes.contains("true"), "{sizes}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_shared_by_two_proposals_is_fetched_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot_dir = dir.path().join("snapshot");
+    paperclip::snapshots::fixtures::build(&snapshot_dir).unwrap();
+
+    // List proposal 90001's first preview under an observation of proposal 90004 as well.
+    let mut writer =
+        paperclip_archive::SnapshotWriter::create(&snapshot_dir, "fixtures plus a shared file")
+            .unwrap();
+    let row = serde_json::json!({
+        "obsID": 8_000_000_401u64, "parent_obsid": 8_000_000_401u64, "obs_id": "fx9d01010",
+        "obs_collection": "HST", "productType": "PREVIEW",
+        "dataURI": "mast:HST/product/hst_90001_01_acs_wfc_total_fx9a01_drc.jpg",
+        "productFilename": "hst_90001_01_acs_wfc_total_fx9a01_drc.jpg",
+    });
+    writer
+        .add_products(vec![row.as_object().unwrap().clone()])
+        .unwrap();
+    let snapshot = writer.finish().unwrap();
+    let server = bind(
+        snapshot,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        ServeOptions::default(),
+    )
+    .await
+    .unwrap();
+
+    let report = run_pipeline(&dir.path().join("data"), server.base_url()).await;
+    assert_eq!(report.counts["selected_images"], 10);
+    assert_eq!(report.counts["samples"], 8);
+    assert_eq!(
+        report.counts["downloads_fetched"], 9,
+        "the shared file is fetched once"
+    );
+}
