@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::arrow::json::reader::{ReaderBuilder, infer_json_schema_from_iterator};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema};
+use datafusion::arrow::json::reader::ReaderBuilder;
 use datafusion::catalog::{
     CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider,
 };
@@ -36,21 +36,17 @@ pub async fn register_datasets(ctx: &SessionContext, data_dir: &Path) -> Result<
 /// when there are none). Files that are not run records are left out with a warning, so one
 /// stray file cannot break every query.
 async fn register_run_log(ctx: &SessionContext, data_dir: &Path) -> Result<()> {
-    let records = read_run_records(&data_dir.join("runs"));
-    let batch = if records.is_empty() {
-        let schema = Schema::new(vec![
-            Field::new("run_id", DataType::Utf8, true),
-            Field::new("dataset", DataType::Utf8, true),
-        ]);
-        RecordBatch::new_empty(Arc::new(schema))
-    } else {
-        let schema = infer_json_schema_from_iterator(records.iter().map(Ok))?;
-        let mut decoder = ReaderBuilder::new(Arc::new(schema.clone())).build_decoder()?;
-        decoder.serialize(&records)?;
-        decoder
-            .flush()?
-            .unwrap_or_else(|| RecordBatch::new_empty(Arc::new(schema)))
-    };
+    let schema = Arc::new(run_log_schema());
+    let mut batches = Vec::new();
+    for (path, record) in read_run_records(&data_dir.join("runs")) {
+        match decode_run_record(&schema, &record) {
+            Ok(batch) => batches.push(batch),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "run record does not match the run log schema; left out of paperclip.runs")
+            }
+        }
+    }
+    let batch = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
 
     let runs = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
     let schema = Arc::new(MemorySchemaProvider::new());
@@ -62,8 +58,55 @@ async fn register_run_log(ctx: &SessionContext, data_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Columns of `paperclip.runs`, fixed so queries do not depend on which runs exist.
+fn run_log_schema() -> Schema {
+    let map = |name: &str| {
+        Field::new_map(
+            name,
+            "entries",
+            Field::new("keys", DataType::Utf8, false),
+            Field::new("values", DataType::Int64, true),
+            false,
+            true,
+        )
+    };
+    let skip = Fields::from(vec![
+        Field::new("stage", DataType::Utf8, true),
+        Field::new("item", DataType::Utf8, true),
+        Field::new("proposal_id", DataType::Int64, true),
+        Field::new("reason", DataType::Utf8, true),
+        Field::new("detail", DataType::Utf8, true),
+    ]);
+    Schema::new(vec![
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("dataset", DataType::Utf8, true),
+        Field::new("published_version", DataType::Int64, true),
+        Field::new("unchanged_version", DataType::Int64, true),
+        Field::new("error", DataType::Utf8, true),
+        map("counts"),
+        map("skipped_by_reason"),
+        Field::new("archive_requests", DataType::Int64, true),
+        Field::new("archive_retries", DataType::Int64, true),
+        Field::new("elapsed_secs", DataType::Float64, true),
+        Field::new(
+            "skips",
+            DataType::List(Arc::new(Field::new("item", DataType::Struct(skip), true))),
+            true,
+        ),
+    ])
+}
+
+/// Decodes one run record; a record with a value of the wrong type is an error.
+fn decode_run_record(schema: &Arc<Schema>, record: &serde_json::Value) -> Result<RecordBatch> {
+    let mut decoder = ReaderBuilder::new(Arc::clone(schema)).build_decoder()?;
+    decoder.serialize(std::slice::from_ref(record))?;
+    Ok(decoder
+        .flush()?
+        .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(schema))))
+}
+
 /// Reads every `*.json` file of the runs folder that contains one JSON object with a `run_id`.
-fn read_run_records(runs_dir: &Path) -> Vec<serde_json::Value> {
+fn read_run_records(runs_dir: &Path) -> Vec<(std::path::PathBuf, serde_json::Value)> {
     let Ok(entries) = std::fs::read_dir(runs_dir) else {
         return Vec::new();
     };
@@ -81,7 +124,7 @@ fn read_run_records(runs_dir: &Path) -> Vec<serde_json::Value> {
             .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
             .filter(|value| value.get("run_id").is_some_and(|id| id.is_string()));
         match record {
-            Some(record) => records.push(record),
+            Some(record) => records.push((path, record)),
             None => {
                 tracing::warn!(path = %path.display(), "not a run record; left out of paperclip.runs")
             }
@@ -108,14 +151,21 @@ async fn register_dataset(ctx: &SessionContext, paths: &DatasetPaths) -> Result<
 
         let skips_path = paths.version_dir(record.version).join("skips.parquet");
         if skips_path.is_file() {
-            let skips = ctx
+            // A damaged skips file hides that one table; it must not break every query.
+            match ctx
                 .read_parquet(
                     skips_path.to_string_lossy().as_ref(),
                     ParquetReadOptions::default(),
                 )
-                .await?
-                .into_view();
-            schema.register_table("skips".into(), skips)?;
+                .await
+            {
+                Ok(skips) => {
+                    schema.register_table("skips".into(), skips.into_view())?;
+                }
+                Err(error) => {
+                    tracing::warn!(path = %skips_path.display(), %error, "skips file is unreadable; run `paperclip datasets verify`")
+                }
+            }
         }
 
         catalog.register_schema(&format!("v{}", record.version), schema.clone())?;

@@ -17,6 +17,7 @@ use crate::store::blobs::hash_file;
 /// One disagreement between a version's files and its record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
+    /// The version the problem belongs to; 0 for problems of the dataset as a whole.
     pub version: u64,
     pub item: String,
     pub detail: String,
@@ -24,7 +25,10 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "v{} {}: {}", self.version, self.item, self.detail)
+        match self.version {
+            0 => write!(f, "{}: {}", self.item, self.detail),
+            version => write!(f, "v{version} {}: {}", self.item, self.detail),
+        }
     }
 }
 
@@ -48,14 +52,48 @@ pub async fn verify_dataset(paths: &DatasetPaths) -> Result<Vec<Problem>> {
     Ok(problems)
 }
 
+/// Checks the manifest (it must equal the record in the Delta commit), the skips file (it
+/// must be readable Parquet) and that the version folder holds nothing else.
 fn verify_version_files(paths: &DatasetPaths, record: &VersionRecord, problems: &mut Vec<Problem>) {
-    for name in ["manifest.json", "skips.parquet"] {
-        if !paths.version_dir(record.version).join(name).is_file() {
-            problems.push(Problem {
-                version: record.version,
-                item: name.to_string(),
-                detail: "is missing".to_string(),
-            });
+    let dir = paths.version_dir(record.version);
+    let mut report = |item: &str, detail: String| {
+        problems.push(Problem {
+            version: record.version,
+            item: item.to_string(),
+            detail,
+        });
+    };
+
+    match std::fs::read(dir.join("manifest.json")) {
+        Err(error) => report("manifest.json", format!("cannot be read: {error}")),
+        Ok(bytes) => match serde_json::from_slice::<VersionRecord>(&bytes) {
+            Err(error) => report("manifest.json", format!("is not a version record: {error}")),
+            Ok(manifest) if manifest != *record => report(
+                "manifest.json",
+                "differs from the version record in the Delta commit".to_string(),
+            ),
+            Ok(_) => {}
+        },
+    }
+
+    let skips_path = dir.join("skips.parquet");
+    let readable = std::fs::File::open(&skips_path)
+        .map_err(|e| e.to_string())
+        .and_then(|file| {
+            datafusion::parquet::file::reader::SerializedFileReader::new(file)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+    if let Err(error) = readable {
+        report("skips.parquet", format!("is not readable Parquet: {error}"));
+    }
+
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !["manifest.json", "skips.parquet", "shards"].contains(&name.as_str()) {
+                report(&name, "is not part of a published version".to_string());
+            }
         }
     }
 }

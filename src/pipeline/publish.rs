@@ -6,7 +6,7 @@ use std::path::Path;
 use super::assemble::AssembledSamples;
 use super::config::PipelineConfig;
 use super::run::RunReport;
-use super::skips::Skip;
+use super::skips::{Skip, count_by_reason};
 use super::tables;
 use crate::dataset::shards::{OwnedShardSample, ShardInfo, write_split};
 use crate::dataset::versions::{DatasetPaths, VersionRecord, publish};
@@ -19,18 +19,17 @@ pub(super) async fn publish_version(
     config: &PipelineConfig,
     paths: &DatasetPaths,
     store: &BlobStore,
-    run_id: &str,
     version: u64,
     assembled: AssembledSamples,
-    skips: &[Skip],
-    report: &mut RunReport,
+    report: &RunReport,
 ) -> Result<()> {
+    let run_id = report.run_id.as_str();
     let staging = paths.staging_dir(run_id);
     let shards_dir = staging.join("shards");
     std::fs::create_dir_all(&shards_dir).map_err(|e| PipelineError::io(&shards_dir, e))?;
 
     let shards = write_shards(config, store, &shards_dir, &assembled)?;
-    write_skips(&staging.join("skips.parquet"), skips)?;
+    write_skips(&staging.join("skips.parquet"), &report.skips)?;
 
     let record = VersionRecord {
         dataset: config.dataset.name.clone(),
@@ -40,7 +39,7 @@ pub(super) async fn publish_version(
         pipeline_sha256: config.file_sha256.clone(),
         fingerprint: assembled.fingerprint.clone(),
         counts: report.counts.clone(),
-        skips_by_reason: report.skipped_by_reason.clone(),
+        skips_by_reason: count_by_reason(&report.skips),
         shards,
     };
     let manifest = serde_json::to_vec_pretty(&record).expect("VersionRecord serializes");

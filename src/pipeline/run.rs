@@ -52,7 +52,8 @@ pub struct RunOptions {
     pub progress: Arc<dyn Progress>,
 }
 
-/// Summary of one run, printed by the CLI and stored under `<data dir>/runs/`.
+/// Summary of one run, printed by the CLI and stored under `<data dir>/runs/`. A failed
+/// run is recorded too, with `error` set and the counts it reached.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
     pub run_id: String,
@@ -61,6 +62,8 @@ pub struct RunReport {
     pub published_version: Option<u64>,
     /// The latest version when the run found nothing new to publish.
     pub unchanged_version: Option<u64>,
+    /// Why the run failed; `None` for a run that completed.
+    pub error: Option<String>,
     pub counts: BTreeMap<String, u64>,
     pub skipped_by_reason: BTreeMap<String, usize>,
     pub archive_requests: u64,
@@ -70,71 +73,90 @@ pub struct RunReport {
     pub skips: Vec<Skip>,
 }
 
-/// Runs the pipeline once.
-pub async fn run(config: &PipelineConfig, options: &RunOptions) -> Result<RunReport> {
-    let run_id = new_run_id();
-    let span = tracing::info_span!("run", run_id = %run_id, dataset = %config.dataset.name);
-    let started = Instant::now();
-    let result = run_stages(config, options, run_id.clone())
-        .instrument(span)
-        .await;
-    if let Err(error) = &result {
-        save_failure(
-            options,
-            config,
-            &run_id,
-            error,
-            started.elapsed().as_secs_f64(),
-        );
+impl RunReport {
+    fn new(run_id: String, dataset: String) -> Self {
+        Self {
+            run_id,
+            dataset,
+            published_version: None,
+            unchanged_version: None,
+            error: None,
+            counts: BTreeMap::new(),
+            skipped_by_reason: BTreeMap::new(),
+            archive_requests: 0,
+            archive_retries: 0,
+            elapsed_secs: 0.0,
+            skips: Vec::new(),
+        }
     }
-    result
+
+    /// Fills the totals that are known only at the end of a run, successful or not.
+    fn finish(&mut self, stats: &paperclip_archive::ClientStats, elapsed_secs: f64) {
+        self.archive_requests = stats.requests;
+        self.archive_retries = stats.retries;
+        self.counts
+            .insert("archive_requests".into(), stats.requests);
+        self.counts.insert("archive_retries".into(), stats.retries);
+        self.counts
+            .insert("bytes_downloaded".into(), stats.bytes_downloaded);
+        self.counts
+            .insert("skipped".into(), self.skips.len() as u64);
+        self.skipped_by_reason = count_by_reason(&self.skips);
+        self.elapsed_secs = elapsed_secs;
+    }
 }
 
-/// Records a failed run in the run log; a failure to write it is only logged.
-fn save_failure(
-    options: &RunOptions,
-    config: &PipelineConfig,
-    run_id: &str,
-    error: &PipelineError,
-    elapsed_secs: f64,
-) {
-    let record = serde_json::json!({
-        "run_id": run_id,
-        "dataset": config.dataset.name,
-        "error": error.to_string(),
-        "elapsed_secs": elapsed_secs,
-    });
-    let path = options.data_dir.join("runs").join(format!("{run_id}.json"));
-    let mut json = record.to_string().into_bytes();
-    json.push(b'\n');
-    if let Err(write_error) = write_atomic(&path, &json) {
-        tracing::warn!(%write_error, "cannot record the failed run");
+/// Runs the pipeline once and records the run (failed or not) in the run log.
+pub async fn run(config: &PipelineConfig, options: &RunOptions) -> Result<RunReport> {
+    let paths = DatasetPaths::new(&options.data_dir, &config.dataset.name);
+    check_table_path(&paths.samples_table())?;
+    let client = Arc::new(MastClient::new(client_config(config, options)?)?);
+    let run_id = new_run_id();
+    let mut report = RunReport::new(run_id.clone(), config.dataset.name.clone());
+    let started = Instant::now();
+
+    let span = tracing::info_span!("run", run_id = %run_id, dataset = %config.dataset.name);
+    let result = run_stages(config, options, &paths, &client, &mut report)
+        .instrument(span)
+        .await;
+
+    report.finish(&client.stats(), started.elapsed().as_secs_f64());
+    match result {
+        Ok(()) => {
+            save_report(&options.data_dir, &report)?;
+            Ok(report)
+        }
+        Err(error) => {
+            report.error = Some(error.to_string());
+            if let Err(write_error) = save_report(&options.data_dir, &report) {
+                tracing::warn!(%write_error, "cannot record the failed run");
+            }
+            Err(error)
+        }
     }
 }
 
 async fn run_stages(
     config: &PipelineConfig,
     options: &RunOptions,
-    run_id: String,
-) -> Result<RunReport> {
-    let started = Instant::now();
-    let paths = DatasetPaths::new(&options.data_dir, &config.dataset.name);
-    check_table_path(&paths.samples_table())?;
-    let _lock = DatasetLock::acquire(&paths)?;
-    remove_leftovers(&paths, &options.data_dir);
+    paths: &DatasetPaths,
+    client: &Arc<MastClient>,
+    report: &mut RunReport,
+) -> Result<()> {
+    let _lock = DatasetLock::acquire(paths)?;
+    remove_leftovers(paths, &options.data_dir);
     let store = BlobStore::open(options.data_dir.join("blobs"))?;
-    let client = Arc::new(MastClient::new(client_config(config, options)?)?);
-    let mut counts = BTreeMap::new();
-    let mut skips = Vec::new();
+    let counts = &mut report.counts;
+    let skips = &mut report.skips;
 
-    let proposals = load_proposals(config, options, &client, &mut counts, &mut skips).await?;
-    let observations = query_observations(&client, &proposals, &mut counts, &mut skips).await?;
-    let products = query_products(&client, &observations, &mut counts, &mut skips).await?;
+    let proposals = load_proposals(config, options, client, counts, skips).await?;
+    let observations = query_observations(client, &proposals, counts, skips).await?;
+    let products = query_products(client, &observations, counts, skips).await?;
 
     let model = config.sql.samples_model.as_str();
     let selected = select_samples(config, &proposals, &observations, &products).await?;
     counts.insert("selected_images".into(), selected.num_rows() as u64);
-    record_proposals_without_images(&selected, model, &observations, &mut skips)?;
+    record_proposals_without_images(&selected, model, &observations, skips)?;
 
     let materializer = Materializer {
         client: client.clone(),
@@ -148,8 +170,8 @@ async fn run_stages(
         &materializer,
         &selected,
         model,
-        &mut counts,
-        &mut skips,
+        counts,
+        skips,
     )
     .await?;
 
@@ -161,27 +183,9 @@ async fn run_stages(
         &captions,
         config.shards.samples_per_shard,
     )?;
-    count_splits(&assembled, &mut counts);
-    counts.insert("skipped".into(), skips.len() as u64);
+    count_splits(&assembled, counts);
 
-    let stats = client.stats();
-    counts.insert("archive_requests".into(), stats.requests);
-    counts.insert("archive_retries".into(), stats.retries);
-    counts.insert("bytes_downloaded".into(), stats.bytes_downloaded);
-    let mut report = RunReport {
-        run_id: run_id.clone(),
-        dataset: config.dataset.name.clone(),
-        published_version: None,
-        unchanged_version: None,
-        counts,
-        skipped_by_reason: count_by_reason(&skips),
-        archive_requests: stats.requests,
-        archive_retries: stats.retries,
-        elapsed_secs: 0.0,
-        skips: Vec::new(),
-    };
-
-    let versions = list_versions(&paths).await?;
+    let versions = list_versions(paths).await?;
     match versions.last() {
         _ if assembled.rows.is_empty() => {
             tracing::warn!("the run produced no samples; nothing to publish");
@@ -195,25 +199,12 @@ async fn run_stages(
         }
         latest => {
             let version = latest.map_or(1, |v| v.version + 1);
-            publish_version(
-                config,
-                &paths,
-                &store,
-                &run_id,
-                version,
-                assembled,
-                &skips,
-                &mut report,
-            )
-            .await?;
+            report.finish(&client.stats(), 0.0);
+            publish_version(config, paths, &store, version, assembled, report).await?;
             report.published_version = Some(version);
         }
     }
-
-    report.skips = skips;
-    report.elapsed_secs = started.elapsed().as_secs_f64();
-    save_report(&options.data_dir, &report)?;
-    Ok(report)
+    Ok(())
 }
 
 /// Age after which a partial download or temporary file counts as abandoned.

@@ -491,3 +491,62 @@ async fn file_shared_by_two_proposals_is_fetched_once() {
         "the shared file is fetched once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_run_is_in_the_run_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut config = PipelineConfig::load(&pipeline_path()).unwrap();
+    config.archive.max_retries = 0;
+    let options = RunOptions {
+        data_dir: data_dir.clone(),
+        // Nothing listens on the discard port of loopback, so every request fails.
+        archive_override: Some(url::Url::parse("http://127.0.0.1:9/").unwrap()),
+        progress: Arc::new(paperclip::pipeline::NoProgress),
+    };
+    assert!(paperclip::pipeline::run(&config, &options).await.is_err());
+
+    let (_server, url) = serve_fixtures(dir.path(), ServeOptions::default()).await;
+    run_pipeline(&data_dir, url).await;
+    let runs = query(
+        &data_dir,
+        "SELECT published_version, error IS NOT NULL AS failed, cardinality(skips) AS skips
+         FROM paperclip.runs ORDER BY run_id",
+    )
+    .await;
+    assert!(
+        runs.contains("|                   | true   | 0     |"),
+        "{runs}"
+    );
+    assert!(
+        runs.contains("| 1                 | false  | 6     |"),
+        "{runs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_checks_manifest_and_skips_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let (_server, url) = serve_fixtures(dir.path(), ServeOptions::default()).await;
+    run_pipeline(&data_dir, url).await;
+    let paths = DatasetPaths::new(&data_dir, DATASET);
+    std::fs::write(paths.version_dir(1).join("manifest.json"), b"{garbage").unwrap();
+    std::fs::write(paths.version_dir(1).join("skips.parquet"), b"junk").unwrap();
+
+    let problems = paperclip::dataset::verify::verify_dataset(&paths)
+        .await
+        .unwrap();
+    let items: Vec<&str> = problems.iter().map(|p| p.item.as_str()).collect();
+    assert_eq!(items, ["manifest.json", "skips.parquet"], "{problems:?}");
+
+    let count = query(
+        &data_dir,
+        r#"SELECT count(*) AS n FROM "hst-paperclip".v1.samples"#,
+    )
+    .await;
+    assert!(
+        count.contains("| 7 |"),
+        "a damaged skips file must not break queries:\n{count}"
+    );
+}
