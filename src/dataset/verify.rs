@@ -53,7 +53,7 @@ pub async fn verify_dataset(paths: &DatasetPaths) -> Result<Vec<Problem>> {
 }
 
 /// Checks the manifest (it must equal the record in the Delta commit), the skips file (it
-/// must be readable Parquet) and that the version folder holds nothing else.
+/// must be readable Parquet) and that the version folder contains nothing else.
 fn verify_version_files(paths: &DatasetPaths, record: &VersionRecord, problems: &mut Vec<Problem>) {
     let dir = paths.version_dir(record.version);
     let mut report = |item: &str, detail: String| {

@@ -274,7 +274,7 @@ fn append_columns(
     )?)
 }
 
-/// One JSON object per row, with every column of the published table.
+/// Serializes each row as one JSON object with every column of the published table.
 fn metadata_lines(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
     let mut buffer = Vec::new();
     {

@@ -62,7 +62,7 @@ pub struct RunReport {
     pub published_version: Option<u64>,
     /// The latest version when the run found nothing new to publish.
     pub unchanged_version: Option<u64>,
-    /// Why the run failed; `None` for a run that completed.
+    /// Error message of a failed run; `None` for a run that completed.
     pub error: Option<String>,
     pub counts: BTreeMap<String, u64>,
     pub skipped_by_reason: BTreeMap<String, usize>,

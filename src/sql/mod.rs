@@ -1,8 +1,9 @@
 //! The SQL stage: a DataFusion session with the pipeline's input tables, the project's
 //! functions, and the curator's SQL models.
 //!
-//! Each model file contains one `SELECT` (comments and a trailing semicolon allowed); the file
-//! stem names the view it defines, and later models can read earlier ones by that name.
+//! Each model file contains one `SELECT`, with comments and a trailing semicolon allowed.
+//! The file stem names the view it defines, and later models can read earlier ones by that
+//! name.
 //! Models are lazy views: nothing runs until the samples model is collected.
 
 use std::path::Path;
