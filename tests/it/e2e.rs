@@ -1,15 +1,14 @@
 //! End-to-end runs of the main job against archives served on loopback.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use paperclip::dataset::shards::read_shard;
 use paperclip::dataset::versions::{DatasetPaths, list_versions};
 use paperclip::pipeline::{PipelineConfig, Progress, RunOptions};
-use paperclip_archive::server::{ServeOptions, bind};
+use paperclip_archive::server::ServeOptions;
 
-use crate::support::{count_files, pipeline_path, query, run_config, run_pipeline};
+use crate::support::{count_files, pipeline_path, query, run_config, run_pipeline, serve_snapshot};
 
 const DATASET: &str = "hst-paperclip";
 
@@ -20,14 +19,7 @@ async fn serve_fixtures(
 ) -> (paperclip_archive::RunningServer, url::Url) {
     let snapshot_dir = dir.join("snapshot");
     paperclip::snapshots::fixtures::build(&snapshot_dir).unwrap();
-    let snapshot = paperclip_archive::Snapshot::open(&snapshot_dir).unwrap();
-    let server = bind(
-        snapshot,
-        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        options,
-    )
-    .await
-    .unwrap();
+    let server = serve_snapshot(&snapshot_dir, options).await;
     let url = server.base_url();
     (server, url)
 }
@@ -288,14 +280,7 @@ async fn stored_blobs_are_not_downloaded_again() {
         truncate_downloads_to_bytes: Some(0),
         ..ServeOptions::default()
     };
-    let snapshot = paperclip_archive::Snapshot::open(&dir.path().join("snapshot")).unwrap();
-    let server = bind(
-        snapshot,
-        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        broken_downloads,
-    )
-    .await
-    .unwrap();
+    let server = serve_snapshot(&dir.path().join("snapshot"), broken_downloads).await;
     let second = run_pipeline(&data_dir, server.base_url()).await;
     assert_eq!(second.unchanged_version, Some(1));
     assert_eq!(second.counts["downloads_reused"], 9);
@@ -432,14 +417,7 @@ async fn changed_archive_file_is_downloaded_again() {
         }
         std::fs::write(&path, serde_json::to_vec(&envelope).unwrap()).unwrap();
     }
-    let reopened = paperclip_archive::Snapshot::open(&snapshot).unwrap();
-    let server = bind(
-        reopened,
-        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        ServeOptions::default(),
-    )
-    .await
-    .unwrap();
+    let server = serve_snapshot(&snapshot, ServeOptions::default()).await;
 
     let second = run_pipeline(&data_dir, server.base_url()).await;
     assert_eq!(second.counts["downloads_fetched"], 1);
@@ -474,14 +452,8 @@ async fn file_shared_by_two_proposals_is_fetched_once() {
     writer
         .add_products(vec![row.as_object().unwrap().clone()])
         .unwrap();
-    let snapshot = writer.finish().unwrap();
-    let server = bind(
-        snapshot,
-        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        ServeOptions::default(),
-    )
-    .await
-    .unwrap();
+    writer.finish().unwrap();
+    let server = serve_snapshot(&snapshot_dir, ServeOptions::default()).await;
 
     let report = run_pipeline(&dir.path().join("data"), server.base_url()).await;
     assert_eq!(report.counts["selected_images"], 10);

@@ -2,12 +2,10 @@
 //! real HST FITS and preview files and the real proposal catalog sample next to the
 //! repository (skipped with a message when that data is absent).
 
-use std::net::{Ipv4Addr, SocketAddr};
-
 use paperclip::snapshots::files::{SnapshotSources, build};
-use paperclip_archive::server::{ServeOptions, bind};
+use paperclip_archive::server::ServeOptions;
 
-use crate::support::{query, run_pipeline, shared_data};
+use crate::support::{query, run_pipeline, serve_snapshot, shared_data};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_snapshot_pairs_uranus_with_its_abstract() {
@@ -38,14 +36,7 @@ async fn real_snapshot_pairs_uranus_with_its_abstract() {
             .any(|i| i.path.ends_with("n4wl01xdq_raw.fits"))
     );
 
-    let snapshot = paperclip_archive::Snapshot::open(&snapshot_dir).unwrap();
-    let server = bind(
-        snapshot,
-        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        ServeOptions::default(),
-    )
-    .await
-    .unwrap();
+    let server = serve_snapshot(&snapshot_dir, ServeOptions::default()).await;
     let data_dir = dir.path().join("data");
     let report = run_pipeline(&data_dir, server.base_url()).await;
     assert_eq!(report.published_version, Some(1));
@@ -88,14 +79,7 @@ async fn phase2_file_works_as_catalog() {
         image_dirs: vec![data.join("images/fits/seti")],
     })
     .unwrap();
-    let snapshot = paperclip_archive::Snapshot::open(&snapshot_dir).unwrap();
-    let server = bind(
-        snapshot,
-        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        ServeOptions::default(),
-    )
-    .await
-    .unwrap();
+    let server = serve_snapshot(&snapshot_dir, ServeOptions::default()).await;
 
     let mut config =
         paperclip::pipeline::PipelineConfig::load(&crate::support::pipeline_path()).unwrap();

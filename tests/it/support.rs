@@ -77,3 +77,15 @@ pub fn count_files(dir: &Path) -> usize {
         .map(|p| if p.is_dir() { count_files(&p) } else { 1 })
         .sum()
 }
+
+/// Opens a snapshot directory and serves it on a free loopback port.
+pub async fn serve_snapshot(
+    dir: &Path,
+    options: paperclip_archive::ServeOptions,
+) -> paperclip_archive::RunningServer {
+    let snapshot = paperclip_archive::Snapshot::open(dir).expect("snapshot opens");
+    let address = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
+    paperclip_archive::server::bind(snapshot, address, options)
+        .await
+        .expect("server binds")
+}
