@@ -316,7 +316,7 @@ impl PipelineConfig {
                 ));
             }
             let name = crate::sql::model_name(&path).map_err(|e| e.to_string())?;
-            if INPUT_TABLES.contains(&name.as_str()) {
+            if super::tables::INPUT_TABLES.contains(&name.as_str()) {
                 return Err(format!(
                     "sql.models lists {}, whose name {name} is an input table; rename the file",
                     model.display()
@@ -329,6 +329,9 @@ impl PipelineConfig {
             }
             names.push(name);
         }
+        let paths: Vec<PathBuf> = self.sql.models.iter().map(|m| self.resolve(m)).collect();
+        crate::sql::graph::load_models(&paths, &super::tables::INPUT_TABLES)
+            .map_err(|e| e.to_string())?;
         if !names.contains(&self.sql.samples_model) {
             return Err(format!(
                 "sql.samples_model = {:?} is not one of the models ({}); use the file stem of the model that returns the samples",
@@ -348,9 +351,6 @@ impl PipelineConfig {
         }
     }
 }
-
-/// Tables the pipeline registers before the models run; a model cannot reuse these names.
-const INPUT_TABLES: [&str; 4] = ["proposals", "observations", "products", "settings"];
 
 /// Checks that a dataset name is usable as a directory name and a quoted SQL identifier.
 pub fn validate_dataset_name(name: &str) -> Result<(), String> {

@@ -11,4 +11,4 @@ pub mod skips;
 mod tables;
 
 pub use config::PipelineConfig;
-pub use run::{NoProgress, Progress, RunOptions, RunReport, run};
+pub use run::{NoProgress, Progress, RunOptions, RunReport, check_models, run};

@@ -110,6 +110,7 @@ impl RunReport {
 pub async fn run(config: &PipelineConfig, options: &RunOptions) -> Result<RunReport> {
     let paths = DatasetPaths::new(&options.data_dir, &config.dataset.name);
     check_table_path(&paths.samples_table())?;
+    check_models(config).await?;
     let client = Arc::new(MastClient::new(client_config(config, options)?)?);
     let run_id = new_run_id();
     let mut report = RunReport::new(run_id.clone(), config.dataset.name.clone());
@@ -254,6 +255,12 @@ fn remove_old_files(dir: &Path, name_matches: impl Fn(&str) -> bool) {
     }
 }
 
+/// Plans the models over empty input tables and checks the samples model's columns, so
+/// an unknown column or a wrong type is reported before any archive request.
+pub async fn check_models(config: &PipelineConfig) -> Result<()> {
+    select_samples(config, &[], &[], &[]).await.map(|_| ())
+}
+
 /// Runs the SQL models over the ingested tables and returns the checked samples rows.
 async fn select_samples(
     config: &PipelineConfig,
@@ -277,7 +284,7 @@ async fn select_samples(
         .iter()
         .map(|m| config.resolve(m))
         .collect();
-    sql::register_models(&ctx, &model_paths).await?;
+    sql::register_models(&ctx, &model_paths, &tables::INPUT_TABLES).await?;
     let model = config.sql.samples_model.as_str();
     let selected = sql::collect_one(&ctx, &format!("SELECT * FROM {model}")).await?;
     model_output::normalize(selected, model)

@@ -16,6 +16,9 @@ use paperclip_catalog::caption;
 use super::config::PipelineConfig;
 use super::skips::Skip;
 
+/// Tables the pipeline registers before the models run; a model cannot reuse these names.
+pub const INPUT_TABLES: [&str; 4] = ["proposals", "observations", "products", "settings"];
+
 fn batch(fields: Vec<(&str, DataType, bool)>, columns: Vec<ArrayRef>) -> RecordBatch {
     let schema = Schema::new(
         fields

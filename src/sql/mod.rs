@@ -6,6 +6,8 @@
 //! name.
 //! Models are lazy views: nothing runs until the samples model is collected.
 
+pub mod graph;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -66,15 +68,16 @@ pub fn register_batch(ctx: &SessionContext, name: &str, batch: RecordBatch) -> R
     Ok(())
 }
 
-/// Runs the model files in order, registering each as a view named after its file stem.
+/// Registers each model as a view named after its file stem, in dependency order (see
+/// [`graph`]); `input_tables` are the tables already registered that models may read.
 pub async fn register_models(
     ctx: &SessionContext,
     model_paths: &[std::path::PathBuf],
+    input_tables: &[&str],
 ) -> Result<()> {
-    for path in model_paths {
-        let name = model_name(path)?;
-        let sql = std::fs::read_to_string(path).map_err(|e| PipelineError::io(path, e))?;
-        let statement = sql.trim().trim_end_matches(';');
+    for model in graph::load_models(model_paths, input_tables)? {
+        let (name, path) = (model.name, model.path);
+        let statement = model.sql.trim().trim_end_matches(';');
         let frame = ctx
             .sql_with_options(statement, read_only())
             .await

@@ -522,3 +522,62 @@ async fn verify_checks_manifest_and_skips_files() {
         "a damaged skips file must not break queries:\n{count}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_pipeline_needs_only_toml_and_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let (_server, url) = serve_fixtures(dir.path(), ServeOptions::default()).await;
+    let path = crate::support::repo_root().join("pipelines/hst-acs-enriched.toml");
+    let config = PipelineConfig::load(&path).unwrap();
+
+    let report = run_config(&config, &data_dir, url).await;
+    assert_eq!(report.published_version, Some(1));
+    assert_eq!(report.counts["samples"], 4);
+    let captions = query(
+        &data_dir,
+        r#"SELECT count(*) AS n FROM "hst-acs-enriched".latest.samples
+           WHERE instrument_name LIKE 'ACS/%' AND caption_form = 'enriched'
+             AND starts_with(caption, concat('Target: ', target_name, '. Instrument: ACS/WFC. Filters: F606W. '))"#,
+    )
+    .await;
+    assert!(captions.contains("| 4 |"), "{captions}");
+}
+
+#[test]
+fn models_run_in_dependency_order_whatever_the_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = std::fs::read_to_string(
+        crate::support::repo_root().join("pipelines/hst-acs-enriched.toml"),
+    )
+    .unwrap();
+    let root = crate::support::repo_root();
+    let reversed = original.replace(
+        "models = [\n    \"../sql/candidate_images.sql\",\n    \"../sql/samples.sql\",\n    \"../sql/enriched/acs_samples.sql\",\n]",
+        &format!(
+            "models = [\"{}\", \"{}\", \"{}\"]",
+            root.join("sql/enriched/acs_samples.sql").display(),
+            root.join("sql/samples.sql").display(),
+            root.join("sql/candidate_images.sql").display()
+        ),
+    );
+    assert_ne!(reversed, original, "the models list was rewritten");
+    let path = dir.path().join("p.toml");
+    std::fs::write(&path, reversed).unwrap();
+    let config = PipelineConfig::load(&path).unwrap();
+    let paths: Vec<_> = config
+        .sql
+        .models
+        .iter()
+        .map(|m| config.resolve(m))
+        .collect();
+    let order: Vec<String> = paperclip::sql::graph::load_models(
+        &paths,
+        &["proposals", "observations", "products", "settings"],
+    )
+    .unwrap()
+    .into_iter()
+    .map(|m| m.name)
+    .collect();
+    assert_eq!(order, ["candidate_images", "samples", "acs_samples"]);
+}

@@ -26,7 +26,8 @@ async fn run_case(case: &Path) -> String {
         if !ctx.table_exist("proposals").unwrap() {
             panic!("{}: setup.sql must create proposals", case.display());
         }
-        paperclip::sql::register_models(&ctx, &models)
+        let inputs = ["proposals", "observations", "products", "settings"];
+        paperclip::sql::register_models(&ctx, &models, &inputs)
             .await
             .unwrap();
     }
