@@ -43,6 +43,9 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Datasets(DatasetsCommand::List) => datasets_list(global).await,
         Command::Datasets(DatasetsCommand::Show { name }) => datasets_show(global, &name).await,
         Command::Datasets(DatasetsCommand::Verify { name }) => datasets_verify(global, &name).await,
+        Command::Datasets(DatasetsCommand::Diff { name, from, to }) => {
+            datasets_diff(global, &name, &from, &to).await
+        }
         Command::Sql(args) => sql(global, &args.query).await,
     }
 }
@@ -210,6 +213,39 @@ fn require_dataset(global: &GlobalArgs, name: &str) -> Result<DatasetPaths> {
         });
     }
     Ok(DatasetPaths::new(&global.data_dir, name))
+}
+
+async fn datasets_diff(global: &GlobalArgs, name: &str, from: &str, to: &str) -> Result<()> {
+    use paperclip::dataset::diff::{diff_versions, resolve_version};
+
+    let paths = require_dataset(global, name)?;
+    let from = resolve_version(&paths, from).await?;
+    let to = resolve_version(&paths, to).await?;
+    let summary = diff_versions(&global.data_dir, name, from, to).await?;
+    print_value(global, &summary, || {
+        let totals: Vec<String> = summary
+            .totals
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let mut text = format!("{name} v{from} -> v{to}: {}\n", totals.join(", "));
+        for (title, counts) in [
+            ("per split", &summary.by_split),
+            ("per proposal", &summary.by_proposal),
+        ] {
+            if counts.is_empty() {
+                continue;
+            }
+            text.push_str(&format!("{title}:\n"));
+            for count in counts {
+                text.push_str(&format!(
+                    "  {:<12} {:<9} {}\n",
+                    count.group, count.change, count.samples
+                ));
+            }
+        }
+        text.trim_end().to_string()
+    })
 }
 
 async fn datasets_verify(global: &GlobalArgs, name: &str) -> Result<()> {

@@ -113,6 +113,15 @@ pub enum DatasetsCommand {
         /// Dataset name.
         name: String,
     },
+    /// Compare two versions: samples added, removed and changed, per split and proposal.
+    Diff {
+        /// Dataset name.
+        name: String,
+        /// Older version: `vN`, `N` or `latest`.
+        from: String,
+        /// Newer version: `vN`, `N` or `latest`.
+        to: String,
+    },
     /// Check every version's shards against its manifest (presence, size, SHA-256, samples)
     /// and its row count against the Delta table.
     Verify {

@@ -2,6 +2,7 @@
 //! catalog over every version.
 
 pub mod catalog;
+pub mod diff;
 pub mod shards;
 pub mod verify;
 pub mod versions;

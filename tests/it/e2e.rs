@@ -235,6 +235,20 @@ async fn changed_settings_publish_a_new_version() {
     assert!(per_version.contains("| v2      | 3 |"), "{per_version}");
     assert!(per_version.contains("| latest  | 3 |"), "{per_version}");
 
+    let diff = paperclip::dataset::diff::diff_versions(&data_dir, DATASET, 1, 2)
+        .await
+        .unwrap();
+    assert_eq!(diff.totals["added"], 0);
+    assert_eq!(diff.totals["removed"], 4);
+    assert_eq!(diff.totals["changed"] + diff.totals["unchanged"], 3);
+    let removed: u64 = diff
+        .by_proposal
+        .iter()
+        .filter(|c| c.change == "removed")
+        .map(|c| c.samples)
+        .sum();
+    assert_eq!(removed, 4);
+
     let paths = DatasetPaths::new(&data_dir, DATASET);
     let v1 = &list_versions(&paths).await.unwrap()[0];
     for shard in &v1.shards {
