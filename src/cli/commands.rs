@@ -23,7 +23,8 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         );
     }
     match cli.command {
-        Command::Run(args) => run(global, &args.pipeline, args.archive.as_deref()).await,
+        Command::Run(args) => run(global, &args.pipeline, args.archive.as_deref(), false).await,
+        Command::Plan(args) => run(global, &args.pipeline, args.archive.as_deref(), true).await,
         Command::Archive(ArchiveCommand::Serve(args)) => {
             serve(&args.dir, &args.host, args.port).await
         }
@@ -50,7 +51,13 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
     }
 }
 
-async fn run(global: &GlobalArgs, pipeline: &std::path::Path, archive: Option<&str>) -> Result<()> {
+/// Runs a pipeline, or with `plan_only` reports what a run would do.
+async fn run(
+    global: &GlobalArgs,
+    pipeline: &std::path::Path,
+    archive: Option<&str>,
+    plan_only: bool,
+) -> Result<()> {
     let config = PipelineConfig::load(pipeline)?;
 
     let mut embedded = None;
@@ -79,12 +86,23 @@ async fn run(global: &GlobalArgs, pipeline: &std::path::Path, archive: Option<&s
         data_dir: global.data_dir.clone(),
         archive_override,
         progress: Arc::new(Bars::new()),
+        plan_only,
     };
     let result = paperclip::pipeline::run(&config, &options).await;
     if let Some(server) = embedded {
         server.stop().await;
     }
     let report = result.with_context(|| format!("run of {} failed", pipeline.display()))?;
+    if let Some(plan) = &report.plan {
+        return print_value(global, &report, || {
+            format!(
+                "plan for {}: {}\n{}",
+                report.dataset,
+                plan.summary,
+                format_report(&report)
+            )
+        });
+    }
     print_value(global, &report, || format_report(&report))?;
     if report.counts.get("samples").copied().unwrap_or(0) == 0 {
         if report.skips.is_empty() {
@@ -101,6 +119,12 @@ async fn run(global: &GlobalArgs, pipeline: &std::path::Path, archive: Option<&s
 
 fn format_report(report: &RunReport) -> String {
     let mut text = String::new();
+    if report.plan.is_some() {
+        for (name, value) in &report.counts {
+            text.push_str(&format!("  {name:<28} {value}\n"));
+        }
+        return text.trim_end().to_string();
+    }
     let outcome = match (report.published_version, report.unchanged_version) {
         (Some(version), _) => format!("published {} v{version}", report.dataset),
         (None, Some(version)) => format!(

@@ -41,6 +41,9 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Run a pipeline and publish a new dataset version when its samples changed.
     Run(RunArgs),
+    /// Show what `run` would do: archive queries and SQL run, nothing is downloaded,
+    /// prepared or published.
+    Plan(RunArgs),
     /// Serve or build local archive snapshots.
     #[command(subcommand)]
     Archive(ArchiveCommand),

@@ -62,6 +62,13 @@ pub enum PreparedOutcome {
     },
 }
 
+/// What a request needs, as seen by a plan.
+pub(super) enum CacheState {
+    NeedsDownload,
+    NeedsPreparation,
+    Cached(PreparedRecord),
+}
+
 /// Result of one request: where the bytes came from and what preparing them gave.
 #[derive(Debug, Clone)]
 pub struct Materialized {
@@ -228,6 +235,24 @@ impl Materializer {
         })
     }
 
+    /// Looks up what a request would need without any network access or decoding: a
+    /// download, a preparation, or nothing (the cached result).
+    pub(super) fn cache_state(&self, request: &ImageRequest) -> CacheState {
+        let Some(blob) = self.store.lookup_uri(&request.data_uri) else {
+            return CacheState::NeedsDownload;
+        };
+        if request
+            .expected_size_bytes
+            .is_some_and(|expected| expected != blob.size_bytes)
+        {
+            return CacheState::NeedsDownload;
+        }
+        match read_cached(&self.cache_path(&blob.sha256), &blob.sha256, &self.store) {
+            Some(record) => CacheState::Cached(record),
+            None => CacheState::NeedsPreparation,
+        }
+    }
+
     fn cache_path(&self, blob_sha256: &str) -> PathBuf {
         let options = &self.options;
         let key_material = format!(
@@ -274,6 +299,17 @@ pub(super) async fn materialize_all(
             expected_size_bytes: columns.expected_size_bytes(rows[0]),
         })
         .collect();
+
+    if options.plan_only {
+        return Ok(plan_images(
+            materializer,
+            &requests,
+            &rows_by_uri,
+            &columns,
+            counts,
+            skips,
+        ));
+    }
 
     let progress = options.progress.clone();
     progress.begin("images", requests.len() as u64);
@@ -330,6 +366,43 @@ pub(super) async fn materialize_all(
         )));
     }
     Ok(facts)
+}
+
+/// Counts the downloads and preparations a run would do, and returns the facts of the
+/// images whose prepared result is already cached.
+fn plan_images(
+    materializer: &Materializer,
+    requests: &[ImageRequest],
+    rows_by_uri: &BTreeMap<&str, Vec<usize>>,
+    columns: &SelectedColumns<'_>,
+    counts: &mut BTreeMap<String, u64>,
+    skips: &mut Vec<Skip>,
+) -> Vec<ImageFacts> {
+    let mut facts = Vec::new();
+    let mut tally = |name: &str| *counts.entry(name.to_string()).or_insert(0) += 1;
+    for request in requests {
+        let record = match materializer.cache_state(request) {
+            CacheState::NeedsDownload => {
+                tally("downloads_needed");
+                continue;
+            }
+            CacheState::NeedsPreparation => {
+                tally("preparations_needed");
+                continue;
+            }
+            CacheState::Cached(record) => record,
+        };
+        tally("images_cached");
+        for &row in &rows_by_uri[request.data_uri.as_str()] {
+            match &record.outcome {
+                PreparedOutcome::Rejected { reason, detail } => {
+                    skips.push(columns.skip(row, "image", reason, detail));
+                }
+                ready => facts.extend(columns.facts(row, &record, ready)),
+            }
+        }
+    }
+    facts
 }
 
 /// The samples model's columns that the image stage reads.

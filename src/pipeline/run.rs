@@ -50,6 +50,19 @@ pub struct RunOptions {
     /// from `<archive>/catalog/abstracts.cat`; a catalog given as a path is kept.
     pub archive_override: Option<Url>,
     pub progress: Arc<dyn Progress>,
+    /// Query the archive and run the SQL, but download, prepare and publish nothing; the
+    /// report's `plan` says what a run would do.
+    pub plan_only: bool,
+}
+
+/// What a run would do, from [`RunOptions::plan_only`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// The version a run would publish; `None` when it would publish nothing.
+    pub would_publish_version: Option<u64>,
+    /// Downloads and preparations a run would do before it knows the final samples.
+    pub pending_images: u64,
+    pub summary: String,
 }
 
 /// Summary of one run, printed by the CLI and stored under `<data dir>/runs/`. A failed
@@ -71,6 +84,8 @@ pub struct RunReport {
     pub elapsed_secs: f64,
     /// Every item the run could not use, with its detail; also kept when nothing is published.
     pub skips: Vec<Skip>,
+    /// Set for a plan instead of a run.
+    pub plan: Option<Plan>,
 }
 
 impl RunReport {
@@ -87,6 +102,7 @@ impl RunReport {
             archive_retries: 0,
             elapsed_secs: 0.0,
             skips: Vec::new(),
+            plan: None,
         }
     }
 
@@ -122,6 +138,9 @@ pub async fn run(config: &PipelineConfig, options: &RunOptions) -> Result<RunRep
         .await;
 
     report.finish(&client.stats(), started.elapsed().as_secs_f64());
+    if options.plan_only {
+        return result.map(|()| report);
+    }
     match result {
         Ok(()) => {
             save_report(&options.data_dir, &report)?;
@@ -144,8 +163,14 @@ async fn run_stages(
     client: &Arc<MastClient>,
     report: &mut RunReport,
 ) -> Result<()> {
-    let _lock = DatasetLock::acquire(paths)?;
-    remove_leftovers(paths, &options.data_dir);
+    // A plan only reads, so it neither waits for the lock nor cleans up.
+    let _lock = if options.plan_only {
+        None
+    } else {
+        let lock = DatasetLock::acquire(paths)?;
+        remove_leftovers(paths, &options.data_dir);
+        Some(lock)
+    };
     let store = BlobStore::open(options.data_dir.join("blobs"))?;
     let counts = &mut report.counts;
     let skips = &mut report.skips;
@@ -187,6 +212,14 @@ async fn run_stages(
     count_splits(&assembled, counts);
 
     let versions = list_versions(paths).await?;
+    if options.plan_only {
+        report.plan = Some(plan_outcome(
+            &assembled,
+            versions.last().map(|v| (v.version, v.fingerprint.as_str())),
+            counts,
+        ));
+        return Ok(());
+    }
     match versions.last() {
         _ if assembled.rows.is_empty() => {
             tracing::warn!("the run produced no samples; nothing to publish");
@@ -252,6 +285,39 @@ fn remove_old_files(dir: &Path, name_matches: impl Fn(&str) -> bool) {
         {
             tracing::warn!(file = %entry.path().display(), %error, "cannot remove an abandoned temporary file");
         }
+    }
+}
+
+/// Decides what a run would publish, given the samples assembled from cached results.
+fn plan_outcome(
+    assembled: &AssembledSamples,
+    latest: Option<(u64, &str)>,
+    counts: &BTreeMap<String, u64>,
+) -> Plan {
+    let pending_images = counts.get("downloads_needed").copied().unwrap_or(0)
+        + counts.get("preparations_needed").copied().unwrap_or(0);
+    let next = latest.map_or(1, |(version, _)| version + 1);
+    let (would_publish_version, summary) = match latest {
+        _ if pending_images > 0 => (
+            Some(next),
+            format!(
+                "would download or prepare {pending_images} image(s), then publish v{next} unless the samples come out unchanged"
+            ),
+        ),
+        _ if assembled.rows.is_empty() => (None, "would publish nothing: no samples".to_string()),
+        Some((version, fingerprint)) if fingerprint == assembled.fingerprint => (
+            None,
+            format!("up to date: v{version} already has these samples"),
+        ),
+        _ => (
+            Some(next),
+            format!("would publish v{next} from cached images"),
+        ),
+    };
+    Plan {
+        would_publish_version,
+        pending_images,
+        summary,
     }
 }
 

@@ -174,6 +174,7 @@ async fn interrupted_run_completes_without_duplicates() {
         data_dir: data_dir.clone(),
         archive_override: Some(url.clone()),
         progress: cut.clone(),
+        plan_only: false,
     };
     tokio::select! {
         result = paperclip::pipeline::run(&config, &options) => panic!("the run was not cut off: {result:?}"),
@@ -394,6 +395,7 @@ async fn bad_split_values_stop_the_run() {
         data_dir: data_dir.clone(),
         archive_override: Some(url),
         progress: Arc::new(paperclip::pipeline::NoProgress),
+        plan_only: false,
     };
     let error = paperclip::pipeline::run(&config, &options)
         .await
@@ -489,6 +491,7 @@ async fn failed_run_is_in_the_run_log() {
         // Nothing listens on the discard port of loopback, so every request fails.
         archive_override: Some(url::Url::parse("http://127.0.0.1:9/").unwrap()),
         progress: Arc::new(paperclip::pipeline::NoProgress),
+        plan_only: false,
     };
     assert!(paperclip::pipeline::run(&config, &options).await.is_err());
 
@@ -594,4 +597,54 @@ fn models_run_in_dependency_order_whatever_the_listing() {
     .map(|m| m.name)
     .collect();
     assert_eq!(order, ["candidate_images", "samples", "acs_samples"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_predicts_the_run_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let (_server, url) = serve_fixtures(dir.path(), ServeOptions::default()).await;
+    let config = PipelineConfig::load(&pipeline_path()).unwrap();
+    let plan = |data_dir: std::path::PathBuf, url: url::Url| RunOptions {
+        data_dir,
+        archive_override: Some(url),
+        progress: Arc::new(paperclip::pipeline::NoProgress),
+        plan_only: true,
+    };
+
+    let before = paperclip::pipeline::run(&config, &plan(data_dir.clone(), url.clone()))
+        .await
+        .unwrap();
+    let predicted = before.plan.unwrap();
+    assert_eq!(predicted.would_publish_version, Some(1));
+    assert_eq!(predicted.pending_images, 9);
+    assert_eq!(before.counts["downloads_needed"], 9);
+    assert_eq!(
+        count_files(&data_dir.join("blobs")),
+        0,
+        "a plan downloads nothing"
+    );
+    assert!(
+        list_versions(&DatasetPaths::new(&data_dir, DATASET))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    run_pipeline(&data_dir, url.clone()).await;
+    let after = paperclip::pipeline::run(&config, &plan(data_dir.clone(), url))
+        .await
+        .unwrap();
+    let predicted = after.plan.unwrap();
+    assert_eq!(
+        predicted.would_publish_version, None,
+        "{}",
+        predicted.summary
+    );
+    assert!(
+        predicted.summary.starts_with("up to date: v1"),
+        "{}",
+        predicted.summary
+    );
+    assert_eq!(after.counts["images_cached"], 9);
 }

@@ -43,6 +43,7 @@ pub async fn run_config(config: &PipelineConfig, data_dir: &Path, archive: url::
         data_dir: data_dir.to_path_buf(),
         archive_override: Some(archive),
         progress: Arc::new(NoProgress),
+        plan_only: false,
     };
     paperclip::pipeline::run(config, &options)
         .await
