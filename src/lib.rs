@@ -2,9 +2,9 @@
 //! versioned, SQL-queryable, training-ready image-text datasets.
 //!
 //! Data flow of the main job ([`pipeline::run`]): the proposal catalog and the archive's
-//! observation and product tables become Arrow tables; SQL models over DataFusion select
-//! the images ([`sql`]); selected products are downloaded into a content-addressed store
-//! ([`store`]) and prepared with the image crate; the samples are written as WebDataset
+//! observation and product tables become Arrow tables. SQL models over DataFusion select
+//! the images ([`sql`]). Selected products are downloaded into a content-addressed store
+//! ([`store`]) and prepared with the image crate. The samples are written as WebDataset
 //! shards and published as a Delta table version ([`dataset`]).
 
 pub mod dataset;

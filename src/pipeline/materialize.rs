@@ -62,7 +62,7 @@ pub enum PreparedOutcome {
     },
 }
 
-/// What a request needs, as seen by a plan.
+/// Work a request still needs, as a plan sees it from the caches.
 pub(super) enum CacheState {
     NeedsDownload,
     NeedsPreparation,

@@ -12,3 +12,4 @@ mod tables;
 
 pub use config::PipelineConfig;
 pub use run::{NoProgress, Progress, RunOptions, RunReport, check_models, run};
+pub use tables::INPUT_TABLES;

@@ -50,17 +50,17 @@ pub struct RunOptions {
     /// from `<archive>/catalog/abstracts.cat`; a catalog given as a path is kept.
     pub archive_override: Option<Url>,
     pub progress: Arc<dyn Progress>,
-    /// Query the archive and run the SQL, but download, prepare and publish nothing; the
-    /// report's `plan` says what a run would do.
+    /// Query the archive and run the SQL, but download, prepare and publish nothing. The
+    /// report's `plan` then describes what a run would do.
     pub plan_only: bool,
 }
 
-/// What a run would do, from [`RunOptions::plan_only`].
+/// Prediction of what a run would do, made with [`RunOptions::plan_only`].
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     /// The version a run would publish; `None` when it would publish nothing.
     pub would_publish_version: Option<u64>,
-    /// Downloads and preparations a run would do before it knows the final samples.
+    /// Downloads and preparations a run needs before the final samples are known.
     pub pending_images: u64,
     pub summary: String,
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 pub struct Skip {
     /// Stage that skipped the item: `catalog`, `archive`, `products`, `download` or `image`.
     pub stage: &'static str,
-    /// What was skipped: a catalog line, a proposal id, an obsid or a data URI.
+    /// Skipped item: a catalog line, a proposal id, an obsid or a data URI.
     pub item: String,
     pub proposal_id: Option<i64>,
     /// Stable snake_case code, e.g. `truncated`, `no_public_observations`.

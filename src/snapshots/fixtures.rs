@@ -1,8 +1,8 @@
 //! The built-in fixture archive: synthetic proposals, observations, products and sky images
 //! that exercise every path of the main job without network access.
 //!
-//! Everything here is synthetic and labelled so (proposal ids 90001-90007, abstracts that say
-//! they are fixtures). The cases: previews that pass the selection rules and colour or
+//! Everything here is synthetic and labelled as such: proposal ids are 90001-90007 and every
+//! abstract states that it is a fixture. The cases: previews that pass the selection rules and colour or
 //! auxiliary products that do not; a data URI listed under two observations; a proposal
 //! with FITS images only (used when `fits_fallback` is on); a truncated and a blank preview;
 //! a product whose `parent_obsid` is 0; a proposal without observations; a catalog record

@@ -69,7 +69,7 @@ pub fn register_batch(ctx: &SessionContext, name: &str, batch: RecordBatch) -> R
 }
 
 /// Registers each model as a view named after its file stem, in dependency order (see
-/// [`graph`]); `input_tables` are the tables already registered that models may read.
+/// [`graph`]). `input_tables` are the tables already registered that models may read.
 pub async fn register_models(
     ctx: &SessionContext,
     model_paths: &[std::path::PathBuf],

@@ -562,25 +562,24 @@ async fn second_pipeline_needs_only_toml_and_sql() {
 }
 
 #[test]
-fn models_run_in_dependency_order_whatever_the_listing() {
+fn models_ordered_whatever_the_listing() {
     let dir = tempfile::tempdir().unwrap();
-    let original = std::fs::read_to_string(
-        crate::support::repo_root().join("pipelines/hst-acs-enriched.toml"),
-    )
-    .unwrap();
     let root = crate::support::repo_root();
-    let reversed = original.replace(
-        "models = [\n    \"../sql/candidate_images.sql\",\n    \"../sql/samples.sql\",\n    \"../sql/enriched/acs_samples.sql\",\n]",
-        &format!(
-            "models = [\"{}\", \"{}\", \"{}\"]",
-            root.join("sql/enriched/acs_samples.sql").display(),
-            root.join("sql/samples.sql").display(),
-            root.join("sql/candidate_images.sql").display()
-        ),
+    let original = std::fs::read_to_string(root.join("pipelines/hst-acs-enriched.toml")).unwrap();
+
+    // List the models in reverse dependency order, with absolute paths.
+    let listed = "models = [\n    \"../sql/candidate_images.sql\",\n    \"../sql/samples.sql\",\n    \"../sql/enriched/acs_samples.sql\",\n]";
+    let reversed_list = format!(
+        "models = [\"{}\", \"{}\", \"{}\"]",
+        root.join("sql/enriched/acs_samples.sql").display(),
+        root.join("sql/samples.sql").display(),
+        root.join("sql/candidate_images.sql").display()
     );
+    let reversed = original.replace(listed, &reversed_list);
     assert_ne!(reversed, original, "the models list was rewritten");
     let path = dir.path().join("p.toml");
     std::fs::write(&path, reversed).unwrap();
+
     let config = PipelineConfig::load(&path).unwrap();
     let paths: Vec<_> = config
         .sql
@@ -588,14 +587,9 @@ fn models_run_in_dependency_order_whatever_the_listing() {
         .iter()
         .map(|m| config.resolve(m))
         .collect();
-    let order: Vec<String> = paperclip::sql::graph::load_models(
-        &paths,
-        &["proposals", "observations", "products", "settings"],
-    )
-    .unwrap()
-    .into_iter()
-    .map(|m| m.name)
-    .collect();
+    let models =
+        paperclip::sql::graph::load_models(&paths, &paperclip::pipeline::INPUT_TABLES).unwrap();
+    let order: Vec<String> = models.into_iter().map(|m| m.name).collect();
     assert_eq!(order, ["candidate_images", "samples", "acs_samples"]);
 }
 

@@ -26,8 +26,7 @@ async fn run_case(case: &Path) -> String {
         if !ctx.table_exist("proposals").unwrap() {
             panic!("{}: setup.sql must create proposals", case.display());
         }
-        let inputs = ["proposals", "observations", "products", "settings"];
-        paperclip::sql::register_models(&ctx, &models, &inputs)
+        paperclip::sql::register_models(&ctx, &models, &paperclip::pipeline::INPUT_TABLES)
             .await
             .unwrap();
     }

@@ -35,7 +35,7 @@
 //! - downloads cut to `truncate_downloads_to_bytes`, without `Content-Length`.
 //!
 //! NOTE: the real MAST status codes for an unknown service or a malformed
-//! request were not confirmed; this server mirrors astroquery's handling,
+//! request were not confirmed. This server mirrors astroquery's handling,
 //! which reads `status == "ERROR"` and `msg` from the body.
 
 use std::collections::{HashMap, HashSet};

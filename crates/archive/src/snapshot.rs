@@ -21,9 +21,9 @@
 //! carry every column.
 //!
 //! [`Snapshot::open`] rejects a directory whose `snapshot.json` has another
-//! format or version, and any envelope that is not valid JSON, has an
-//! `ERROR` or `EXECUTING` status, or repeats a column name; the error names
-//! the file. Data files are not indexed: they are resolved per request, and
+//! format or version. It also rejects any envelope that is not valid JSON,
+//! has an `ERROR` or `EXECUTING` status, or repeats a column name, and the
+//! error names the file. Data files are not indexed: they are resolved per request, and
 //! only regular files whose canonical path lies inside `files/` are served.
 
 use std::collections::{HashMap, HashSet};

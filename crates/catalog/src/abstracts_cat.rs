@@ -25,7 +25,7 @@
 //!   record, where the reference would stop with a decode error.
 //! - A UTF-8 byte order mark at the start is dropped, so a first separator line still counts.
 //! - Records the reference would keep with a missing or non-integer ID or cycle, or without
-//!   an abstract, are reported in `Catalog::skipped`, as are duplicate IDs (the first kept
+//!   an abstract, are reported in `Catalog::skipped`. So are duplicate IDs (the first kept
 //!   record wins) and non-blank text outside any record, which the reference ignores.
 
 use std::collections::HashMap;
