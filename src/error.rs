@@ -40,6 +40,13 @@ pub enum PipelineError {
         source: deltalake::DeltaTableError,
     },
 
+    #[error("failed to read source table {table} from {path}: {problem}")]
+    Source {
+        table: String,
+        path: PathBuf,
+        problem: String,
+    },
+
     #[error("the rows of SQL model {model} are unusable: {problem}")]
     ModelOutput { model: String, problem: String },
 
@@ -55,6 +62,15 @@ pub enum PipelineError {
         name: String,
         version: String,
         known: String,
+    },
+
+    #[error("version {version} of {name} {why}; available: {available}")]
+    VersionUnavailable {
+        name: String,
+        version: u64,
+        /// Completes the sentence: "was removed by retention (keep_last = 3)".
+        why: String,
+        available: String,
     },
 
     #[error(

@@ -10,6 +10,8 @@
 pub mod dataset;
 pub mod error;
 pub mod pipeline;
+pub mod runs;
+pub mod schedule;
 pub mod snapshots;
 pub mod sql;
 pub mod store;

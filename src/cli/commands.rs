@@ -12,7 +12,7 @@ use paperclip::snapshots;
 use url::Url;
 
 use super::progress::Bars;
-use super::{ArchiveCommand, Cli, Command, DatasetsCommand, GlobalArgs};
+use super::{ArchiveCommand, Cli, Command, DatasetsCommand, GlobalArgs, RunArgs, RunsCommand};
 
 pub async fn dispatch(cli: Cli) -> Result<()> {
     let global = &cli.global;
@@ -23,8 +23,8 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         );
     }
     match cli.command {
-        Command::Run(args) => run(global, &args.pipeline, args.archive.as_deref(), false).await,
-        Command::Plan(args) => run(global, &args.pipeline, args.archive.as_deref(), true).await,
+        Command::Run(args) => run(global, &args, false).await,
+        Command::Plan(args) => run(global, &args, true).await,
         Command::Archive(ArchiveCommand::Serve(args)) => {
             serve(&args.dir, &args.host, args.port).await
         }
@@ -44,20 +44,28 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Datasets(DatasetsCommand::List) => datasets_list(global).await,
         Command::Datasets(DatasetsCommand::Show { name }) => datasets_show(global, &name).await,
         Command::Datasets(DatasetsCommand::Verify { name }) => datasets_verify(global, &name).await,
+        Command::Datasets(DatasetsCommand::Gc {
+            name,
+            dry_run,
+            keep_last,
+            keep_days,
+        }) => super::gc::gc(global, &name, dry_run, keep_last, keep_days).await,
         Command::Datasets(DatasetsCommand::Diff { name, from, to }) => {
             datasets_diff(global, &name, &from, &to).await
         }
         Command::Sql(args) => sql(global, &args.query).await,
+        Command::Serve(args) => super::serve::serve(global, &args).await,
+        Command::Runs(RunsCommand::List { dataset, limit }) => {
+            super::runs::list(global, dataset.as_deref(), limit as usize)
+        }
+        Command::Runs(RunsCommand::Show { run_id }) => super::runs::show(global, &run_id),
     }
 }
 
 /// Runs a pipeline, or with `plan_only` reports what a run would do.
-async fn run(
-    global: &GlobalArgs,
-    pipeline: &std::path::Path,
-    archive: Option<&str>,
-    plan_only: bool,
-) -> Result<()> {
+async fn run(global: &GlobalArgs, args: &RunArgs, plan_only: bool) -> Result<()> {
+    let pipeline = args.pipeline.as_path();
+    let archive = args.archive.as_deref();
     let config = PipelineConfig::load(pipeline)?;
 
     let mut embedded = None;
@@ -87,6 +95,8 @@ async fn run(
         archive_override,
         progress: Arc::new(Bars::new()),
         plan_only,
+        now: None,
+        full_refresh: args.full_refresh,
     };
     let result = paperclip::pipeline::run(&config, &options).await;
     if let Some(server) = embedded {
@@ -104,7 +114,8 @@ async fn run(
         });
     }
     print_value(global, &report, || format_report(&report))?;
-    if report.counts.get("samples").copied().unwrap_or(0) == 0 {
+    let unchanged = report.unchanged_version.is_some();
+    if report.counts.get("samples").copied().unwrap_or(0) == 0 && !unchanged {
         if report.skips.is_empty() {
             bail!(
                 "the run produced no samples, so nothing was published: no proposal reached the archive queries; check archive.catalog and selection.min_cycle/max_cycle"
@@ -117,11 +128,29 @@ async fn run(
     Ok(())
 }
 
+/// One line per stage: name, status and the reasons it ran or would run.
+fn format_stages(report: &RunReport) -> String {
+    let mut text = String::from("stages:\n");
+    for stage in &report.stages {
+        let reasons = if stage.reasons.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", stage.reasons.join("; "))
+        };
+        text.push_str(&format!(
+            "  {:<10} {:<10}{reasons}\n",
+            stage.stage, stage.status
+        ));
+    }
+    text
+}
+
 fn format_report(report: &RunReport) -> String {
     let mut text = String::new();
     if report.plan.is_some() {
+        text.push_str(&format_stages(report));
         for (name, value) in &report.counts {
-            text.push_str(&format!("  {name:<28} {value}\n"));
+            text.push_str(&format!("  {name:<32} {value}\n"));
         }
         return text.trim_end().to_string();
     }
@@ -137,8 +166,9 @@ fn format_report(report: &RunReport) -> String {
         "{outcome} (run {}, {:.1} s)\n",
         report.run_id, report.elapsed_secs
     ));
+    text.push_str(&format_stages(report));
     for (name, value) in &report.counts {
-        text.push_str(&format!("  {name:<28} {value}\n"));
+        text.push_str(&format!("  {name:<32} {value}\n"));
     }
     if !report.skipped_by_reason.is_empty() {
         text.push_str("skipped, by stage/reason:\n");
@@ -146,7 +176,8 @@ fn format_report(report: &RunReport) -> String {
             text.push_str(&format!("  {reason:<40} {count}\n"));
         }
     }
-    if report.counts.get("samples").copied().unwrap_or(0) == 0 {
+    let unchanged = report.unchanged_version.is_some();
+    if report.counts.get("samples").copied().unwrap_or(0) == 0 && !unchanged {
         text.push_str(&format!(
             "first skipped items (all {} are in paperclip.runs):\n",
             report.skips.len()
@@ -223,7 +254,7 @@ async fn datasets_list(global: &GlobalArgs) -> Result<()> {
 }
 
 /// Checks that a dataset exists, naming the known ones when it does not.
-fn require_dataset(global: &GlobalArgs, name: &str) -> Result<DatasetPaths> {
+pub(super) fn require_dataset(global: &GlobalArgs, name: &str) -> Result<DatasetPaths> {
     let known = list_datasets(&global.data_dir)?;
     if !known.iter().any(|k| k == name) {
         bail!(paperclip::error::PipelineError::DatasetNotFound {
@@ -296,6 +327,7 @@ async fn datasets_verify(global: &GlobalArgs, name: &str) -> Result<()> {
 async fn datasets_show(global: &GlobalArgs, name: &str) -> Result<()> {
     let paths = require_dataset(global, name)?;
     let versions = list_versions(&paths).await?;
+    let expired = paperclip::dataset::retention::load_expired(&paths)?;
     print_value(global, &versions, || {
         let mut text = format!(
             "{name}: {} version(s) in {}\n",
@@ -320,6 +352,7 @@ async fn datasets_show(global: &GlobalArgs, name: &str) -> Result<()> {
                 ));
             }
         }
+        text.push_str(&super::gc::format_expired(&expired));
         text.trim_end().to_string()
     })
 }
@@ -349,7 +382,7 @@ pub fn stdout_written() -> bool {
 }
 
 /// Writes a line to stdout, returning an error (a broken pipe included) instead of panicking.
-fn write_stdout(text: &str) -> Result<()> {
+pub(super) fn write_stdout(text: &str) -> Result<()> {
     use std::io::Write;
 
     STDOUT_WRITTEN.store(true, Ordering::Relaxed);
@@ -375,7 +408,7 @@ fn batches_to_json(batches: &[RecordBatch]) -> Result<String> {
     Ok(String::from_utf8(buffer)?)
 }
 
-fn print_value<T: serde::Serialize>(
+pub(super) fn print_value<T: serde::Serialize>(
     global: &GlobalArgs,
     value: &T,
     text: impl FnOnce() -> String,

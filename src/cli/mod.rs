@@ -2,7 +2,10 @@
 //! Everything else lives in the library; this layer only translates.
 
 mod commands;
+mod gc;
 mod progress;
+mod runs;
+mod serve;
 
 use std::path::PathBuf;
 
@@ -52,6 +55,44 @@ pub enum Command {
     Datasets(DatasetsCommand),
     /// Run one SQL query over every dataset version (`"<dataset>".<latest|vN>.samples`).
     Sql(SqlArgs),
+    /// Run pipelines whenever their `[schedule]` comes due, until Ctrl-C or SIGTERM.
+    ///
+    /// Runs in the foreground and prints one line per start, finish, failure, retry, skip
+    /// and wait (one JSON object per line with `--json`).
+    Serve(ServePipelinesArgs),
+    /// List and inspect run records (runs that failed included).
+    #[command(subcommand)]
+    Runs(RunsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServePipelinesArgs {
+    /// Pipeline files (TOML), each with a `[schedule]` section.
+    #[arg(required = true)]
+    pub pipelines: Vec<PathBuf>,
+    /// Archive base URL replacing every pipeline's, or `embedded` for the built-in fixture
+    /// archive on loopback (started once for the whole serve).
+    #[arg(long)]
+    pub archive: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List run records, newest first: run id, dataset, status, start time, elapsed time
+    /// and error.
+    List {
+        /// Only the runs of this dataset.
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Show at most this many runs.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+    },
+    /// Show one run record: status, error, counts and skipped items by reason.
+    Show {
+        /// Run id, as `runs list` prints it.
+        run_id: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -62,6 +103,10 @@ pub struct RunArgs {
     /// `paperclip archive serve`; `embedded` starts a built-in fixture archive on loopback.
     #[arg(long)]
     pub archive: Option<String>,
+    /// Query every proposal's observations again instead of only what was released since
+    /// the last run, so observations withdrawn from the archive are noticed.
+    #[arg(long)]
+    pub full_refresh: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +175,23 @@ pub enum DatasetsCommand {
     Verify {
         /// Dataset name.
         name: String,
+    },
+    /// Remove the versions the retention policy expires (their shards, Delta data files and
+    /// log entries); the kept versions stay readable. The policy is the pipeline's
+    /// `[retention]` section, recorded by its last run, unless a flag is given.
+    Gc {
+        /// Dataset name.
+        name: String,
+        /// Print what would be removed and the bytes it would free; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep the newest N versions. With this flag or --keep-days, the flags are the whole
+        /// policy and the recorded one is ignored.
+        #[arg(long, value_name = "N")]
+        keep_last: Option<u64>,
+        /// Keep versions created less than D days ago.
+        #[arg(long, value_name = "D")]
+        keep_days: Option<u64>,
     },
 }
 

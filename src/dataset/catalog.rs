@@ -2,7 +2,13 @@
 //! `v<N>`, tables = `samples` (the Delta table at that version) and `skips` (what the run
 //! that published the version could not use, with reasons).
 //!
-//! The run log of the data directory is `paperclip.runs`.
+//! Only versions that can be read are listed. Naming one that cannot (removed by
+//! `datasets gc`, or whose Delta log entries are gone) fails at planning time with the
+//! reason and the versions that can be read.
+//!
+//! The run log of the data directory is `paperclip.runs`, one row per run, with the views
+//! `paperclip.stages` (one row per stage of each run: ran, fresh or failed, and why) and
+//! `paperclip.skips` (one row per skipped item of each run, with its reason).
 //!
 //! Example: `SELECT count(*) FROM "hst-paperclip".v1.samples`.
 
@@ -18,7 +24,8 @@ use datafusion::catalog::{
 use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
-use super::versions::{DatasetPaths, list_datasets, list_versions, open_version};
+use super::retention::{ExpiredVersion, load_expired, unavailable_version};
+use super::versions::{DatasetPaths, list_datasets, list_versions, version_provider};
 use crate::error::{PipelineError, Result};
 
 /// Registers all datasets under `data_dir` in the session, and the run log as
@@ -38,7 +45,9 @@ pub async fn register_datasets(ctx: &SessionContext, data_dir: &Path) -> Result<
 async fn register_run_log(ctx: &SessionContext, data_dir: &Path) -> Result<()> {
     let schema = Arc::new(run_log_schema());
     let mut batches = Vec::new();
-    for (path, record) in read_run_records(&data_dir.join("runs")) {
+    let records =
+        crate::runs::read_records(data_dir).map_err(|e| PipelineError::Invalid(e.to_string()))?;
+    for (path, record) in records {
         match decode_run_record(&schema, &record) {
             Ok(batch) => batches.push(batch),
             Err(error) => {
@@ -55,7 +64,7 @@ async fn register_run_log(ctx: &SessionContext, data_dir: &Path) -> Result<()> {
         PipelineError::Invalid("the SQL session has no default catalog".to_string())
     })?;
     catalog.register_schema("paperclip", schema)?;
-    Ok(())
+    register_run_log_views(ctx).await
 }
 
 /// Columns of `paperclip.runs`, fixed so queries do not depend on which runs exist.
@@ -70,6 +79,17 @@ fn run_log_schema() -> Schema {
             true,
         )
     };
+    let stage = Fields::from(vec![
+        Field::new("stage", DataType::Utf8, true),
+        Field::new("status", DataType::Utf8, true),
+        Field::new(
+            "reasons",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            true,
+        ),
+        Field::new("input_sha256", DataType::Utf8, true),
+        Field::new("elapsed_secs", DataType::Float64, true),
+    ]);
     let skip = Fields::from(vec![
         Field::new("stage", DataType::Utf8, true),
         Field::new("item", DataType::Utf8, true),
@@ -93,7 +113,41 @@ fn run_log_schema() -> Schema {
             DataType::List(Arc::new(Field::new("item", DataType::Struct(skip), true))),
             true,
         ),
+        Field::new("started_at", DataType::Utf8, true),
+        Field::new(
+            "stages",
+            DataType::List(Arc::new(Field::new("item", DataType::Struct(stage), true))),
+            true,
+        ),
     ])
+}
+
+/// Views over `paperclip.runs`, one row per stage and per skip of every run.
+const RUN_LOG_VIEWS: [(&str, &str); 2] = [
+    (
+        "stages",
+        "SELECT run_id, dataset, CAST(started_at AS TIMESTAMP) AS started_at,
+                s['stage'] AS stage, s['status'] AS status,
+                array_to_string(s['reasons'], '; ') AS reasons,
+                s['input_sha256'] AS input_sha256, s['elapsed_secs'] AS elapsed_secs
+         FROM (SELECT run_id, dataset, started_at, unnest(stages) AS s FROM paperclip.runs)",
+    ),
+    (
+        "skips",
+        "SELECT run_id, dataset, CAST(started_at AS TIMESTAMP) AS started_at,
+                s['stage'] AS stage, s['item'] AS item, s['proposal_id'] AS proposal_id,
+                s['reason'] AS reason, s['detail'] AS detail
+         FROM (SELECT run_id, dataset, started_at, unnest(skips) AS s FROM paperclip.runs)",
+    ),
+];
+
+async fn register_run_log_views(ctx: &SessionContext) -> Result<()> {
+    for (name, query) in RUN_LOG_VIEWS {
+        let plan = ctx.sql(query).await?.into_unoptimized_plan();
+        let view = datafusion::catalog::view::ViewTable::new(plan, Some(query.to_string()));
+        ctx.register_table(format!("paperclip.{name}"), Arc::new(view))?;
+    }
+    Ok(())
 }
 
 /// Decodes one run record; a record with a value of the wrong type is an error.
@@ -105,48 +159,18 @@ fn decode_run_record(schema: &Arc<Schema>, record: &serde_json::Value) -> Result
         .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(schema))))
 }
 
-/// Reads every `*.json` file of the runs folder that contains one JSON object with a `run_id`.
-fn read_run_records(runs_dir: &Path) -> Vec<(std::path::PathBuf, serde_json::Value)> {
-    let Ok(entries) = std::fs::read_dir(runs_dir) else {
-        return Vec::new();
-    };
-    let mut paths: Vec<_> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    paths.sort();
-
-    let mut records = Vec::new();
-    for path in paths {
-        let record = std::fs::read(&path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-            .filter(|value| value.get("run_id").is_some_and(|id| id.is_string()));
-        match record {
-            Some(record) => records.push((path, record)),
-            None => {
-                tracing::warn!(path = %path.display(), "not a run record; left out of paperclip.runs")
-            }
-        }
-    }
-    records
-}
-
 async fn register_dataset(ctx: &SessionContext, paths: &DatasetPaths) -> Result<()> {
-    let catalog = MemoryCatalogProvider::new();
     let versions = list_versions(paths).await?;
+    let catalog = DatasetCatalog {
+        versions: MemoryCatalogProvider::new(),
+        paths: paths.clone(),
+        expired: load_expired(paths)?,
+        available: versions.iter().map(|v| v.version).collect(),
+    };
 
     for (index, record) in versions.iter().enumerate() {
         let schema = Arc::new(MemorySchemaProvider::new());
-        let table = open_version(paths, record.version).await?;
-        table
-            .update_datafusion_session(&ctx.state())
-            .map_err(|source| PipelineError::Delta {
-                path: paths.samples_table(),
-                source,
-            })?;
-        let samples: Arc<dyn TableProvider> = table.table_provider().await?;
+        let samples = version_provider(paths, record.version, ctx).await?;
         schema.register_table("samples".into(), samples)?;
 
         let skips_path = paths.version_dir(record.version).join("skips.parquet");
@@ -175,4 +199,75 @@ async fn register_dataset(ctx: &SessionContext, paths: &DatasetPaths) -> Result<
     }
     ctx.register_catalog(paths.name.as_str(), Arc::new(catalog));
     Ok(())
+}
+
+/// A dataset's versions as SQL schemas. A `v<N>` that is not registered (removed by gc,
+/// lost with its Delta log, or never published) resolves to a schema whose tables fail with
+/// the reason and the versions that can be read, instead of "table not found". Such schemas
+/// are never listed.
+#[derive(Debug)]
+struct DatasetCatalog {
+    versions: MemoryCatalogProvider,
+    paths: DatasetPaths,
+    expired: Vec<ExpiredVersion>,
+    available: Vec<u64>,
+}
+
+impl CatalogProvider for DatasetCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        self.versions.schema_names()
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if let Some(schema) = self.versions.schema(name) {
+            return Some(schema);
+        }
+        let version = name.strip_prefix('v')?.parse::<u64>().ok()?;
+        let error = unavailable_version(&self.paths, version, &self.expired, &self.available);
+        Some(Arc::new(UnavailableVersion {
+            message: error.to_string(),
+        }))
+    }
+
+    fn register_schema(
+        &self,
+        name: &str,
+        schema: Arc<dyn SchemaProvider>,
+    ) -> datafusion::error::Result<Option<Arc<dyn SchemaProvider>>> {
+        self.versions.register_schema(name, schema)
+    }
+}
+
+/// The schema of a version that cannot be read: every table lookup fails with `message`.
+#[derive(Debug)]
+struct UnavailableVersion {
+    message: String,
+}
+
+type LookupResult = datafusion::error::Result<Option<Arc<dyn TableProvider>>>;
+type TableLookup<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = LookupResult> + Send + 'a>>;
+
+impl SchemaProvider for UnavailableVersion {
+    fn table_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    // The trait is declared with `async_trait`; this is the signature it expands to.
+    fn table<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        _name: &'life1 str,
+    ) -> TableLookup<'async_trait>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        let message = self.message.clone();
+        Box::pin(async move { Err(datafusion::error::DataFusionError::Plan(message)) })
+    }
+
+    fn table_exist(&self, _name: &str) -> bool {
+        false
+    }
 }

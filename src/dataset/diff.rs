@@ -11,6 +11,7 @@ use datafusion::arrow::array::{Array, Int64Array, StringArray};
 use serde::Serialize;
 
 use super::catalog::register_datasets;
+use super::retention::{load_expired, unavailable_version};
 use super::versions::{DatasetPaths, list_versions};
 use crate::error::{PipelineError, Result};
 
@@ -52,7 +53,16 @@ pub async fn resolve_version(paths: &DatasetPaths, text: &str) -> Result<u64> {
     };
     match requested {
         Some(version) if versions.iter().any(|v| v.version == version) => Ok(version),
-        _ => Err(PipelineError::VersionNotFound {
+        Some(version) => {
+            let available: Vec<u64> = versions.iter().map(|v| v.version).collect();
+            Err(unavailable_version(
+                paths,
+                version,
+                &load_expired(paths)?,
+                &available,
+            ))
+        }
+        None => Err(PipelineError::VersionNotFound {
             name: paths.name.clone(),
             version: text.to_string(),
             known: if versions.is_empty() {

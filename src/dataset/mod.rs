@@ -2,7 +2,10 @@
 //! catalog over every version.
 
 pub mod catalog;
+pub mod delta_log;
 pub mod diff;
+pub mod gc;
+pub mod retention;
 pub mod shards;
 pub mod verify;
 pub mod versions;

@@ -35,6 +35,9 @@ pub struct ShardInfo {
     pub samples: usize,
     pub size_bytes: u64,
     pub sha256: String,
+    /// The earlier version whose identical file this version links instead of writing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<u64>,
 }
 
 /// Checks the sample key rule documented on this module.
@@ -93,6 +96,20 @@ pub fn write_split(
         shards.push(shard.finish()?);
     }
     Ok(shards)
+}
+
+/// Writes `samples` as one shard named `name` in `dir`.
+pub fn write_shard(
+    dir: &Path,
+    name: &str,
+    split: &str,
+    samples: &mut dyn Iterator<Item = Result<OwnedShardSample>>,
+) -> Result<ShardInfo> {
+    let mut shard = OpenShard::create(dir, name.to_string(), split)?;
+    for sample in samples {
+        shard.append(&sample?.borrowed())?;
+    }
+    shard.finish()
 }
 
 /// A sample with owned buffers, as produced by the image stage.
@@ -183,6 +200,7 @@ impl OpenShard {
             samples: self.samples,
             size_bytes,
             sha256,
+            reused_from: None,
         })
     }
 }

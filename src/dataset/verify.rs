@@ -9,8 +9,9 @@ use std::sync::Arc;
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
+use super::retention::{ExpiredVersion, load_expired};
 use super::shards::read_shard;
-use super::versions::{DatasetPaths, VersionRecord, list_versions, open_version};
+use super::versions::{DatasetPaths, VersionRecord, list_versions, version_provider};
 use crate::error::Result;
 use crate::store::blobs::hash_file;
 
@@ -48,7 +49,15 @@ pub async fn verify_dataset(paths: &DatasetPaths) -> Result<Vec<Problem>> {
         verify_shards(paths, record, &mut problems);
         verify_row_count(paths, record, &mut problems).await;
     }
-    verify_no_stray_versions(paths, &records, &mut problems);
+    let expired = load_expired(paths).unwrap_or_else(|error| {
+        problems.push(Problem {
+            version: 0,
+            item: "expired.json".to_string(),
+            detail: error.to_string(),
+        });
+        Vec::new()
+    });
+    verify_no_stray_versions(paths, &records, &expired, &mut problems);
     Ok(problems)
 }
 
@@ -98,28 +107,40 @@ fn verify_version_files(paths: &DatasetPaths, record: &VersionRecord, problems: 
     }
 }
 
-/// Reports version folders that no Delta commit published.
+/// Reports version folders that no readable Delta commit published, saying whether gc
+/// removed the version or its Delta log entries are gone.
 fn verify_no_stray_versions(
     paths: &DatasetPaths,
     records: &[VersionRecord],
+    expired: &[ExpiredVersion],
     problems: &mut Vec<Problem>,
 ) {
+    let oldest = records.first().map(|r| r.version);
     let Ok(entries) = std::fs::read_dir(paths.root.join("versions")) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let published = name
-            .strip_prefix('v')
-            .and_then(|n| n.parse::<u64>().ok())
-            .is_some_and(|n| records.iter().any(|r| r.version == n));
-        if !published {
-            problems.push(Problem {
-                version: 0,
-                item: format!("versions/{name}"),
-                detail: "is not a published version (an interrupted run leaves one; the next run replaces it)".to_string(),
-            });
+        let number = name.strip_prefix('v').and_then(|n| n.parse::<u64>().ok());
+        if number.is_some_and(|n| records.iter().any(|r| r.version == n)) {
+            continue;
         }
+        let gc = format!("run `paperclip datasets gc {}` to remove it", paths.name);
+        let entry = number.and_then(|n| expired.iter().find(|e| e.version == n));
+        let detail = match (number, entry) {
+            (Some(n), Some(entry)) => {
+                format!("belongs to v{n}, which was removed by {}; {gc}", entry.reason)
+            }
+            (Some(n), None) if oldest.is_some_and(|oldest| n < oldest) => format!(
+                "belongs to v{n}, whose Delta log entries were removed, so it cannot be read; {gc}"
+            ),
+            _ => "is not a published version (an interrupted run leaves one; the next run replaces it)".to_string(),
+        };
+        problems.push(Problem {
+            version: 0,
+            item: format!("versions/{name}"),
+            detail,
+        });
     }
 }
 
@@ -198,15 +219,8 @@ async fn verify_row_count(
 }
 
 async fn count_rows(paths: &DatasetPaths, version: u64) -> Result<u64> {
-    let table = open_version(paths, version).await?;
     let ctx = SessionContext::new();
-    table
-        .update_datafusion_session(&ctx.state())
-        .map_err(|source| crate::error::PipelineError::Delta {
-            path: paths.samples_table(),
-            source,
-        })?;
-    let provider = table.table_provider().await?;
+    let provider = version_provider(paths, version, &ctx).await?;
     let batches = ctx
         .read_table(Arc::clone(&provider))?
         .select_columns(&["key"])?

@@ -12,7 +12,9 @@
 //! the Delta commit (which carries the version record in its commit metadata) makes the
 //! version visible. The commit is the single atomic step. A crash before it leaves only an
 //! unreferenced directory, which the next run deletes and rebuilds. A published version's
-//! files are never written again.
+//! files are never written again; only `datasets gc` removes them, whole, under the lock
+//! (see [`super::gc`]). Delta's own expired-log cleanup is turned off on every commit, so
+//! old versions leave only through gc, which records them in `expired.json`.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -26,8 +28,11 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use super::delta_log::LogListing;
+use super::retention::{load_expired, unavailable_version};
 use super::shards::ShardInfo;
 use crate::error::{PipelineError, Result};
+use crate::pipeline::stages::StageInputs;
 
 /// Key of the version record inside the Delta commit metadata.
 const COMMIT_METADATA_KEY: &str = "paperclip";
@@ -47,6 +52,24 @@ pub struct VersionRecord {
     pub counts: BTreeMap<String, u64>,
     pub skips_by_reason: BTreeMap<String, usize>,
     pub shards: Vec<ShardInfo>,
+    /// Inputs of the stages that produced the version; records written before stage
+    /// tracking have none, which makes every stage stale.
+    #[serde(default)]
+    pub stage_inputs: BTreeMap<String, StageInputs>,
+    /// The archive state (a run id) the samples were selected from.
+    #[serde(default)]
+    pub archive_state: Option<String>,
+    /// Release dates (MJD) below this were covered by the archive state.
+    #[serde(default)]
+    pub released_before_mjd: Option<f64>,
+}
+
+/// Where a version's inputs came from, recorded with the version.
+#[derive(Debug, Clone, Default)]
+pub struct Lineage {
+    pub stage_inputs: BTreeMap<String, StageInputs>,
+    pub archive_state: Option<String>,
+    pub released_before_mjd: Option<f64>,
 }
 
 /// Paths of one dataset under the data directory.
@@ -76,7 +99,12 @@ impl DatasetPaths {
         self.root.join("staging").join(run_id)
     }
 
-    fn table_url(&self) -> Result<Url> {
+    /// The samples table's Delta log folder.
+    pub fn log_dir(&self) -> PathBuf {
+        self.samples_table().join("_delta_log")
+    }
+
+    pub(crate) fn table_url(&self) -> Result<Url> {
         let path = self.samples_table();
         check_table_path(&path)?;
         fs::create_dir_all(&path).map_err(|e| PipelineError::io(&path, e))?;
@@ -86,7 +114,7 @@ impl DatasetPaths {
         })
     }
 
-    fn delta_error(&self, source: deltalake::DeltaTableError) -> PipelineError {
+    pub(crate) fn delta_error(&self, source: deltalake::DeltaTableError) -> PipelineError {
         PipelineError::Delta {
             path: self.samples_table(),
             source,
@@ -115,9 +143,12 @@ impl DatasetLock {
     }
 }
 
-/// Lists the published versions of a dataset, oldest first; empty when none is published.
+/// Lists the versions of a dataset that can be read, oldest first; empty when none is
+/// published. Versions removed by gc, and versions whose Delta log entries are gone, are
+/// left out.
 pub async fn list_versions(paths: &DatasetPaths) -> Result<Vec<VersionRecord>> {
-    if !has_commits(&paths.samples_table().join("_delta_log")) {
+    let listing = LogListing::read(&paths.log_dir())?;
+    if listing.latest_commit().is_none() {
         return Ok(Vec::new());
     }
     let table = deltalake::open_table(paths.table_url()?)
@@ -134,18 +165,51 @@ pub async fn list_versions(paths: &DatasetPaths) -> Result<Vec<VersionRecord>> {
         .filter_map(|info| info.info.get(COMMIT_METADATA_KEY).cloned())
         .filter_map(|value| serde_json::from_value(value).ok())
         .collect();
+    let readable = listing.readable_versions();
+    let expired = load_expired(paths)?;
+    records.retain(|record| {
+        record
+            .version
+            .checked_sub(1)
+            .is_some_and(|delta_version| readable.contains(&delta_version))
+            && !expired.iter().any(|e| e.version == record.version)
+    });
     records.sort_by_key(|r| r.version);
     Ok(records)
 }
 
-/// Opens the samples table as of a dataset version.
+/// Opens the samples table as of a dataset version. A version removed by gc, or whose Delta
+/// log entries are gone, is an error that says so and lists the versions that can be read.
 pub async fn open_version(paths: &DatasetPaths, version: u64) -> Result<DeltaTable> {
     let delta_version = version
         .checked_sub(1)
         .ok_or_else(|| PipelineError::Invalid("dataset versions start at 1".to_string()))?;
+    let expired = load_expired(paths)?;
+    let readable = LogListing::read(&paths.log_dir())?.is_readable(delta_version);
+    if !readable || expired.iter().any(|e| e.version == version) {
+        let available: Vec<u64> = list_versions(paths)
+            .await?
+            .iter()
+            .map(|r| r.version)
+            .collect();
+        return Err(unavailable_version(paths, version, &expired, &available));
+    }
     deltalake::open_table_with_version(paths.table_url()?, delta_version)
         .await
         .map_err(|e| paths.delta_error(e))
+}
+
+/// The samples table as of a dataset version, as a table `ctx` can query.
+pub async fn version_provider(
+    paths: &DatasetPaths,
+    version: u64,
+    ctx: &datafusion::prelude::SessionContext,
+) -> Result<std::sync::Arc<dyn datafusion::datasource::TableProvider>> {
+    let table = open_version(paths, version).await?;
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(|e| paths.delta_error(e))?;
+    Ok(table.table_provider().await?)
 }
 
 /// Makes a staged version visible: moves its directory into place, then commits the samples.
@@ -190,7 +254,11 @@ pub async fn publish(
         .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
         .with_commit_properties(
             CommitProperties::default()
-                .with_metadata([(COMMIT_METADATA_KEY.to_string(), metadata)]),
+                .with_metadata([(COMMIT_METADATA_KEY.to_string(), metadata)])
+                // Log entries of old versions are removed only by `datasets gc`, which
+                // records the versions it removes; Delta's own cleanup would drop them
+                // silently once they are 30 days old.
+                .with_cleanup_expired_logs(Some(false)),
         )
         .await
         .map_err(|e| paths.delta_error(e))?;

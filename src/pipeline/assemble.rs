@@ -98,6 +98,8 @@ pub struct AssembledRow {
     pub image_sha256: String,
     pub caption: String,
     pub metadata_json: Vec<u8>,
+    /// SHA-256 of `metadata_json`: equal values mean an unchanged sample.
+    pub sample_sha256: String,
 }
 
 /// Selects the successful rows of the model output, appends the image columns and the
@@ -115,8 +117,9 @@ pub fn assemble(
     let shards = assign_shards(&facts, samples_per_shard);
     let indices = UInt32Array::from_iter_values(facts.iter().map(|f| f.row as u32));
     let selected = take_record_batch(model_batch, &indices)?;
-    let batch = append_columns(&selected, &facts, &shards)?;
+    let batch = append_columns(&selected, &facts)?;
     let metadata = metadata_lines(&batch)?;
+    let batch = append_layout_columns(&batch, &metadata, &shards)?;
 
     let rows: Vec<AssembledRow> = facts
         .iter()
@@ -126,6 +129,7 @@ pub fn assemble(
             split: fact.split.clone(),
             image_sha256: fact.image_sha256.clone(),
             caption: captions.value(fact.row).to_string(),
+            sample_sha256: hex::encode(Sha256::digest(&metadata_json)),
             metadata_json,
         })
         .collect();
@@ -168,11 +172,7 @@ fn assign_shards(facts: &[ImageFacts], samples_per_shard: usize) -> Vec<String> 
     names
 }
 
-fn append_columns(
-    selected: &RecordBatch,
-    facts: &[ImageFacts],
-    shards: &[String],
-) -> Result<RecordBatch> {
+fn append_columns(selected: &RecordBatch, facts: &[ImageFacts]) -> Result<RecordBatch> {
     let mut fields: Vec<Field> = vec![Field::new("key", DataType::Utf8, false)];
     let mut columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(
         facts.iter().map(|f| f.key.as_str()),
@@ -245,12 +245,6 @@ fn append_columns(
             int(facts.iter().map(|f| f.image_size_bytes as i64).collect()),
         ),
         (
-            "shard",
-            DataType::Utf8,
-            false,
-            text(shards.iter().map(String::as_str).collect()),
-        ),
-        (
             "member",
             DataType::Utf8,
             false,
@@ -268,6 +262,45 @@ fn append_columns(
         fields.push(Field::new(name, data_type, nullable));
         columns.push(column);
     }
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+/// Columns that describe where a sample is stored rather than what it is. They are left
+/// out of the sample's JSON and the fingerprint, so a sample moved to another shard is
+/// unchanged.
+pub const LAYOUT_COLUMNS: [&str; 2] = ["sample_sha256", "shard"];
+
+/// Appends `sample_sha256` (of the sample's JSON) and `shard`.
+fn append_layout_columns(
+    batch: &RecordBatch,
+    metadata: &[Vec<u8>],
+    shards: &[String],
+) -> Result<RecordBatch> {
+    for name in LAYOUT_COLUMNS {
+        if batch.schema().field_with_name(name).is_ok() {
+            return Err(PipelineError::Invalid(format!(
+                "the samples model returns a column named {name}, which the pipeline adds itself; rename it"
+            )));
+        }
+    }
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let mut columns = batch.columns().to_vec();
+    fields.push(Field::new("sample_sha256", DataType::Utf8, false));
+    columns.push(Arc::new(StringArray::from_iter_values(
+        metadata
+            .iter()
+            .map(|line| hex::encode(Sha256::digest(line))),
+    )));
+    fields.push(Field::new("shard", DataType::Utf8, false));
+    columns.push(Arc::new(StringArray::from_iter_values(shards)));
     Ok(RecordBatch::try_new(
         Arc::new(Schema::new(fields)),
         columns,

@@ -5,6 +5,7 @@
 //! of valid names instead of being ignored. Relative paths (SQL models, a catalog path) are
 //! resolved against the directory that contains the pipeline file.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -27,7 +28,18 @@ pub struct PipelineConfig {
     pub captions: CaptionsSection,
     #[serde(default)]
     pub shards: ShardsSection,
+    /// Which versions `paperclip datasets gc` keeps; by default every version.
+    #[serde(default)]
+    pub retention: RetentionSection,
+    #[serde(default)]
+    pub refresh: RefreshSection,
     pub sql: SqlSection,
+    /// When `paperclip serve` refreshes the dataset; `None` for pipelines run by hand.
+    #[serde(default)]
+    pub schedule: Option<ScheduleSection>,
+    /// Tables read from the curator's own files, by table name (`[sources.<name>]`).
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceSection>,
     /// Directory containing the pipeline file; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -166,6 +178,49 @@ impl Default for ShardsSection {
     }
 }
 
+/// How a run on top of an earlier one decides what to query again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefreshSection {
+    /// Days before the last covered release date that each refresh queries again, to
+    /// catch observations the archive lists late.
+    pub lookback_days: f64,
+    /// Days after which a run queries every proposal again (a full refresh) so that
+    /// observations withdrawn from the archive are noticed; 0 turns this off.
+    pub full_refresh_every_days: f64,
+}
+
+impl Default for RefreshSection {
+    fn default() -> Self {
+        Self {
+            lookback_days: 7.0,
+            full_refresh_every_days: 30.0,
+        }
+    }
+}
+
+/// `[retention]`: which versions `paperclip datasets gc` keeps. A version is kept when
+/// either rule keeps it, and the latest version always is; with neither rule set, every
+/// version is kept. `paperclip run` records the section for gc (see
+/// [`crate::dataset::retention`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSection {
+    /// Keep the newest `keep_last` versions.
+    pub keep_last: Option<u64>,
+    /// Keep versions created less than `keep_days` days ago.
+    pub keep_days: Option<u64>,
+}
+
+impl RetentionSection {
+    pub fn policy(&self) -> crate::dataset::retention::RetentionPolicy {
+        crate::dataset::retention::RetentionPolicy {
+            keep_last: self.keep_last,
+            keep_days: self.keep_days,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqlSection {
@@ -173,6 +228,73 @@ pub struct SqlSection {
     pub models: Vec<PathBuf>,
     /// The model whose rows become the dataset's samples.
     pub samples_model: String,
+}
+
+/// `[sources.<name>]`: a CSV, Parquet or newline-delimited JSON file that models read as
+/// the table `<name>`. Checked at load time and read by [`crate::sql::sources`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSection {
+    /// The data file, relative to the pipeline file.
+    pub path: PathBuf,
+    pub format: SourceFormat,
+    /// Columns in file order. Required for CSV; for Parquet and JSON the file's columns are
+    /// checked against it and the table has exactly these columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Vec<SourceColumn>>,
+    /// CSV only: whether the first line names the columns (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_header: Option<bool>,
+    /// CSV only: the field separator, one ASCII character (default `","`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delimiter: Option<String>,
+}
+
+/// File format of a source table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceFormat {
+    Csv,
+    Parquet,
+    /// Newline-delimited JSON: one object per line.
+    Json,
+}
+
+/// One declared column of a source table, e.g. `{ name = "class", type = "VARCHAR" }`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceColumn {
+    pub name: String,
+    /// SQL type name, e.g. `BIGINT`, `DOUBLE`, `VARCHAR`, `DATE`.
+    #[serde(rename = "type")]
+    pub sql_type: String,
+}
+
+/// `[schedule]`: when `paperclip serve` refreshes the dataset. Checked at load time by
+/// [`crate::schedule::Schedule::from_section`], which also documents the DST rules.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleSection {
+    /// Standard 5-field cron expression (minute hour day-of-month month day-of-week),
+    /// read in `time_zone`; e.g. `"0 3 * * *"` is 03:00 every day.
+    pub cron: Option<String>,
+    /// IANA time zone of `cron`, e.g. `"Europe/Berlin"` or `"UTC"`; required with `cron`.
+    pub time_zone: Option<String>,
+    /// Wait after a failed run before it is tried again.
+    pub retry_delay_secs: u64,
+    /// Retries of a failed run before the refresh waits for its next due time.
+    pub max_retries: u32,
+}
+
+impl Default for ScheduleSection {
+    fn default() -> Self {
+        Self {
+            cron: None,
+            time_zone: None,
+            retry_delay_secs: 600,
+            max_retries: 3,
+        }
+    }
 }
 
 impl PipelineConfig {
@@ -220,6 +342,20 @@ impl PipelineConfig {
                 "selection.val_fraction = {} is outside [0, 1); use e.g. 0.1 for 10% of proposals",
                 selection.val_fraction
             )));
+        }
+        let refresh = &self.refresh;
+        for (name, days) in [
+            ("refresh.lookback_days", refresh.lookback_days),
+            (
+                "refresh.full_refresh_every_days",
+                refresh.full_refresh_every_days,
+            ),
+        ] {
+            if !(0.0..=36_500.0).contains(&days) {
+                return Err(invalid(format!(
+                    "{name} = {days} is outside 0..=36500 days; use e.g. 7"
+                )));
+            }
         }
         if selection.max_images_per_proposal == 0 {
             return Err(invalid(
@@ -297,6 +433,15 @@ impl PipelineConfig {
                 "archive.catalog is empty; give the abstracts.cat URL or a path relative to the pipeline file".into(),
             ));
         }
+        if let Some(schedule) = &self.schedule {
+            crate::schedule::Schedule::from_section(schedule)
+                .map_err(|error| invalid(error.to_string()))?;
+        }
+        crate::sql::sources::check_sources(self).map_err(invalid)?;
+        self.retention
+            .policy()
+            .check(crate::dataset::retention::Spelling::PipelineFile)
+            .map_err(invalid)?;
         self.validate_models().map_err(invalid)
     }
 
@@ -330,7 +475,7 @@ impl PipelineConfig {
             names.push(name);
         }
         let paths: Vec<PathBuf> = self.sql.models.iter().map(|m| self.resolve(m)).collect();
-        crate::sql::graph::load_models(&paths, &super::tables::INPUT_TABLES)
+        crate::sql::graph::load_models(&paths, &crate::sql::sources::input_tables(self))
             .map_err(|e| e.to_string())?;
         if !names.contains(&self.sql.samples_model) {
             return Err(format!(

@@ -4,14 +4,23 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use paperclip_archive::{MastClient, ObsId, Observation};
+use paperclip_archive::{MastClient, ObsId};
 use paperclip_catalog::{Catalog, Proposal, parse_abstracts_cat, parse_phase2_pro};
+use sha2::Digest;
 use url::Url;
 
 use super::config::PipelineConfig;
 use super::run::RunOptions;
 use super::skips::Skip;
 use crate::error::{PipelineError, Result};
+
+/// The catalog's proposals inside the selected cycles, and every id the catalog lists.
+pub(super) struct LoadedCatalog {
+    pub kept: Vec<Proposal>,
+    pub all_ids: HashSet<i64>,
+    /// SHA-256 of the catalog bytes.
+    pub sha256: String,
+}
 
 /// Reads the catalog (URL or path), records skipped records, and keeps the cycle range.
 pub(super) async fn load_proposals(
@@ -20,8 +29,9 @@ pub(super) async fn load_proposals(
     client: &MastClient,
     counts: &mut BTreeMap<String, u64>,
     skips: &mut Vec<Skip>,
-) -> Result<Vec<Proposal>> {
+) -> Result<LoadedCatalog> {
     let (location, bytes) = read_catalog(config, options, client).await?;
+    let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
     let Catalog { proposals, skipped } = if location.to_ascii_lowercase().ends_with(".pro") {
         let proposal = parse_phase2_pro(&bytes).map_err(|e| {
             PipelineError::Invalid(format!("Phase II file {location} is unreadable: {e}"))
@@ -37,9 +47,12 @@ pub(super) async fn load_proposals(
         "catalog_records".into(),
         (proposals.len() + skipped.len()) as u64,
     );
+    // A record skipped as unreadable is still listed, so it does not count as withdrawn.
+    let mut skipped_ids = Vec::new();
     for skip in skipped {
         let item = format!("catalog line {}", skip.line);
         let proposal_id = skip.id.as_deref().and_then(|id| id.trim().parse().ok());
+        skipped_ids.extend(proposal_id);
         skips.push(Skip::new(
             "catalog",
             item,
@@ -49,6 +62,8 @@ pub(super) async fn load_proposals(
         ));
     }
 
+    let mut all_ids: HashSet<i64> = proposals.iter().map(|p| i64::from(p.id)).collect();
+    all_ids.extend(skipped_ids);
     let selection = &config.selection;
     let mut kept = Vec::new();
     for proposal in proposals {
@@ -69,7 +84,11 @@ pub(super) async fn load_proposals(
     }
     counts.insert("proposals".into(), kept.len() as u64);
     tracing::info!(proposals = kept.len(), "catalog read");
-    Ok(kept)
+    Ok(LoadedCatalog {
+        kept,
+        all_ids,
+        sha256,
+    })
 }
 
 /// Returns the catalog's location (URL or resolved path) and bytes.
@@ -104,47 +123,14 @@ async fn read_catalog(
     Ok((path.display().to_string(), bytes))
 }
 
-pub(super) async fn query_observations(
-    client: &MastClient,
-    proposals: &[Proposal],
-    counts: &mut BTreeMap<String, u64>,
-    skips: &mut Vec<Skip>,
-) -> Result<Vec<Observation>> {
-    let ids: Vec<u32> = proposals.iter().map(|p| p.id).collect();
-    let list = client.observations_for_proposals(&ids).await?;
-    skips.extend(list.rejected.iter().map(rejected_row_skip));
-    let mut observations = list.observations;
-
-    let mut seen = HashSet::new();
-    observations.retain(|o| seen.insert(o.obsid));
-    let with_observations: HashSet<u32> = observations.iter().map(|o| o.proposal_id).collect();
-    for proposal in proposals {
-        if !with_observations.contains(&proposal.id) {
-            skips.push(Skip::new(
-                "archive",
-                proposal.id.to_string(),
-                Some(i64::from(proposal.id)),
-                "no_public_observations",
-                "the archive returned no public HST observation for this proposal",
-            ));
-        }
-    }
-    counts.insert(
-        "proposals_with_observations".into(),
-        with_observations.len() as u64,
-    );
-    counts.insert("observations".into(), observations.len() as u64);
-    Ok(observations)
-}
-
+/// Queries the products of `obsids`, recording unreadable and quarantined rows.
 pub(super) async fn query_products(
     client: &MastClient,
-    observations: &[Observation],
+    obsids: &[ObsId],
     counts: &mut BTreeMap<String, u64>,
     skips: &mut Vec<Skip>,
 ) -> Result<Vec<paperclip_archive::Product>> {
-    let obsids: Vec<ObsId> = observations.iter().map(|o| o.obsid).collect();
-    let list = client.products(&obsids).await?;
+    let list = client.products(obsids).await?;
     skips.extend(list.rejected.iter().map(rejected_row_skip));
     for quarantined in &list.quarantined {
         skips.push(Skip::new(
@@ -159,11 +145,11 @@ pub(super) async fn query_products(
             ),
         ));
     }
-    counts.insert("products".into(), list.products.len() as u64);
+    counts.insert("products_queried".into(), list.products.len() as u64);
     Ok(list.products)
 }
 
-fn rejected_row_skip(row: &paperclip_archive::RejectedRow) -> Skip {
+pub(super) fn rejected_row_skip(row: &paperclip_archive::RejectedRow) -> Skip {
     Skip::new(
         "archive",
         format!("{} row {}", row.service, row.index),

@@ -3,11 +3,15 @@
 mod assemble;
 pub mod config;
 mod ingest;
+mod layout;
 mod materialize;
 mod model_output;
 mod publish;
+pub mod refresh;
 pub mod run;
 pub mod skips;
+pub mod stages;
+pub mod state;
 mod tables;
 
 pub use config::PipelineConfig;

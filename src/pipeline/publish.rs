@@ -2,33 +2,50 @@
 //! made visible by one Delta commit.
 
 use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{RecordBatch, StringArray};
 
 use super::assemble::AssembledSamples;
 use super::config::PipelineConfig;
+use super::layout::{Layout, PreviousShards, ShardJob, plan_layout, read_previous};
 use super::run::RunReport;
 use super::skips::{Skip, count_by_reason};
 use super::tables;
-use crate::dataset::shards::{OwnedShardSample, ShardInfo, write_split};
-use crate::dataset::versions::{DatasetPaths, VersionRecord, publish};
+use crate::dataset::shards::{OwnedShardSample, ShardInfo, write_shard};
+use crate::dataset::versions::{DatasetPaths, Lineage, VersionRecord, publish};
 use crate::error::{PipelineError, Result};
 use crate::store::blobs::{BlobStore, write_atomic};
 
-/// Stages shards, skips and the manifest, then publishes them as `version`.
+/// Stages shards, skips and the manifest, then publishes them as the version after
+/// `latest`, reusing the shards of `latest` whose samples are unchanged.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn publish_version(
     config: &PipelineConfig,
     paths: &DatasetPaths,
     store: &BlobStore,
-    version: u64,
+    latest: Option<&VersionRecord>,
     assembled: AssembledSamples,
+    lineage: Lineage,
     report: &RunReport,
 ) -> Result<()> {
     let run_id = report.run_id.as_str();
+    let version = latest.map_or(1, |v| v.version + 1);
     let staging = paths.staging_dir(run_id);
     let shards_dir = staging.join("shards");
     std::fs::create_dir_all(&shards_dir).map_err(|e| PipelineError::io(&shards_dir, e))?;
 
-    let shards = write_shards(config, store, &shards_dir, &assembled)?;
+    let previous = match latest {
+        Some(record) => read_previous(paths, record).await?,
+        None => None,
+    };
+    let layout = plan_layout(
+        &assembled.rows,
+        previous.as_ref(),
+        config.shards.samples_per_shard,
+    );
+    let shards = write_shards(store, &shards_dir, &assembled, &layout, previous.as_ref())?;
+    let batch = replace_shard_column(&assembled.batch, &layout.shard_of_row)?;
     write_skips(&staging.join("skips.parquet"), &report.skips)?;
 
     let record = VersionRecord {
@@ -41,43 +58,76 @@ pub(super) async fn publish_version(
         counts: report.counts.clone(),
         skips_by_reason: count_by_reason(&report.skips),
         shards,
+        stage_inputs: lineage.stage_inputs,
+        archive_state: lineage.archive_state,
+        released_before_mjd: lineage.released_before_mjd,
     };
     let manifest = serde_json::to_vec_pretty(&record).expect("VersionRecord serializes");
     write_atomic(&staging.join("manifest.json"), &manifest)?;
 
-    publish(paths, &staging, assembled.batch, &record).await?;
-    tracing::info!(version, samples = assembled.rows.len(), "published");
+    publish(paths, &staging, batch, &record).await?;
+    tracing::info!(
+        version,
+        samples = assembled.rows.len(),
+        shards_reused = layout.reused_shards(),
+        "published"
+    );
     Ok(())
 }
 
+/// Links the reused shards and writes the new ones.
 fn write_shards(
-    config: &PipelineConfig,
     store: &BlobStore,
     dir: &Path,
     assembled: &AssembledSamples,
+    layout: &Layout,
+    previous: Option<&PreviousShards>,
 ) -> Result<Vec<ShardInfo>> {
     let mut shards = Vec::new();
-    for split in ["train", "val"] {
-        let mut samples = assembled
-            .rows
-            .iter()
-            .filter(|row| row.split == split)
-            .map(|row| {
-                Ok(OwnedShardSample {
-                    key: row.key.clone(),
-                    jpeg: store.read_verified(&row.image_sha256)?,
-                    caption: row.caption.clone(),
-                    metadata_json: row.metadata_json.clone(),
-                })
-            });
-        shards.extend(write_split(
-            dir,
-            split,
-            &mut samples,
-            config.shards.samples_per_shard,
-        )?);
+    for job in &layout.jobs {
+        match job {
+            ShardJob::Reuse { info, from } => {
+                link_or_copy(from, &dir.join(&info.name))?;
+                let mut info = info.clone();
+                info.reused_from = info.reused_from.or(previous.map(|p| p.version));
+                shards.push(info);
+            }
+            ShardJob::Write { name, split, rows } => {
+                let mut samples = rows.iter().map(|&row| {
+                    let row = &assembled.rows[row];
+                    Ok(OwnedShardSample {
+                        key: row.key.clone(),
+                        jpeg: store.read_verified(&row.image_sha256)?,
+                        caption: row.caption.clone(),
+                        metadata_json: row.metadata_json.clone(),
+                    })
+                });
+                shards.push(write_shard(dir, name, split, &mut samples)?);
+            }
+        }
     }
+    shards.sort_by(|a, b| (&a.split, &a.name).cmp(&(&b.split, &b.name)));
     Ok(shards)
+}
+
+/// Hard-links a published shard into the staged version; copies where links fail (for
+/// example on file systems without them). Published files are never written again, so
+/// sharing the inode is safe.
+fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
+    if std::fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    std::fs::copy(from, to)
+        .map(|_| ())
+        .map_err(|e| PipelineError::io(from, e))
+}
+
+/// Returns the samples table with its `shard` column set to the final layout.
+fn replace_shard_column(batch: &RecordBatch, shard_of_row: &[String]) -> Result<RecordBatch> {
+    let index = batch.schema().index_of("shard")?;
+    let mut columns = batch.columns().to_vec();
+    columns[index] = Arc::new(StringArray::from_iter_values(shard_of_row));
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 fn write_skips(path: &Path, skips: &[Skip]) -> Result<()> {

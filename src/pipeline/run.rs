@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::RecordBatch;
-use paperclip_archive::{ClientConfig, MastClient, Observation, Product};
+use paperclip_archive::{ClientConfig, MastClient};
 use paperclip_catalog::Proposal;
 use paperclip_images::PrepareOptions;
 use serde::Serialize;
@@ -21,13 +21,18 @@ use url::Url;
 
 use super::assemble::{AssembledSamples, assemble};
 use super::config::PipelineConfig;
-use super::ingest::{load_proposals, query_observations, query_products};
+use super::ingest::{LoadedCatalog, load_proposals};
 use super::materialize::{Materializer, materialize_all};
 use super::model_output;
 use super::publish::publish_version;
+use super::refresh::{self, RefreshPlan, plan_refresh};
 use super::skips::{Skip, count_by_reason};
+use super::stages::{self, StageInputs, StageRecord};
+use super::state::{ArchiveState, id_set};
 use super::tables;
-use crate::dataset::versions::{DatasetLock, DatasetPaths, check_table_path, list_versions};
+use crate::dataset::versions::{
+    DatasetLock, DatasetPaths, Lineage, VersionRecord, check_table_path, list_versions,
+};
 use crate::error::{PipelineError, Result};
 use crate::sql;
 use crate::store::blobs::{BlobStore, write_atomic};
@@ -53,6 +58,12 @@ pub struct RunOptions {
     /// Query the archive and run the SQL, but download, prepare and publish nothing. The
     /// report's `plan` then describes what a run would do.
     pub plan_only: bool,
+    /// The time the refresh treats as now: the end of the release window it queries.
+    /// `None` reads the system clock; schedulers and tests inject their own.
+    pub now: Option<chrono::DateTime<chrono::Utc>>,
+    /// Query every proposal's observations again instead of only the release window, so
+    /// observations withdrawn from the archive are noticed.
+    pub full_refresh: bool,
 }
 
 /// Prediction of what a run would do, made with [`RunOptions::plan_only`].
@@ -71,6 +82,8 @@ pub struct Plan {
 pub struct RunReport {
     pub run_id: String,
     pub dataset: String,
+    /// Start time, RFC 3339 UTC (the wall clock, not an injected refresh time).
+    pub started_at: String,
     /// The version this run published, if it published one.
     pub published_version: Option<u64>,
     /// The latest version when the run found nothing new to publish.
@@ -86,6 +99,12 @@ pub struct RunReport {
     pub skips: Vec<Skip>,
     /// Set for a plan instead of a run.
     pub plan: Option<Plan>,
+    /// What the archive refresh queried (or would query).
+    pub refresh: Option<RefreshPlan>,
+    /// Each stage in run order: ran, fresh or would run, and why.
+    pub stages: Vec<StageRecord>,
+    #[serde(skip)]
+    plan_only: bool,
 }
 
 impl RunReport {
@@ -93,6 +112,7 @@ impl RunReport {
         Self {
             run_id,
             dataset,
+            started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             published_version: None,
             unchanged_version: None,
             error: None,
@@ -103,7 +123,38 @@ impl RunReport {
             elapsed_secs: 0.0,
             skips: Vec::new(),
             plan: None,
+            refresh: None,
+            stages: Vec::new(),
+            plan_only: false,
         }
+    }
+
+    /// Records the first stage without a record as the one that failed.
+    fn record_failed_stage(&mut self, error: &str) {
+        let failed = ["catalog", "archive", "models", "images", "publish"]
+            .into_iter()
+            .find(|stage| self.stages.iter().all(|s| s.stage != *stage));
+        if let Some(stage) = failed {
+            self.stage_done(stage, "failed", vec![error.to_string()], "", Instant::now());
+        }
+    }
+
+    fn stage_done(
+        &mut self,
+        stage: &str,
+        status: &str,
+        reasons: Vec<String>,
+        input_sha256: &str,
+        started: Instant,
+    ) {
+        tracing::info!(stage, status, reasons = ?reasons, "stage finished");
+        self.stages.push(StageRecord {
+            stage: stage.to_string(),
+            status: status.to_string(),
+            reasons,
+            input_sha256: input_sha256.to_string(),
+            elapsed_secs: started.elapsed().as_secs_f64(),
+        });
     }
 
     /// Fills the totals that are known only at the end of a run, successful or not.
@@ -130,6 +181,7 @@ pub async fn run(config: &PipelineConfig, options: &RunOptions) -> Result<RunRep
     let client = Arc::new(MastClient::new(client_config(config, options)?)?);
     let run_id = new_run_id();
     let mut report = RunReport::new(run_id.clone(), config.dataset.name.clone());
+    report.plan_only = options.plan_only;
     let started = Instant::now();
 
     let span = tracing::info_span!("run", run_id = %run_id, dataset = %config.dataset.name);
@@ -148,6 +200,7 @@ pub async fn run(config: &PipelineConfig, options: &RunOptions) -> Result<RunRep
         }
         Err(error) => {
             report.error = Some(error.to_string());
+            report.record_failed_stage(&error.to_string());
             if let Err(write_error) = save_report(&options.data_dir, &report) {
                 tracing::warn!(%write_error, "cannot record the failed run");
             }
@@ -169,21 +222,48 @@ async fn run_stages(
     } else {
         let lock = DatasetLock::acquire(paths)?;
         remove_leftovers(paths, &options.data_dir);
+        crate::dataset::retention::record_policy(paths, &config.retention.policy())?;
         Some(lock)
     };
     let store = BlobStore::open(options.data_dir.join("blobs"))?;
-    let counts = &mut report.counts;
-    let skips = &mut report.skips;
 
-    let proposals = load_proposals(config, options, client, counts, skips).await?;
-    let observations = query_observations(client, &proposals, counts, skips).await?;
-    let products = query_products(client, &observations, counts, skips).await?;
+    let clock = Instant::now();
+    let catalog = load_proposals(
+        config,
+        options,
+        client,
+        &mut report.counts,
+        &mut report.skips,
+    )
+    .await?;
+    report.stage_done("catalog", "ran", Vec::new(), &catalog.sha256, clock);
 
+    let state = refresh_archive(config, options, paths, client, &catalog, report).await?;
+    record_proposals_without_observations(&catalog.kept, &state, &mut report.skips)?;
+
+    let proposals = tables::proposals_batch(&catalog.kept);
+    let mut inputs = VersionInputs::new(config, &proposals, &state)?;
+    let versions = list_versions(paths).await?;
+    if inputs.all_fresh(versions.last(), report) {
+        let latest = versions.last().expect("fresh stages imply a version");
+        tracing::info!(version = latest.version, "inputs unchanged; nothing to run");
+        report.unchanged_version = Some(latest.version);
+        if options.plan_only {
+            report.plan = Some(Plan::up_to_date(latest.version));
+        }
+        return Ok(());
+    }
+
+    let clock = Instant::now();
     let model = config.sql.samples_model.as_str();
-    let selected = select_samples(config, &proposals, &observations, &products).await?;
-    counts.insert("selected_images".into(), selected.num_rows() as u64);
-    record_proposals_without_images(&selected, model, &observations, skips)?;
+    let selected = select_samples(config, proposals, &state).await?;
+    report
+        .counts
+        .insert("selected_images".into(), selected.num_rows() as u64);
+    record_proposals_without_images(&selected, model, &state, &mut report.skips)?;
+    inputs.stage_ran("models", clock, report);
 
+    let clock = Instant::now();
     let materializer = Materializer {
         client: client.clone(),
         store: store.clone(),
@@ -196,11 +276,13 @@ async fn run_stages(
         &materializer,
         &selected,
         model,
-        counts,
-        skips,
+        &mut report.counts,
+        &mut report.skips,
     )
     .await?;
+    inputs.stage_ran("images", clock, report);
 
+    let clock = Instant::now();
     let captions = sql::string_column(&selected, model, "caption")?.clone();
     let assembled = assemble(
         &selected,
@@ -209,22 +291,24 @@ async fn run_stages(
         &captions,
         config.shards.samples_per_shard,
     )?;
-    count_splits(&assembled, counts);
+    count_splits(&assembled, &mut report.counts);
 
-    let versions = list_versions(paths).await?;
     if options.plan_only {
         report.plan = Some(plan_outcome(
             &assembled,
             versions.last().map(|v| (v.version, v.fingerprint.as_str())),
-            counts,
+            &report.counts,
         ));
+        inputs.stage_ran("publish", clock, report);
         return Ok(());
     }
     match versions.last() {
         _ if assembled.rows.is_empty() => {
             tracing::warn!("the run produced no samples; nothing to publish");
         }
-        Some(latest) if latest.fingerprint == assembled.fingerprint => {
+        Some(latest)
+            if latest.fingerprint == assembled.fingerprint && !inputs.shard_settings_changed() =>
+        {
             tracing::info!(
                 version = latest.version,
                 "samples unchanged; nothing to publish"
@@ -234,11 +318,145 @@ async fn run_stages(
         latest => {
             let version = latest.map_or(1, |v| v.version + 1);
             report.finish(&client.stats(), 0.0);
-            publish_version(config, paths, &store, version, assembled, report).await?;
+            let lineage = inputs.lineage(&state);
+            publish_version(config, paths, &store, latest, assembled, lineage, report).await?;
             report.published_version = Some(version);
         }
     }
+    inputs.stage_ran("publish", clock, report);
     Ok(())
+}
+
+/// Queries what is new in the archive and commits the merged state, or reuses the state
+/// unchanged when there is nothing to query.
+async fn refresh_archive(
+    config: &PipelineConfig,
+    options: &RunOptions,
+    paths: &DatasetPaths,
+    client: &MastClient,
+    catalog: &LoadedCatalog,
+    report: &mut RunReport,
+) -> Result<ArchiveState> {
+    let clock = Instant::now();
+    let previous = ArchiveState::load(paths)?;
+    let now = options.now.unwrap_or_else(chrono::Utc::now);
+    let plan = plan_refresh(
+        &previous,
+        &catalog.all_ids,
+        &catalog.kept,
+        refresh::mjd(now),
+        &config.refresh,
+        options.full_refresh,
+    );
+    let description = plan.describe();
+    tracing::info!(refresh = %description, "archive refresh planned");
+    report.refresh = Some(plan.clone());
+    report
+        .counts
+        .insert("proposals_queried_by_id".into(), plan.by_id.len() as u64);
+    report
+        .counts
+        .insert("proposals_withdrawn".into(), plan.withdrawn.len() as u64);
+
+    let changes_nothing =
+        plan.queries_nothing() && plan.withdrawn.is_empty() && plan.deselected.is_empty();
+    if changes_nothing {
+        report.stage_done("archive", "fresh", vec![description], "", clock);
+        report.counts.insert(
+            "observations".into(),
+            previous.observations.num_rows() as u64,
+        );
+        report
+            .counts
+            .insert("products".into(), previous.products.num_rows() as u64);
+        return Ok(previous);
+    }
+    let outcome = refresh::refresh(client, &plan, &previous, &catalog.kept, &report.run_id).await?;
+    report.counts.extend(outcome.counts);
+    report.skips.extend(outcome.skips);
+    let mut state = outcome.state;
+    if !options.plan_only {
+        state.commit(paths, &report.run_id)?;
+    }
+    let status = if options.plan_only {
+        "would_run"
+    } else {
+        "ran"
+    };
+    report.stage_done("archive", status, vec![description], "", clock);
+    Ok(state)
+}
+
+/// Stage inputs of the version a run would publish, compared with the latest version.
+struct VersionInputs {
+    by_stage: BTreeMap<String, StageInputs>,
+    reasons: BTreeMap<String, Vec<String>>,
+}
+
+impl VersionInputs {
+    fn new(config: &PipelineConfig, proposals: &RecordBatch, state: &ArchiveState) -> Result<Self> {
+        let models = stages::models_inputs(
+            config,
+            &stages::batch_sha256(proposals)?,
+            &state.content_sha256()?,
+        )?;
+        let images = stages::images_inputs(config, &models);
+        let publish = stages::publish_inputs(config, &images);
+        let by_stage = BTreeMap::from([
+            ("models".to_string(), models),
+            ("images".to_string(), images),
+            ("publish".to_string(), publish),
+        ]);
+        Ok(Self {
+            by_stage,
+            reasons: BTreeMap::new(),
+        })
+    }
+
+    /// Compares with the latest version; records every stage as fresh and returns true
+    /// when nothing changed.
+    fn all_fresh(&mut self, latest: Option<&VersionRecord>, report: &mut RunReport) -> bool {
+        let since = latest.map_or("the first version".to_string(), |v| {
+            format!("v{}", v.version)
+        });
+        for (stage, inputs) in &self.by_stage {
+            let previous = latest.and_then(|v| v.stage_inputs.get(stage));
+            self.reasons
+                .insert(stage.clone(), inputs.changes_since(previous, &since));
+        }
+        let fresh = latest.is_some() && self.reasons.values().all(Vec::is_empty);
+        if fresh {
+            for stage in stages::VERSIONED_STAGES {
+                let reason = format!("inputs unchanged since {since}");
+                let sha = self.by_stage[stage].sha256();
+                report.stage_done(stage, "fresh", vec![reason], &sha, Instant::now());
+            }
+        }
+        fresh
+    }
+
+    fn stage_ran(&self, stage: &'static str, clock: Instant, report: &mut RunReport) {
+        let status = if report.plan_only { "would_run" } else { "ran" };
+        let reasons = self.reasons.get(stage).cloned().unwrap_or_default();
+        let sha = self.by_stage[stage].sha256();
+        report.stage_done(stage, status, reasons, &sha, clock);
+    }
+
+    /// True when the shard settings differ from the latest version's: equal samples in a
+    /// new layout are still published.
+    fn shard_settings_changed(&self) -> bool {
+        self.reasons
+            .get("publish")
+            .is_some_and(|reasons| reasons.iter().any(|r| r.starts_with("settings.shards")))
+    }
+
+    fn lineage(&self, state: &ArchiveState) -> Lineage {
+        Lineage {
+            stage_inputs: self.by_stage.clone(),
+            archive_state: state.id.clone(),
+            released_before_mjd: state.coverage.released_before_mjd,
+        }
+    }
 }
 
 /// Age after which a partial download or temporary file counts as abandoned.
@@ -261,6 +479,8 @@ fn remove_leftovers(paths: &DatasetPaths, data_dir: &Path) {
     let is_temporary = |name: &str| name.starts_with(".tmp");
     remove_old_files(&data_dir.join("prepared"), is_temporary);
     remove_old_files(&data_dir.join("runs"), is_temporary);
+    remove_old_files(&paths.root, is_temporary);
+    super::state::remove_unused_states(paths);
     crate::snapshots::embedded::remove_abandoned(data_dir);
 }
 
@@ -284,6 +504,16 @@ fn remove_old_files(dir: &Path, name_matches: impl Fn(&str) -> bool) {
             && let Err(error) = std::fs::remove_file(entry.path())
         {
             tracing::warn!(file = %entry.path().display(), %error, "cannot remove an abandoned temporary file");
+        }
+    }
+}
+
+impl Plan {
+    fn up_to_date(version: u64) -> Self {
+        Self {
+            would_publish_version: None,
+            pending_images: 0,
+            summary: format!("up to date: the inputs of v{version} are unchanged"),
         }
     }
 }
@@ -324,25 +554,24 @@ fn plan_outcome(
 /// Plans the models over empty input tables and checks the samples model's columns, so
 /// an unknown column or a wrong type is reported before any archive request.
 pub async fn check_models(config: &PipelineConfig) -> Result<()> {
-    select_samples(config, &[], &[], &[]).await.map(|_| ())
+    let empty = tables::proposals_batch(&[]);
+    select_samples(config, empty, &ArchiveState::empty())
+        .await
+        .map(|_| ())
 }
 
 /// Runs the SQL models over the ingested tables and returns the checked samples rows.
 async fn select_samples(
     config: &PipelineConfig,
-    proposals: &[Proposal],
-    observations: &[Observation],
-    products: &[Product],
+    proposals: RecordBatch,
+    state: &ArchiveState,
 ) -> Result<RecordBatch> {
     let ctx = sql::new_session();
-    sql::register_batch(&ctx, "proposals", tables::proposals_batch(proposals))?;
-    sql::register_batch(
-        &ctx,
-        "observations",
-        tables::observations_batch(observations),
-    )?;
-    sql::register_batch(&ctx, "products", tables::products_batch(products))?;
+    sql::register_batch(&ctx, "proposals", proposals)?;
+    sql::register_batch(&ctx, "observations", state.observations.clone())?;
+    sql::register_batch(&ctx, "products", state.products.clone())?;
     sql::register_batch(&ctx, "settings", tables::settings_batch(config))?;
+    crate::sql::sources::register_sources(&ctx, config).await?;
 
     let model_paths: Vec<PathBuf> = config
         .sql
@@ -350,7 +579,12 @@ async fn select_samples(
         .iter()
         .map(|m| config.resolve(m))
         .collect();
-    sql::register_models(&ctx, &model_paths, &tables::INPUT_TABLES).await?;
+    sql::register_models(
+        &ctx,
+        &model_paths,
+        &crate::sql::sources::input_tables(config),
+    )
+    .await?;
     let model = config.sql.samples_model.as_str();
     let selected = sql::collect_one(&ctx, &format!("SELECT * FROM {model}")).await?;
     model_output::normalize(selected, model)
@@ -402,18 +636,38 @@ fn prepare_options(config: &PipelineConfig) -> Result<PrepareOptions> {
     })
 }
 
+/// Records the selected proposals for which the archive state holds no observation.
+fn record_proposals_without_observations(
+    kept: &[Proposal],
+    state: &ArchiveState,
+    skips: &mut Vec<Skip>,
+) -> Result<()> {
+    let observed = id_set(&state.observations, "proposal_id")?;
+    for proposal in kept {
+        if !observed.contains(&i64::from(proposal.id)) {
+            skips.push(Skip::new(
+                "archive",
+                proposal.id.to_string(),
+                Some(i64::from(proposal.id)),
+                "no_public_observations",
+                "the archive returned no public HST observation for this proposal",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Records proposals that have observations but no product the selection accepted.
 fn record_proposals_without_images(
     selected: &RecordBatch,
     model: &str,
-    observations: &[Observation],
+    state: &ArchiveState,
     skips: &mut Vec<Skip>,
 ) -> Result<()> {
     let selected_ids = sql::int64_column(selected, model, "proposal_id")?;
     let with_images: HashSet<i64> = selected_ids.iter().flatten().collect();
-    let observed: BTreeSet<i64> = observations
-        .iter()
-        .map(|o| i64::from(o.proposal_id))
+    let observed: BTreeSet<i64> = id_set(&state.observations, "proposal_id")?
+        .into_iter()
         .collect();
     for proposal_id in observed.difference(&with_images.into_iter().collect()) {
         skips.push(Skip::new(

@@ -99,6 +99,7 @@ pub fn observations_batch(observations: &[Observation]) -> RecordBatch {
             ("calib_level", DataType::Int64, true),
             ("t_min", DataType::Float64, true),
             ("t_exptime", DataType::Float64, true),
+            ("t_obs_release", DataType::Float64, true),
             ("s_ra", DataType::Float64, true),
             ("s_dec", DataType::Float64, true),
             ("obs_title", DataType::Utf8, true),
@@ -133,6 +134,12 @@ pub fn observations_batch(observations: &[Observation]) -> RecordBatch {
                 observations
                     .iter()
                     .map(|o| o.t_exptime)
+                    .collect::<Float64Array>(),
+            ),
+            Arc::new(
+                observations
+                    .iter()
+                    .map(|o| o.t_obs_release)
                     .collect::<Float64Array>(),
             ),
             Arc::new(

@@ -265,6 +265,9 @@ pub fn build(dir: &Path) -> Result<FixtureSummary> {
     Ok(summary)
 }
 
+/// Release date of every fixture observation, MJD (2020-01-01).
+pub const FIXTURE_RELEASE_MJD: f64 = 58849.0;
+
 fn observation_row(observation: &FixtureObservation) -> Row {
     let value = json!({
         "obsid": observation.obsid,
@@ -280,6 +283,7 @@ fn observation_row(observation: &FixtureObservation) -> Row {
         "s_ra": null,
         "s_dec": null,
         "obs_title": "synthetic fixture",
+        "t_obs_release": FIXTURE_RELEASE_MJD,
     });
     value.as_object().expect("object literal").clone()
 }

@@ -7,6 +7,7 @@
 //! Models are lazy views: nothing runs until the samples model is collected.
 
 pub mod graph;
+pub mod sources;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -62,17 +62,50 @@ async fn killed_runs_publish_the_uninterrupted_result() {
         .await
         .unwrap();
 
-    let crash_dir = dir.path().join("crashed");
+    // Rounds: kills land on one data directory until a run manages to publish; that
+    // version is checked and the next round starts from an empty directory, so every kill
+    // interrupts a run that still has work to do.
+    let mut round = 0;
+    let mut crash_dir = dir.path().join("crashed-0");
+    let (mut before_publish, mut after_publish, mut finished) = (0, 0, 0);
     for delay_ms in delays_ms(KILLS, run_ms) {
         let mut child = run_command(&crash_dir, &archive).spawn().unwrap();
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        let _ = child.kill();
-        let _ = child.wait();
+        if child.try_wait().unwrap().is_some() {
+            finished += 1;
+        } else {
+            let _ = child.kill();
+            let _ = child.wait();
+            before_publish += 1;
+        }
+        let paths = DatasetPaths::new(&crash_dir, "hst-paperclip");
+        if !list_versions(&paths).await.unwrap().is_empty() {
+            after_publish += 1;
+            assert_matches_reference(&crash_dir, &reference).await;
+            round += 1;
+            crash_dir = dir.path().join(format!("crashed-{round}"));
+        }
     }
-    let status = run_command(&crash_dir, &archive).status().unwrap();
-    assert!(status.success(), "the run after {KILLS} kills completes");
+    // Reported for the benchmark notes; `cargo test -- --nocapture` shows it.
+    eprintln!(
+        "reference run {run_ms} ms; {KILLS} kills: {before_publish} killed a running run, {finished} came after the run had exited; {after_publish} rounds reached a published version"
+    );
 
-    let paths = DatasetPaths::new(&crash_dir, "hst-paperclip");
+    let status = run_command(&crash_dir, &archive).status().unwrap();
+    assert!(status.success(), "the run after the last kill completes");
+    assert_matches_reference(&crash_dir, &reference).await;
+    assert!(
+        before_publish >= KILLS / 2,
+        "most kills must interrupt a run"
+    );
+}
+
+/// Checks that a data directory holds exactly the reference version.
+async fn assert_matches_reference(
+    data_dir: &std::path::Path,
+    reference: &[paperclip::dataset::versions::VersionRecord],
+) {
+    let paths = DatasetPaths::new(data_dir, "hst-paperclip");
     let versions = list_versions(&paths).await.unwrap();
     assert_eq!(
         versions.len(),
@@ -99,7 +132,7 @@ async fn killed_runs_publish_the_uninterrupted_result() {
     );
 
     let keys = query(
-        &crash_dir,
+        data_dir,
         r#"SELECT count(*) AS n, count(DISTINCT key) AS k FROM "hst-paperclip".latest.samples"#,
     )
     .await;

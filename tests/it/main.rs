@@ -3,6 +3,9 @@
 mod cli;
 mod crash;
 mod e2e;
+mod gc;
 mod real_data;
+mod refresh;
+mod schedule;
 mod sql_files;
 mod support;

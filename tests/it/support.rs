@@ -38,13 +38,20 @@ pub async fn run_pipeline(data_dir: &Path, archive: url::Url) -> RunReport {
     run_config(&config, data_dir, archive).await
 }
 
-pub async fn run_config(config: &PipelineConfig, data_dir: &Path, archive: url::Url) -> RunReport {
-    let options = RunOptions {
+/// Options of a plain run against an archive URL.
+pub fn run_options(data_dir: &Path, archive: url::Url) -> RunOptions {
+    RunOptions {
         data_dir: data_dir.to_path_buf(),
         archive_override: Some(archive),
         progress: Arc::new(NoProgress),
         plan_only: false,
-    };
+        now: None,
+        full_refresh: false,
+    }
+}
+
+pub async fn run_config(config: &PipelineConfig, data_dir: &Path, archive: url::Url) -> RunReport {
+    let options = run_options(data_dir, archive);
     paperclip::pipeline::run(config, &options)
         .await
         .expect("run succeeds")

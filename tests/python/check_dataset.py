@@ -1,8 +1,10 @@
 """Reads a published paperclip dataset with third-party readers.
 
-Opens every version's metadata table with the `deltalake` package (time travel by
+Opens every kept version's metadata table with the `deltalake` package (time travel by
 version) and every shard with the `webdataset` package, and checks that both agree with
-the version manifest. Exits non-zero with a message on the first disagreement.
+the version manifest. Versions that `paperclip datasets gc` removed (listed in
+`expired.json`) are skipped, and the Delta history must hold exactly the kept versions.
+Exits non-zero with a message on the first disagreement.
 
 Usage: python tests/python/check_dataset.py DATA_DIR DATASET
 """
@@ -53,18 +55,34 @@ def check_version(root: Path, manifest: dict) -> int:
     return seen
 
 
+def expired_versions(root: Path) -> set:
+    """Returns the versions `paperclip datasets gc` removed, read from `expired.json`."""
+    path = root / "expired.json"
+    if not path.exists():
+        return set()
+    return {entry["version"] for entry in json.loads(path.read_text())["versions"]}
+
+
 def main() -> None:
     if len(sys.argv) != 3:
         fail("usage: check_dataset.py DATA_DIR DATASET")
     root = Path(sys.argv[1]) / "datasets" / sys.argv[2]
-    manifests = sorted(root.glob("versions/v*/manifest.json"))
+    expired = expired_versions(root)
+    manifests = {}
+    for path in root.glob("versions/v*/manifest.json"):
+        manifest = json.loads(path.read_text())
+        if manifest["version"] in expired:
+            fail(f"{path} belongs to a version gc removed; run `paperclip datasets gc` again")
+        manifests[manifest["version"]] = manifest
     if not manifests:
         fail(f"no published version under {root}")
     history = deltalake.DeltaTable(str(root / "samples")).history()
-    if len(history) != len(manifests):
-        fail(f"Delta history has {len(history)} commits, found {len(manifests)} version manifests")
-    for path in manifests:
-        manifest = json.loads(path.read_text())
+    in_history = {entry["version"] + 1 for entry in history if "paperclip" in entry}
+    kept = in_history - expired
+    if kept != set(manifests):
+        fail(f"Delta history holds versions {sorted(kept)}, the manifests {sorted(manifests)}")
+    for version in sorted(manifests):
+        manifest = manifests[version]
         seen = check_version(root, manifest)
         print(f"v{manifest['version']}: {seen} samples read with deltalake and webdataset")
 

@@ -53,6 +53,8 @@ pub struct Observation {
     pub t_min: Option<f64>,
     /// Exposure time, seconds.
     pub t_exptime: Option<f64>,
+    /// Date the data became (or becomes) public, MJD. Incremental refreshes query by it.
+    pub t_obs_release: Option<f64>,
     /// Right ascension, degrees; `None` when MAST has no position.
     pub s_ra: Option<f64>,
     /// Declination, degrees; `None` when MAST has no position.
@@ -87,6 +89,7 @@ impl Observation {
             calib_level: reader.optional_i64("calib_level")?,
             t_min: reader.optional_f64("t_min")?,
             t_exptime: reader.optional_f64("t_exptime")?,
+            t_obs_release: reader.optional_f64("t_obs_release")?,
             s_ra: reader.optional_f64("s_ra")?,
             s_dec: reader.optional_f64("s_dec")?,
             obs_title: reader.optional_string("obs_title")?,

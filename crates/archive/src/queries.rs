@@ -58,6 +58,47 @@ impl MastClient {
         Ok(observations)
     }
 
+    /// Returns the public HST observations whose `t_obs_release` (MJD) lies in
+    /// `[min_mjd, max_mjd]`, both ends included as MAST's range filters do.
+    /// A window that times out is split in halves down to [`MIN_RELEASE_SPLIT_DAYS`].
+    pub async fn observations_released(
+        &self,
+        min_mjd: f64,
+        max_mjd: f64,
+    ) -> Result<ObservationList, ArchiveError> {
+        let mut observations = ObservationList::default();
+        let mut pending = vec![(min_mjd, max_mjd)];
+        while let Some((low, high)) = pending.pop() {
+            let splittable = high - low > MIN_RELEASE_SPLIT_DAYS;
+            let params = release_params(low, high);
+            let shape = QueryShape {
+                required_columns: OBSERVATION_REQUIRED_COLUMNS,
+                key_column: Some("obsid"),
+            };
+            let mode = if splittable {
+                RetryMode::SplitOnOverload
+            } else {
+                RetryMode::Retry
+            };
+            match self
+                .invoke_all_pages(SERVICE_CAOM_FILTERED, params.clone(), shape, mode)
+                .await
+            {
+                Ok(rows) => observations.extend(self.parse_observations(rows, &params)?),
+                Err(err) if splittable && is_overload(&err) => {
+                    self.log_split(SERVICE_CAOM_FILTERED, 2, &err);
+                    // MAST ranges include both ends, so the halves overlap at one
+                    // instant; callers key observations by obsid.
+                    let middle = low + (high - low) / 2.0;
+                    pending.push((middle, high));
+                    pending.push((low, middle));
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(observations)
+    }
+
     /// Returns the products of `obsids`, in batches of
     /// `products_batch_size`. Duplicate obsids are requested once; an empty
     /// input returns an empty list without any request.
@@ -193,6 +234,22 @@ pub fn observation_params(proposal_ids: &[u32]) -> Value {
             {"paramName": "obs_collection", "values": ["HST"]},
             {"paramName": "proposal_id", "values": proposal_values},
             {"paramName": "dataRights", "values": ["PUBLIC"]},
+        ]
+    })
+}
+
+/// Narrowest release window, in days, that a timed-out query is split into.
+pub const MIN_RELEASE_SPLIT_DAYS: f64 = 1.0;
+
+/// Builds the `Mast.Caom.Filtered` params for public HST observations released
+/// in `[min_mjd, max_mjd]`.
+pub fn release_params(min_mjd: f64, max_mjd: f64) -> Value {
+    json!({
+        "columns": "*",
+        "filters": [
+            {"paramName": "obs_collection", "values": ["HST"]},
+            {"paramName": "dataRights", "values": ["PUBLIC"]},
+            {"paramName": "t_obs_release", "values": [{"min": min_mjd, "max": max_mjd}]},
         ]
     })
 }

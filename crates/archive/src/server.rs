@@ -16,8 +16,10 @@
 //!     `parent_obsid` is in the comma list `params.obsid`.
 //!   - `page` and `pagesize` slice the result; `paging` reports the slice.
 //!     Without `pagesize` the whole result is one page.
+//!     A value `{"min": a, "max": b}` keeps numeric cells in `[a, b]`, both ends
+//!     included, as MAST's range filters do.
 //!   - An unknown service, or a filter form this server does not implement
-//!     (ranges, free text), gets HTTP 200 with `{"status": "ERROR", "msg": ...}`.
+//!     (free text), gets HTTP 200 with `{"status": "ERROR", "msg": ...}`.
 //!     A body without a valid `request` field gets HTTP 400.
 //! - `GET /api/v0.1/Download/file?uri=mast:<path>` returns `files/<path>`
 //!   with `Content-Length`; an invalid URI gets 400, a missing file 404. The
@@ -391,16 +393,34 @@ fn filter_observations(snapshot: &Snapshot, params: &Value) -> Result<Selection,
     project_columns(&table.fields, rows, columns)
 }
 
+/// One `params.filters` entry: exact values, or numeric ranges in MAST's
+/// `{"min": a, "max": b}` form with both ends inclusive.
 struct ColumnFilter {
     column: String,
     values: HashSet<String>,
+    ranges: Vec<(f64, f64)>,
 }
 
 impl ColumnFilter {
     fn matches(&self, row: &Row) -> bool {
-        row.get(&self.column)
-            .and_then(cell_text)
-            .is_some_and(|text| self.values.contains(&text))
+        let Some(cell) = row.get(&self.column) else {
+            return false;
+        };
+        let by_value = cell_text(cell).is_some_and(|text| self.values.contains(&text));
+        let by_range = cell_number(cell).is_some_and(|number| {
+            self.ranges
+                .iter()
+                .any(|(min, max)| *min <= number && number <= *max)
+        });
+        by_value || by_range
+    }
+}
+
+fn cell_number(cell: &Value) -> Option<f64> {
+    match cell {
+        Value::Number(number) => number.as_f64(),
+        Value::String(text) => text.trim().parse().ok(),
+        _ => None,
     }
 }
 
@@ -421,18 +441,33 @@ fn parse_filter(filter: &Value) -> Result<ColumnFilter, String> {
         .get("values")
         .and_then(Value::as_array)
         .ok_or_else(|| format!("filter on {column:?} has no values list"))?;
-    let values = values
-        .iter()
-        .map(|value| {
-            cell_text(value).ok_or_else(|| {
-                format!("filter on {column:?} has value {value}; this server supports only exact string or number values")
-            })
-        })
-        .collect::<Result<HashSet<String>, String>>()?;
-    Ok(ColumnFilter {
+    let mut parsed = ColumnFilter {
         column: column.to_owned(),
-        values,
-    })
+        values: HashSet::new(),
+        ranges: Vec::new(),
+    };
+    for value in values {
+        if let Some(text) = cell_text(value) {
+            parsed.values.insert(text);
+        } else if let Some(range) = parse_range(value) {
+            parsed.ranges.push(range);
+        } else {
+            return Err(format!(
+                "filter on {column:?} has value {value}; this server supports exact string or number values and {{\"min\": a, \"max\": b}} ranges"
+            ));
+        }
+    }
+    Ok(parsed)
+}
+
+fn parse_range(value: &Value) -> Option<(f64, f64)> {
+    let object = value.as_object()?;
+    if object.len() != 2 {
+        return None;
+    }
+    let min = object.get("min")?.as_f64()?;
+    let max = object.get("max")?.as_f64()?;
+    Some((min, max))
 }
 
 fn project_columns(fields: &[Field], rows: Vec<Row>, columns: &str) -> Result<Selection, String> {
@@ -680,8 +715,19 @@ mod tests {
     }
 
     #[test]
-    fn range_filter_is_rejected() {
-        let params = json!({"filters": [{"paramName": "t_min", "values": [{"min": 1, "max": 2}]}]});
+    fn range_filter_keeps_both_ends() {
+        let params = json!({"filters": [{"paramName": "t", "values": [{"min": 1, "max": 2}]}]});
+        let filters = parse_filters(&params).unwrap();
+        let row = |t: Value| Row::from_iter([("t".to_owned(), t)]);
+        assert!(filters[0].matches(&row(json!(1))));
+        assert!(filters[0].matches(&row(json!("2.0"))));
+        assert!(!filters[0].matches(&row(json!(2.5))));
+        assert!(!filters[0].matches(&row(json!(null))));
+    }
+
+    #[test]
+    fn free_text_filter_is_rejected() {
+        let params = json!({"filters": [{"paramName": "t_min", "values": [{"text": "x"}]}]});
         let message = parse_filters(&params).err().unwrap();
         assert!(message.contains("t_min"), "{message}");
     }

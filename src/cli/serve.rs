@@ -1,0 +1,235 @@
+//! `paperclip serve`: scheduled pipelines in the foreground, one printed line per event,
+//! until Ctrl-C or SIGTERM.
+//!
+//! The process runs a set of services that share one stop token; the scheduler is the
+//! first. Another service (an SQL endpoint, say) is one more `services.spawn(...)` in
+//! [`serve`]: it gets a child token, must return soon after it is cancelled, and may use
+//! the embedded archive or data directory like the scheduler. When one service fails, the
+//! others are stopped and its error is what the command reports.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use paperclip::schedule::{
+    Event, EventKind, EventSink, RunOutcome, RunSettings, ScheduledPipeline, Scheduler, SystemClock,
+};
+use paperclip::snapshots;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use super::commands::write_stdout;
+use super::{GlobalArgs, ServePipelinesArgs};
+
+pub async fn serve(global: &GlobalArgs, args: &ServePipelinesArgs) -> Result<()> {
+    let pipelines = args
+        .pipelines
+        .iter()
+        .map(|path| ScheduledPipeline::load(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    let printer = Arc::new(EventPrinter::new(global.json, &pipelines));
+    let (archive_override, embedded) = archive(global, args.archive.as_deref()).await?;
+    let settings = RunSettings {
+        data_dir: global.data_dir.clone(),
+        archive_override,
+    };
+    let scheduler = Scheduler::new(pipelines, settings, Arc::new(SystemClock), printer)?;
+
+    let stop = CancellationToken::new();
+    stop_on_signal(stop.clone());
+    let mut services: JoinSet<Result<()>> = JoinSet::new();
+    let scheduler_stop = stop.child_token();
+    services.spawn(async move {
+        scheduler
+            .run(scheduler_stop)
+            .await
+            .context("the scheduler stopped")
+    });
+
+    let result = join_services(services, &stop).await;
+    if let Some(server) = embedded {
+        server.stop().await;
+    }
+    result
+}
+
+/// Waits for every service; the first failure stops the others and is returned.
+async fn join_services(mut services: JoinSet<Result<()>>, stop: &CancellationToken) -> Result<()> {
+    let mut first_error = None;
+    while let Some(joined) = services.join_next().await {
+        let outcome = joined
+            .context("a service panicked")
+            .and_then(std::convert::identity);
+        if let Err(error) = outcome {
+            stop.cancel();
+            first_error.get_or_insert(error);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Cancels `stop` on Ctrl-C or SIGTERM. The handlers are installed before this returns,
+/// so a signal sent as soon as the first event is printed is not missed.
+fn stop_on_signal(stop: CancellationToken) {
+    let signals = Signals::install();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = signals.wait() => {
+                eprintln!("stopping");
+                stop.cancel();
+            }
+            () = stop.cancelled() => {}
+        }
+    });
+}
+
+/// The stop signals: SIGINT and SIGTERM on Unix, Ctrl-C elsewhere.
+struct Signals {
+    #[cfg(unix)]
+    listeners: Vec<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    #[cfg(unix)]
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut listeners = Vec::new();
+        for kind in [SignalKind::interrupt(), SignalKind::terminate()] {
+            match signal(kind) {
+                Ok(listener) => listeners.push(listener),
+                Err(error) => tracing::warn!(%error, ?kind, "cannot listen for a stop signal"),
+            }
+        }
+        Self { listeners }
+    }
+
+    #[cfg(unix)]
+    async fn wait(mut self) {
+        if self.listeners.is_empty() {
+            std::future::pending::<()>().await;
+        }
+        let received = self.listeners.iter_mut().map(|l| Box::pin(l.recv()));
+        futures::future::select_all(received).await;
+    }
+
+    #[cfg(not(unix))]
+    fn install() -> Self {
+        Self {}
+    }
+
+    #[cfg(not(unix))]
+    async fn wait(self) {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for Ctrl-C; stop the process another way");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Resolves `--archive`: a URL, `embedded` (started here and kept for the whole serve), or
+/// nothing for each pipeline's own archive.
+async fn archive(
+    global: &GlobalArgs,
+    archive: Option<&str>,
+) -> Result<(Option<Url>, Option<snapshots::embedded::EmbeddedArchive>)> {
+    match archive {
+        None => Ok((None, None)),
+        Some("embedded") => {
+            let server = snapshots::embedded::start(&global.data_dir).await?;
+            Ok((Some(server.url.clone()), Some(server)))
+        }
+        Some(text) => match Url::parse(text)
+            .ok()
+            .filter(|url| ["http", "https"].contains(&url.scheme()))
+        {
+            Some(url) => Ok((Some(url), None)),
+            None => bail!(
+                "--archive {text:?} is not an http(s) URL; use e.g. http://127.0.0.1:8765 or `embedded`"
+            ),
+        },
+    }
+}
+
+/// Prints one line per event on stdout: text in each pipeline's time zone, or with
+/// `--json` one JSON object per line.
+struct EventPrinter {
+    json: bool,
+    zones: HashMap<String, Tz>,
+}
+
+impl EventPrinter {
+    fn new(json: bool, pipelines: &[ScheduledPipeline]) -> Self {
+        let zones = pipelines
+            .iter()
+            .map(|p| (p.config.dataset.name.clone(), p.schedule.time_zone()))
+            .collect();
+        Self { json, zones }
+    }
+
+    fn line(&self, event: &Event) -> String {
+        if self.json {
+            return serde_json::to_string(event).expect("events serialize");
+        }
+        let zone = self.zones.get(&event.dataset).copied().unwrap_or(Tz::UTC);
+        let time = |at: &DateTime<Utc>| at.with_timezone(&zone).format("%Y-%m-%d %H:%M:%S %Z");
+        let message = match &event.kind {
+            EventKind::Waiting { due } => format!("next run due {}", time(due)),
+            EventKind::Started {
+                due,
+                attempt,
+                catch_up,
+            } => match (attempt, catch_up) {
+                (1, true) => format!("started a catch-up run for {} (missed)", time(due)),
+                (1, false) => format!("started the run due {}", time(due)),
+                (n, _) => format!("started retry {} of the run due {}", n - 1, time(due)),
+            },
+            EventKind::Finished {
+                run_id,
+                outcome,
+                elapsed_secs,
+                ..
+            } => {
+                let outcome = match outcome {
+                    RunOutcome::Published { version } => format!("published v{version}"),
+                    RunOutcome::Unchanged { version } => format!("unchanged, still v{version}"),
+                    RunOutcome::NoSamples => "no samples; nothing published".to_string(),
+                };
+                format!("{outcome} (run {run_id}, {elapsed_secs:.1} s)")
+            }
+            EventKind::Failed {
+                run_id,
+                attempt,
+                error,
+                retry_at,
+            } => {
+                let run = run_id.as_deref().unwrap_or("without a record");
+                let next = match retry_at {
+                    Some(at) => format!("retrying at {}", time(at)),
+                    None => "no retry left; waiting for the next due time".to_string(),
+                };
+                format!("attempt {attempt} failed (run {run}): {error}; {next}")
+            }
+            EventKind::Skipped { due, busy_with } => format!(
+                "skipped the run due {}: the run due {} is still going",
+                time(due),
+                time(busy_with)
+            ),
+            EventKind::Stopped {
+                interrupted_attempt: Some(_),
+            } => "stopped; the running run was cut short".to_string(),
+            EventKind::Stopped { .. } => "stopped".to_string(),
+        };
+        format!("{}  {}  {message}", time(&event.at), event.dataset)
+    }
+}
+
+impl EventSink for EventPrinter {
+    fn event(&self, event: &Event) {
+        if let Err(error) = write_stdout(&self.line(event)) {
+            tracing::warn!(%error, "cannot print a scheduler event");
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! Incremental refresh: release windows with an injected clock, new and withdrawn
+//! proposals, retries after a failed run, and shard reuse between versions.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Duration, Utc};
+use paperclip::dataset::versions::{DatasetPaths, list_versions};
+use paperclip::pipeline::refresh::mjd;
+use paperclip::pipeline::state::ArchiveState;
+use paperclip::pipeline::{PipelineConfig, RunReport};
+use paperclip_archive::{RunningServer, ServeOptions};
+use serde_json::{Value, json};
+
+use crate::support::{pipeline_path, query, run_options, serve_snapshot};
+
+const DATASET: &str = "hst-paperclip";
+
+/// A fixture snapshot that tests edit between runs; each run serves its current files.
+struct Archive {
+    dir: PathBuf,
+}
+
+impl Archive {
+    fn new(root: &Path) -> Self {
+        let dir = root.join("snapshot");
+        paperclip::snapshots::fixtures::build(&dir).unwrap();
+        Self { dir }
+    }
+
+    async fn serve(&self, options: ServeOptions) -> RunningServer {
+        serve_snapshot(&self.dir, options).await
+    }
+
+    /// Adds an observation of `proposal_id` released at `released`, without products.
+    fn add_observation(&self, obsid: u64, proposal_id: u32, released: DateTime<Utc>) {
+        let path = self.dir.join("caom/observations/rows-000000.json");
+        let mut envelope: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let rows = envelope["data"].as_array_mut().unwrap();
+        let mut row = rows[0].clone();
+        row["obsid"] = json!(obsid);
+        row["obs_id"] = json!(format!("late{obsid}"));
+        row["proposal_id"] = json!(proposal_id.to_string());
+        row["t_obs_release"] = json!(mjd(released));
+        rows.push(row);
+        std::fs::write(&path, serde_json::to_vec(&envelope).unwrap()).unwrap();
+    }
+
+    /// Removes a proposal's record from the catalog, keeping every other byte (one PI
+    /// name is Latin-1).
+    fn withdraw_proposal(&self, proposal_id: u32) {
+        let path = self.dir.join("catalog/abstracts.cat");
+        let latin1: String = std::fs::read(&path)
+            .unwrap()
+            .into_iter()
+            .map(char::from)
+            .collect();
+        let rule = "-".repeat(80);
+        let kept: Vec<&str> = latin1
+            .split(&rule)
+            .filter(|record| !record.contains(&format!("ID: {proposal_id}\n")))
+            .collect();
+        let bytes: Vec<u8> = kept.join(&rule).chars().map(|c| c as u8).collect();
+        std::fs::write(&path, bytes).unwrap();
+    }
+}
+
+fn config(lookback_days: f64) -> PipelineConfig {
+    let mut config = PipelineConfig::load(&pipeline_path()).unwrap();
+    config.refresh.lookback_days = lookback_days;
+    config.refresh.full_refresh_every_days = 0.0;
+    config
+}
+
+async fn run_at(
+    config: &PipelineConfig,
+    data_dir: &Path,
+    server: &RunningServer,
+    now: DateTime<Utc>,
+) -> Result<RunReport, paperclip::error::PipelineError> {
+    let mut options = run_options(data_dir, server.base_url());
+    options.now = Some(now);
+    paperclip::pipeline::run(config, &options).await
+}
+
+fn day(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+}
+
+fn state(data_dir: &Path) -> ArchiveState {
+    ArchiveState::load(&DatasetPaths::new(data_dir, DATASET)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_release_date_lands_in_exactly_one_half_open_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let archive = Archive::new(dir.path());
+    let config = config(0.0);
+    let day0 = day("2026-03-01T00:00:00Z");
+
+    let server = archive.serve(ServeOptions::default()).await;
+    let first = run_at(&config, &data_dir, &server, day0).await.unwrap();
+    assert!(first.refresh.as_ref().unwrap().full);
+    drop(server);
+
+    // One row a second before midnight, one exactly at midnight.
+    archive.add_observation(
+        9_000_000_001,
+        90002,
+        day0 + Duration::days(1) - Duration::seconds(1),
+    );
+    archive.add_observation(9_000_000_002, 90002, day0 + Duration::days(1));
+    let server = archive.serve(ServeOptions::default()).await;
+
+    let second = run_at(&config, &data_dir, &server, day0 + Duration::days(1))
+        .await
+        .unwrap();
+    let window = second.refresh.as_ref().unwrap().window.unwrap();
+    assert_eq!(window, (mjd(day0), mjd(day0 + Duration::days(1))));
+    assert_eq!(second.counts["observations_in_window"], 1);
+
+    let third = run_at(&config, &data_dir, &server, day0 + Duration::days(2))
+        .await
+        .unwrap();
+    assert_eq!(third.counts["observations_in_window"], 1);
+
+    let intervals = state(&data_dir).coverage.intervals;
+    let released: Vec<(f64, f64, u64)> = intervals
+        .iter()
+        .filter(|i| i.kind == "released")
+        .map(|i| (i.start_mjd.unwrap(), i.end_mjd, i.observations))
+        .collect();
+    assert_eq!(
+        released,
+        [
+            (mjd(day0), mjd(day0 + Duration::days(1)), 1),
+            (
+                mjd(day0 + Duration::days(1)),
+                mjd(day0 + Duration::days(2)),
+                1
+            ),
+        ]
+    );
+    assert_eq!(state(&data_dir).observations.num_rows(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_at_the_same_instant_queries_and_executes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let archive = Archive::new(dir.path());
+    let config = config(7.0);
+    let now = day("2026-03-01T00:00:00Z");
+    let server = archive.serve(ServeOptions::default()).await;
+    run_at(&config, &data_dir, &server, now).await.unwrap();
+
+    let again = run_at(&config, &data_dir, &server, now).await.unwrap();
+    assert!(again.refresh.as_ref().unwrap().queries_nothing());
+    assert_eq!(again.archive_requests, 1, "only the catalog is read");
+    assert_eq!(again.unchanged_version, Some(1));
+    assert!(
+        again.stages.iter().skip(1).all(|s| s.status == "fresh"),
+        "{:?}",
+        again.stages
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_row_inside_the_look_back_is_picked_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let archive = Archive::new(dir.path());
+    let config = config(3.0);
+    let day0 = day("2026-03-10T00:00:00Z");
+    let server = archive.serve(ServeOptions::default()).await;
+    run_at(&config, &data_dir, &server, day0).await.unwrap();
+    drop(server);
+
+    // Released two days before the last run, but listed by the archive only now.
+    archive.add_observation(9_000_000_003, 90001, day0 - Duration::days(2));
+    let server = archive.serve(ServeOptions::default()).await;
+    let next = run_at(&config, &data_dir, &server, day0 + Duration::hours(6))
+        .await
+        .unwrap();
+    assert_eq!(next.counts["observations_in_window"], 1);
+    assert_eq!(state(&data_dir).observations.num_rows(), 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_covers_the_failed_window_not_just_today() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let archive = Archive::new(dir.path());
+    let mut config = config(0.0);
+    config.archive.max_retries = 0;
+    let last_success = day("2026-03-07T00:00:00Z");
+    let server = archive.serve(ServeOptions::default()).await;
+    run_at(&config, &data_dir, &server, last_success)
+        .await
+        .unwrap();
+    drop(server);
+
+    let failing = ServeOptions {
+        fail_first_n: 1_000,
+        fail_status: 503,
+        ..ServeOptions::default()
+    };
+    let server = archive.serve(failing).await;
+    let failed_day = last_success + Duration::days(3);
+    assert!(
+        run_at(&config, &data_dir, &server, failed_day)
+            .await
+            .is_err()
+    );
+    drop(server);
+    assert_eq!(
+        state(&data_dir).coverage.released_before_mjd,
+        Some(mjd(last_success)),
+        "a failed run commits no coverage"
+    );
+
+    let server = archive.serve(ServeOptions::default()).await;
+    let retry_day = failed_day + Duration::days(4);
+    let retry = run_at(&config, &data_dir, &server, retry_day)
+        .await
+        .unwrap();
+    assert_eq!(
+        retry.refresh.unwrap().window,
+        Some((mjd(last_success), mjd(retry_day)))
+    );
+    let runs = query(
+        &data_dir,
+        "SELECT count(*) AS failed FROM paperclip.runs WHERE error IS NOT NULL",
+    )
+    .await;
+    assert!(runs.contains("| 1      |"), "{runs}");
+    let failed = query(
+        &data_dir,
+        "SELECT stage, status FROM paperclip.stages WHERE status = 'failed'",
+    )
+    .await;
+    assert!(failed.contains("| catalog | failed |"), "{failed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawn_proposal_leaves_the_next_version_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let archive = Archive::new(dir.path());
+    let mut config = config(7.0);
+    config.shards.samples_per_shard = 1;
+    let day0 = day("2026-03-01T00:00:00Z");
+    let server = archive.serve(ServeOptions::default()).await;
+    run_at(&config, &data_dir, &server, day0).await.unwrap();
+    drop(server);
+
+    archive.withdraw_proposal(90004);
+    let server = archive.serve(ServeOptions::default()).await;
+    let second = run_at(&config, &data_dir, &server, day0 + Duration::days(1))
+        .await
+        .unwrap();
+    assert_eq!(second.published_version, Some(2));
+    assert_eq!(second.counts["proposals_withdrawn"], 1);
+
+    let remaining = query(
+        &data_dir,
+        r#"SELECT count(*) AS n FROM "hst-paperclip".v2.samples WHERE proposal_id = 90004"#,
+    )
+    .await;
+    assert!(remaining.contains("| 0 |"), "{remaining}");
+    let reasons = query(
+        &data_dir,
+        r#"SELECT reason FROM "hst-paperclip".v2.skips WHERE proposal_id = 90004"#,
+    )
+    .await;
+    assert!(reasons.contains("withdrawn_from_catalog"), "{reasons}");
+
+    // One sample per shard: every shard whose sample stayed is the same file as in v1.
+    let paths = DatasetPaths::new(&data_dir, DATASET);
+    let versions = list_versions(&paths).await.unwrap();
+    let reused: Vec<_> = versions[1]
+        .shards
+        .iter()
+        .filter(|s| s.reused_from == Some(1))
+        .collect();
+    let removed = versions[0].shards.len() - versions[1].shards.len();
+    assert!(removed > 0);
+    assert_eq!(reused.len(), versions[1].shards.len());
+    for shard in reused {
+        assert_same_file(
+            &paths.version_dir(1).join("shards").join(&shard.name),
+            &paths.version_dir(2).join("shards").join(&shard.name),
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_refresh_notices_observations_the_archive_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let archive = Archive::new(dir.path());
+    let config = config(7.0);
+    let day0 = day("2026-03-01T00:00:00Z");
+    let server = archive.serve(ServeOptions::default()).await;
+    run_at(&config, &data_dir, &server, day0).await.unwrap();
+    drop(server);
+
+    let path = archive.dir.join("caom/observations/rows-000000.json");
+    let mut envelope: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    envelope["data"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|row| row["obs_id"] != "fx9d01020");
+    std::fs::write(&path, serde_json::to_vec(&envelope).unwrap()).unwrap();
+
+    let server = archive.serve(ServeOptions::default()).await;
+    let incremental = run_at(&config, &data_dir, &server, day0 + Duration::days(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        state(&data_dir).observations.num_rows(),
+        8,
+        "not noticed yet"
+    );
+    assert!(
+        !incremental
+            .skipped_by_reason
+            .contains_key("archive/withdrawn_from_archive")
+    );
+
+    let mut options = run_options(&data_dir, server.base_url());
+    options.now = Some(day0 + Duration::days(2));
+    options.full_refresh = true;
+    let full = paperclip::pipeline::run(&config, &options).await.unwrap();
+    assert_eq!(
+        full.skipped_by_reason.get("archive/withdrawn_from_archive"),
+        Some(&1)
+    );
+    assert_eq!(state(&data_dir).observations.num_rows(), 7);
+}
+
+#[cfg(unix)]
+fn assert_same_file(a: &Path, b: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let (a_meta, b_meta) = (std::fs::metadata(a).unwrap(), std::fs::metadata(b).unwrap());
+    assert_eq!((a_meta.dev(), a_meta.ino()), (b_meta.dev(), b_meta.ino()));
+}
+
+#[cfg(not(unix))]
+fn assert_same_file(a: &Path, b: &Path) {
+    assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+}

@@ -1,0 +1,1 @@
+SELECT target_name, exposure_count FROM exposures_by_target

@@ -1,0 +1,1 @@
+SELECT band, sum(n) AS n FROM readings GROUP BY band

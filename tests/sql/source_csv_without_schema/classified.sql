@@ -1,0 +1,1 @@
+SELECT target_name, class FROM target_classes
