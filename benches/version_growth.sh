@@ -40,5 +40,13 @@ done
   WHERE published_version IS NOT NULL
   GROUP BY 1 ORDER BY 1"
 "$binary" --data-dir "$work/data" sql "
+  SELECT
+    (r.published_version - 1) / 50 * 50 + 1 AS from_version,
+    round(avg(s.elapsed_secs) * 1000) AS mean_publish_stage_ms,
+    round(max(s.elapsed_secs) * 1000) AS max_publish_stage_ms
+  FROM paperclip.runs r JOIN paperclip.stages s USING (run_id)
+  WHERE r.published_version IS NOT NULL AND s.stage = 'publish'
+  GROUP BY 1 ORDER BY 1"
+"$binary" --data-dir "$work/data" sql "
   SELECT count(*) AS runs, count(published_version) AS published FROM paperclip.runs"
 du -sh "$work/data/datasets/hst-paperclip/samples/_delta_log" | sed 's/^/delta log size: /'

@@ -97,6 +97,7 @@ async fn run(global: &GlobalArgs, args: &RunArgs, plan_only: bool) -> Result<()>
         plan_only,
         now: None,
         full_refresh: args.full_refresh,
+        run_id: None,
     };
     let result = paperclip::pipeline::run(&config, &options).await;
     if let Some(server) = embedded {

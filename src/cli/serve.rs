@@ -178,13 +178,18 @@ impl EventPrinter {
         let message = match &event.kind {
             EventKind::Waiting { due } => format!("next run due {}", time(due)),
             EventKind::Started {
+                run_id,
                 due,
                 attempt,
                 catch_up,
             } => match (attempt, catch_up) {
-                (1, true) => format!("started a catch-up run for {} (missed)", time(due)),
-                (1, false) => format!("started the run due {}", time(due)),
-                (n, _) => format!("started retry {} of the run due {}", n - 1, time(due)),
+                (1, true) => format!("started catch-up run {run_id} for {} (missed)", time(due)),
+                (1, false) => format!("started run {run_id}, due {}", time(due)),
+                (n, _) => format!(
+                    "started run {run_id}, retry {} of the run due {}",
+                    n - 1,
+                    time(due)
+                ),
             },
             EventKind::Finished {
                 run_id,

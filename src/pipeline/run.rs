@@ -64,6 +64,9 @@ pub struct RunOptions {
     /// Query every proposal's observations again instead of only the release window, so
     /// observations withdrawn from the archive are noticed.
     pub full_refresh: bool,
+    /// Id to record the run under; `None` makes a new one. Schedulers set it so their
+    /// events name the run before it ends.
+    pub run_id: Option<String>,
 }
 
 /// Prediction of what a run would do, made with [`RunOptions::plan_only`].
@@ -179,7 +182,7 @@ pub async fn run(config: &PipelineConfig, options: &RunOptions) -> Result<RunRep
     check_table_path(&paths.samples_table())?;
     check_models(config).await?;
     let client = Arc::new(MastClient::new(client_config(config, options)?)?);
-    let run_id = new_run_id();
+    let run_id = options.run_id.clone().unwrap_or_else(new_run_id);
     let mut report = RunReport::new(run_id.clone(), config.dataset.name.clone());
     report.plan_only = options.plan_only;
     let started = Instant::now();
@@ -590,7 +593,8 @@ async fn select_samples(
     model_output::normalize(selected, model)
 }
 
-fn new_run_id() -> String {
+/// A new run id: the UTC start time and the process id.
+pub fn new_run_id() -> String {
     format!(
         "{}-{}",
         chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),

@@ -26,6 +26,8 @@ pub enum EventKind {
     /// A run started. `attempt` is 1 for the due time's first run, 2 for its first retry,
     /// and so on. `catch_up` marks a run for due times missed while no scheduler ran.
     Started {
+        /// The id the run records itself under.
+        run_id: String,
         due: DateTime<Utc>,
         attempt: u32,
         catch_up: bool,

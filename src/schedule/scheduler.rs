@@ -17,7 +17,6 @@
 //! - Time is read only through the [`Clock`]; each run gets the clock's time as
 //!   [`RunOptions::now`].
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -173,8 +172,8 @@ struct Refresh {
 enum Step {
     Running {
         task: JoinHandle<Result<RunReport, PipelineError>>,
-        /// Run records that existed before the run, to find the one a failed run wrote.
-        records_before: BTreeSet<String>,
+        /// The id the run records itself under.
+        run_id: String,
     },
     RetryAt(DateTime<Utc>),
 }
@@ -234,8 +233,8 @@ impl Driver {
     /// Handles the end of a run or of a retry wait; returns the refresh still going.
     fn on_reached(&self, refresh: Refresh, reached: Reached) -> Option<Refresh> {
         let Refresh { due, attempt, step } = refresh;
-        let records_before = match step {
-            Step::Running { records_before, .. } => records_before,
+        let run_id = match step {
+            Step::Running { run_id, .. } => run_id,
             Step::RetryAt(_) => return Some(self.start(due, attempt + 1, false)),
         };
         let Reached::RunEnded(ended) = reached else {
@@ -255,7 +254,7 @@ impl Driver {
             self.clock.now() + TimeDelta::try_seconds(delay_secs).unwrap_or(TimeDelta::MAX)
         });
         self.emit(EventKind::Failed {
-            run_id: self.record_written_since(&records_before),
+            run_id: Some(run_id),
             attempt,
             error,
             retry_at,
@@ -269,7 +268,8 @@ impl Driver {
 
     /// Spawns one run of the pipeline.
     fn start(&self, due: DateTime<Utc>, attempt: u32, catch_up: bool) -> Refresh {
-        let records_before = run_record_ids(&self.settings.data_dir);
+        let run_id = crate::pipeline::run::new_run_id();
+        tracing::info!(dataset = %self.pipeline.dataset(), %run_id, %due, attempt, "starting a scheduled run");
         let options = RunOptions {
             data_dir: self.settings.data_dir.clone(),
             archive_override: self.settings.archive_override.clone(),
@@ -277,14 +277,15 @@ impl Driver {
             plan_only: false,
             now: Some(self.clock.now()),
             full_refresh: false,
+            run_id: Some(run_id.clone()),
         };
         let pipeline = Arc::clone(&self.pipeline);
-        let span =
-            tracing::info_span!("scheduled_run", dataset = %pipeline.dataset(), %due, attempt);
+        let span = tracing::info_span!("scheduled_run", dataset = %pipeline.dataset(), %run_id, %due, attempt);
         let task = tokio::spawn(
             async move { crate::pipeline::run(&pipeline.config, &options).await }.instrument(span),
         );
         self.emit(EventKind::Started {
+            run_id: run_id.clone(),
             due,
             attempt,
             catch_up,
@@ -292,10 +293,7 @@ impl Driver {
         Refresh {
             due,
             attempt,
-            step: Step::Running {
-                task,
-                records_before,
-            },
+            step: Step::Running { task, run_id },
         }
     }
 
@@ -334,14 +332,6 @@ impl Driver {
             .next_due_after(after)
             .inspect_err(|error| tracing::error!(%error, "no further due time"))
             .ok()
-    }
-
-    /// Finds the id of this dataset's run record that appeared since `before` was taken.
-    fn record_written_since(&self, before: &BTreeSet<String>) -> Option<String> {
-        let runs = list_runs(&self.settings.data_dir, Some(self.pipeline.dataset())).ok()?;
-        runs.into_iter()
-            .map(|run| run.run_id)
-            .find(|run_id| !before.contains(run_id))
     }
 
     fn emit(&self, kind: EventKind) {
@@ -396,20 +386,6 @@ fn finished(report: &RunReport, attempt: u32) -> EventKind {
     }
 }
 
-/// Lists the file stems of the run records, which are the run ids.
-fn run_record_ids(data_dir: &Path) -> BTreeSet<String> {
-    let Ok(entries) = std::fs::read_dir(data_dir.join("runs")) else {
-        return BTreeSet::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            name.strip_suffix(".json").map(str::to_string)
-        })
-        .collect()
-}
-
 /// Logs an event for developers. The dataset is also a field of the enclosing span; it is
 /// repeated so each line is readable on its own.
 fn log_event(event: &Event) {
@@ -419,10 +395,11 @@ fn log_event(event: &Event) {
             tracing::debug!(dataset, %due, "waiting for the next due time")
         }
         EventKind::Started {
+            run_id,
             due,
             attempt,
             catch_up,
-        } => tracing::info!(dataset, %due, attempt, catch_up, "scheduled run started"),
+        } => tracing::info!(dataset, run_id, %due, attempt, catch_up, "scheduled run started"),
         EventKind::Finished {
             run_id,
             attempt,

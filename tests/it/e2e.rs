@@ -198,6 +198,7 @@ async fn interrupted_run_completes_without_duplicates() {
         plan_only: false,
         now: None,
         full_refresh: false,
+        run_id: None,
     };
     tokio::select! {
         result = paperclip::pipeline::run(&config, &options) => panic!("the run was not cut off: {result:?}"),
@@ -424,6 +425,7 @@ async fn bad_split_values_stop_the_run() {
         plan_only: false,
         now: None,
         full_refresh: false,
+        run_id: None,
     };
     let error = paperclip::pipeline::run(&config, &options)
         .await
@@ -526,6 +528,7 @@ async fn failed_run_is_in_the_run_log() {
         plan_only: false,
         now: None,
         full_refresh: false,
+        run_id: None,
     };
     assert!(paperclip::pipeline::run(&config, &options).await.is_err());
 
@@ -640,6 +643,7 @@ async fn plan_predicts_the_run_and_changes_nothing() {
         plan_only: true,
         now: None,
         full_refresh: false,
+        run_id: None,
     };
 
     let before = paperclip::pipeline::run(&config, &plan(data_dir.clone(), url.clone()))

@@ -47,6 +47,7 @@ pub fn run_options(data_dir: &Path, archive: url::Url) -> RunOptions {
         plan_only: false,
         now: None,
         full_refresh: false,
+        run_id: None,
     }
 }
 
