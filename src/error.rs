@@ -14,6 +14,9 @@ pub enum PipelineError {
         source: std::io::Error,
     },
 
+    #[error("cannot run the saved plan: {0}")]
+    PlanOutdated(String),
+
     #[error("invalid pipeline file {path}: {message}")]
     Config { path: PathBuf, message: String },
 

@@ -23,8 +23,14 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         );
     }
     match cli.command {
-        Command::Run(args) => run(global, &args, false).await,
-        Command::Plan(args) => run(global, &args, true).await,
+        Command::Run(args) => {
+            let saved_plan = match &args.plan {
+                Some(path) => Some(read_plan(path)?),
+                None => None,
+            };
+            run(global, &args.run, saved_plan, None).await
+        }
+        Command::Plan(args) => run(global, &args.run, None, Some(args.out.as_deref())).await,
         Command::Archive(ArchiveCommand::Serve(args)) => {
             serve(&args.dir, &args.host, args.port).await
         }
@@ -62,8 +68,27 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
     }
 }
 
-/// Runs a pipeline, or with `plan_only` reports what a run would do.
-async fn run(global: &GlobalArgs, args: &RunArgs, plan_only: bool) -> Result<()> {
+/// Reads a plan written by `paperclip plan --out`.
+fn read_plan(path: &std::path::Path) -> Result<paperclip::pipeline::Plan> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read the plan {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "{} is not a plan written by `paperclip plan --out`; write it again with that command",
+            path.display()
+        )
+    })
+}
+
+/// Runs a pipeline (exactly `saved_plan` when given), or with `plan` set reports what a
+/// run would do and writes the plan to the file it names.
+async fn run(
+    global: &GlobalArgs,
+    args: &RunArgs,
+    saved_plan: Option<paperclip::pipeline::Plan>,
+    plan: Option<Option<&std::path::Path>>,
+) -> Result<()> {
+    let plan_only = plan.is_some();
     let pipeline = args.pipeline.as_path();
     let archive = args.archive.as_deref();
     let config = PipelineConfig::load(pipeline)?;
@@ -98,13 +123,21 @@ async fn run(global: &GlobalArgs, args: &RunArgs, plan_only: bool) -> Result<()>
         now: None,
         full_refresh: args.full_refresh,
         run_id: None,
+        saved_plan,
     };
     let result = paperclip::pipeline::run(&config, &options).await;
     if let Some(server) = embedded {
         server.stop().await;
     }
     let report = result.with_context(|| format!("run of {} failed", pipeline.display()))?;
-    if let Some(plan) = &report.plan {
+    if let Some(saved) = &report.plan {
+        if let Some(Some(out)) = plan {
+            let mut json = serde_json::to_vec_pretty(saved).expect("a plan serializes");
+            json.push(b'\n');
+            std::fs::write(out, json)
+                .with_context(|| format!("cannot write the plan to {}", out.display()))?;
+        }
+        let plan = saved;
         return print_value(global, &report, || {
             format!(
                 "plan for {}: {}\n{}",

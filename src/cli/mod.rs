@@ -43,10 +43,12 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a pipeline and publish a new dataset version when its samples changed.
-    Run(RunArgs),
-    /// Show what `run` would do: archive queries and SQL run, nothing is downloaded,
-    /// prepared or published.
-    Plan(RunArgs),
+    Run(RunCommandArgs),
+    /// Show what `run` would do and why, without downloading or publishing anything.
+    ///
+    /// Lists the stale stages with the inputs that changed, the archive queries, the
+    /// downloads and preparations, and the version a run would publish.
+    Plan(PlanArgs),
     /// Serve or build local archive snapshots.
     #[command(subcommand)]
     Archive(ArchiveCommand),
@@ -107,6 +109,26 @@ pub struct RunArgs {
     /// the last run, so observations withdrawn from the archive are noticed.
     #[arg(long)]
     pub full_refresh: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunCommandArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Run exactly a plan saved by `paperclip plan --out FILE`: the same release window,
+    /// and an error instead of a run when the pipeline file, the latest version or any
+    /// stage input changed since.
+    #[arg(long, value_name = "FILE", conflicts_with = "full_refresh")]
+    pub plan: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Also write the plan as JSON to FILE, for `paperclip run --plan FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -15,5 +15,5 @@ pub mod state;
 mod tables;
 
 pub use config::PipelineConfig;
-pub use run::{NoProgress, Progress, RunOptions, RunReport, check_models, run};
+pub use run::{NoProgress, Plan, PlanBasis, Progress, RunOptions, RunReport, check_models, run};
 pub use tables::INPUT_TABLES;

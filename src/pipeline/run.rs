@@ -15,7 +15,7 @@ use datafusion::arrow::array::RecordBatch;
 use paperclip_archive::{ClientConfig, MastClient};
 use paperclip_catalog::Proposal;
 use paperclip_images::PrepareOptions;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 use url::Url;
 
@@ -67,16 +67,38 @@ pub struct RunOptions {
     /// Id to record the run under; `None` makes a new one. Schedulers set it so their
     /// events name the run before it ends.
     pub run_id: Option<String>,
+    /// Run exactly this saved plan: its `now` and `full_refresh` are used, and the run stops
+    /// with an error when the pipeline file, the latest version or any stage input differs
+    /// from what the plan saw.
+    pub saved_plan: Option<Plan>,
 }
 
-/// Prediction of what a run would do, made with [`RunOptions::plan_only`].
-#[derive(Debug, Clone, Serialize)]
+/// Prediction of what a run would do, made with [`RunOptions::plan_only`]. Saved as JSON,
+/// it can be handed back through [`RunOptions::saved_plan`] to run exactly this plan.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
     /// The version a run would publish; `None` when it would publish nothing.
     pub would_publish_version: Option<u64>,
     /// Downloads and preparations a run needs before the final samples are known.
     pub pending_images: u64,
     pub summary: String,
+    pub basis: PlanBasis,
+}
+
+/// What a plan was computed from. A run of a saved plan refuses to go on when any of it
+/// differs, instead of doing something the plan did not show.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanBasis {
+    pub dataset: String,
+    /// SHA-256 of the pipeline file.
+    pub pipeline_sha256: String,
+    /// The time the plan treated as now: the end of its release window.
+    pub now: chrono::DateTime<chrono::Utc>,
+    pub full_refresh: bool,
+    /// The latest version when the plan was made.
+    pub base_version: Option<u64>,
+    /// Inputs of the `models`, `images` and `publish` stages.
+    pub stage_inputs: BTreeMap<String, StageInputs>,
 }
 
 /// Summary of one run, printed by the CLI and stored under `<data dir>/runs/`. A failed
@@ -180,6 +202,9 @@ impl RunReport {
 pub async fn run(config: &PipelineConfig, options: &RunOptions) -> Result<RunReport> {
     let paths = DatasetPaths::new(&options.data_dir, &config.dataset.name);
     check_table_path(&paths.samples_table())?;
+    if let Some(plan) = &options.saved_plan {
+        check_plan_pipeline(config, &plan.basis)?;
+    }
     check_models(config).await?;
     let client = Arc::new(MastClient::new(client_config(config, options)?)?);
     let run_id = options.run_id.clone().unwrap_or_else(new_run_id);
@@ -230,6 +255,15 @@ async fn run_stages(
     };
     let store = BlobStore::open(options.data_dir.join("blobs"))?;
 
+    let now = match &options.saved_plan {
+        Some(plan) => plan.basis.now,
+        None => options.now.unwrap_or_else(chrono::Utc::now),
+    };
+    let full_refresh = options.full_refresh
+        || options
+            .saved_plan
+            .as_ref()
+            .is_some_and(|plan| plan.basis.full_refresh);
     let clock = Instant::now();
     let catalog = load_proposals(
         config,
@@ -241,18 +275,42 @@ async fn run_stages(
     .await?;
     report.stage_done("catalog", "ran", Vec::new(), &catalog.sha256, clock);
 
-    let state = refresh_archive(config, options, paths, client, &catalog, report).await?;
+    let (mut state, refreshed) = refresh_archive(
+        config,
+        options,
+        paths,
+        client,
+        &catalog,
+        (now, full_refresh),
+        report,
+    )
+    .await?;
     record_proposals_without_observations(&catalog.kept, &state, &mut report.skips)?;
 
     let proposals = tables::proposals_batch(&catalog.kept);
     let mut inputs = VersionInputs::new(config, &proposals, &state)?;
     let versions = list_versions(paths).await?;
+    let basis = PlanBasis {
+        dataset: config.dataset.name.clone(),
+        pipeline_sha256: config.file_sha256.clone(),
+        now,
+        full_refresh,
+        base_version: versions.last().map(|v| v.version),
+        stage_inputs: inputs.by_stage.clone(),
+    };
+    if let Some(plan) = &options.saved_plan {
+        check_plan_inputs(&plan.basis, &basis)?;
+    }
+    // Committed before the models run: the archive rows are right whatever fails later.
+    if refreshed && !options.plan_only {
+        state.commit(paths, &report.run_id)?;
+    }
     if inputs.all_fresh(versions.last(), report) {
         let latest = versions.last().expect("fresh stages imply a version");
         tracing::info!(version = latest.version, "inputs unchanged; nothing to run");
         report.unchanged_version = Some(latest.version);
         if options.plan_only {
-            report.plan = Some(Plan::up_to_date(latest.version));
+            report.plan = Some(Plan::up_to_date(latest.version, basis));
         }
         return Ok(());
     }
@@ -301,6 +359,7 @@ async fn run_stages(
             &assembled,
             versions.last().map(|v| (v.version, v.fingerprint.as_str())),
             &report.counts,
+            basis,
         ));
         inputs.stage_ran("publish", clock, report);
         return Ok(());
@@ -330,26 +389,26 @@ async fn run_stages(
     Ok(())
 }
 
-/// Queries what is new in the archive and commits the merged state, or reuses the state
-/// unchanged when there is nothing to query.
+/// Queries what is new in the archive and merges it into the state, or returns the state
+/// unchanged (and `false`) when there is nothing to query. The caller commits it.
 async fn refresh_archive(
     config: &PipelineConfig,
     options: &RunOptions,
     paths: &DatasetPaths,
     client: &MastClient,
     catalog: &LoadedCatalog,
+    (now, full_refresh): (chrono::DateTime<chrono::Utc>, bool),
     report: &mut RunReport,
-) -> Result<ArchiveState> {
+) -> Result<(ArchiveState, bool)> {
     let clock = Instant::now();
     let previous = ArchiveState::load(paths)?;
-    let now = options.now.unwrap_or_else(chrono::Utc::now);
     let plan = plan_refresh(
         &previous,
         &catalog.all_ids,
         &catalog.kept,
         refresh::mjd(now),
         &config.refresh,
-        options.full_refresh,
+        full_refresh,
     );
     let description = plan.describe();
     tracing::info!(refresh = %description, "archive refresh planned");
@@ -372,22 +431,18 @@ async fn refresh_archive(
         report
             .counts
             .insert("products".into(), previous.products.num_rows() as u64);
-        return Ok(previous);
+        return Ok((previous, false));
     }
     let outcome = refresh::refresh(client, &plan, &previous, &catalog.kept, &report.run_id).await?;
     report.counts.extend(outcome.counts);
     report.skips.extend(outcome.skips);
-    let mut state = outcome.state;
-    if !options.plan_only {
-        state.commit(paths, &report.run_id)?;
-    }
     let status = if options.plan_only {
         "would_run"
     } else {
         "ran"
     };
     report.stage_done("archive", status, vec![description], "", clock);
-    Ok(state)
+    Ok((outcome.state, true))
 }
 
 /// Stage inputs of the version a run would publish, compared with the latest version.
@@ -512,13 +567,54 @@ fn remove_old_files(dir: &Path, name_matches: impl Fn(&str) -> bool) {
 }
 
 impl Plan {
-    fn up_to_date(version: u64) -> Self {
+    fn up_to_date(version: u64, basis: PlanBasis) -> Self {
         Self {
             would_publish_version: None,
             pending_images: 0,
             summary: format!("up to date: the inputs of v{version} are unchanged"),
+            basis,
         }
     }
+}
+
+/// Refuses a saved plan made for another dataset or another version of the pipeline file.
+fn check_plan_pipeline(config: &PipelineConfig, planned: &PlanBasis) -> Result<()> {
+    if planned.dataset != config.dataset.name {
+        return Err(PipelineError::PlanOutdated(format!(
+            "the plan is for dataset {:?}, this pipeline builds {:?}; plan this pipeline instead",
+            planned.dataset, config.dataset.name
+        )));
+    }
+    if planned.pipeline_sha256 != config.file_sha256 {
+        return Err(PipelineError::PlanOutdated(
+            "the pipeline file changed since the plan was made; run `paperclip plan` again".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a saved plan when the latest version or a stage input differs from the plan's.
+fn check_plan_inputs(planned: &PlanBasis, actual: &PlanBasis) -> Result<()> {
+    if planned.base_version != actual.base_version {
+        let describe = |v: Option<u64>| v.map_or("no version".to_string(), |v| format!("v{v}"));
+        return Err(PipelineError::PlanOutdated(format!(
+            "the plan was made on {} but the latest version is now {}; run `paperclip plan` again",
+            describe(planned.base_version),
+            describe(actual.base_version)
+        )));
+    }
+    let mut changes = Vec::new();
+    for (stage, inputs) in &actual.stage_inputs {
+        let reasons = inputs.changes_since(planned.stage_inputs.get(stage), "the plan");
+        changes.extend(reasons.into_iter().map(|r| format!("{stage}: {r}")));
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    Err(PipelineError::PlanOutdated(format!(
+        "the inputs changed since the plan was made ({}); run `paperclip plan` again",
+        changes.join("; ")
+    )))
 }
 
 /// Decides what a run would publish, given the samples assembled from cached results.
@@ -526,6 +622,7 @@ fn plan_outcome(
     assembled: &AssembledSamples,
     latest: Option<(u64, &str)>,
     counts: &BTreeMap<String, u64>,
+    basis: PlanBasis,
 ) -> Plan {
     let pending_images = counts.get("downloads_needed").copied().unwrap_or(0)
         + counts.get("preparations_needed").copied().unwrap_or(0);
@@ -551,6 +648,7 @@ fn plan_outcome(
         would_publish_version,
         pending_images,
         summary,
+        basis,
     }
 }
 

@@ -278,6 +278,7 @@ impl Driver {
             now: Some(self.clock.now()),
             full_refresh: false,
             run_id: Some(run_id.clone()),
+            saved_plan: None,
         };
         let pipeline = Arc::clone(&self.pipeline);
         let span = tracing::info_span!("scheduled_run", dataset = %pipeline.dataset(), %run_id, %due, attempt);

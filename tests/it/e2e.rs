@@ -199,6 +199,7 @@ async fn interrupted_run_completes_without_duplicates() {
         now: None,
         full_refresh: false,
         run_id: None,
+        saved_plan: None,
     };
     tokio::select! {
         result = paperclip::pipeline::run(&config, &options) => panic!("the run was not cut off: {result:?}"),
@@ -426,6 +427,7 @@ async fn bad_split_values_stop_the_run() {
         now: None,
         full_refresh: false,
         run_id: None,
+        saved_plan: None,
     };
     let error = paperclip::pipeline::run(&config, &options)
         .await
@@ -529,6 +531,7 @@ async fn failed_run_is_in_the_run_log() {
         now: None,
         full_refresh: false,
         run_id: None,
+        saved_plan: None,
     };
     assert!(paperclip::pipeline::run(&config, &options).await.is_err());
 
@@ -644,6 +647,7 @@ async fn plan_predicts_the_run_and_changes_nothing() {
         now: None,
         full_refresh: false,
         run_id: None,
+        saved_plan: None,
     };
 
     let before = paperclip::pipeline::run(&config, &plan(data_dir.clone(), url.clone()))

@@ -350,3 +350,69 @@ fn assert_same_file(a: &Path, b: &Path) {
 fn assert_same_file(a: &Path, b: &Path) {
     assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_plan_runs_as_planned_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let archive = Archive::new(dir.path());
+    let config = config(3.0);
+    let day0 = day("2026-03-10T00:00:00Z");
+    let server = archive.serve(ServeOptions::default()).await;
+    run_at(&config, &data_dir, &server, day0).await.unwrap();
+
+    let plan_at = |now| {
+        let mut options = run_options(&data_dir, server.base_url());
+        options.plan_only = true;
+        options.now = Some(now);
+        options
+    };
+    let planned = paperclip::pipeline::run(&config, &plan_at(day0 + Duration::days(1)))
+        .await
+        .unwrap()
+        .plan
+        .unwrap();
+    assert_eq!(planned.basis.base_version, Some(1));
+
+    // Unchanged inputs: the saved plan runs, with the plan's release window.
+    let mut options = run_options(&data_dir, server.base_url());
+    options.saved_plan = Some(planned.clone());
+    let report = paperclip::pipeline::run(&config, &options).await.unwrap();
+    assert_eq!(
+        report.refresh.unwrap().window.unwrap().1,
+        mjd(day0 + Duration::days(1))
+    );
+    let second_plan = paperclip::pipeline::run(&config, &plan_at(day0 + Duration::days(2)))
+        .await
+        .unwrap()
+        .plan
+        .unwrap();
+    drop(server);
+
+    // A late row appears after planning: the run refuses and names what changed.
+    archive.add_observation(9_000_000_004, 90001, day0);
+    let server = archive.serve(ServeOptions::default()).await;
+    let state_before = state(&data_dir).id;
+    let mut options = run_options(&data_dir, server.base_url());
+    options.saved_plan = Some(second_plan);
+    let error = paperclip::pipeline::run(&config, &options)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("models: archive_state changed since the plan"),
+        "{error}"
+    );
+    assert_eq!(
+        state(&data_dir).id,
+        state_before,
+        "a refused plan commits nothing"
+    );
+    assert_eq!(
+        list_versions(&DatasetPaths::new(&data_dir, DATASET))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}

@@ -48,6 +48,7 @@ pub fn run_options(data_dir: &Path, archive: url::Url) -> RunOptions {
         now: None,
         full_refresh: false,
         run_id: None,
+        saved_plan: None,
     }
 }
 
