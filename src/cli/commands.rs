@@ -129,7 +129,8 @@ async fn run(
     if let Some(server) = embedded {
         server.stop().await;
     }
-    let report = result.with_context(|| format!("run of {} failed", pipeline.display()))?;
+    let what = if plan_only { "plan" } else { "run" };
+    let report = result.with_context(|| format!("{what} of {} failed", pipeline.display()))?;
     if let Some(saved) = &report.plan {
         if let Some(Some(out)) = plan {
             let mut json = serde_json::to_vec_pretty(saved).expect("a plan serializes");
@@ -380,8 +381,11 @@ async fn datasets_show(global: &GlobalArgs, name: &str) -> Result<()> {
                 text.push_str(&format!("    {count:<28} {value}\n"));
             }
             for shard in &v.shards {
+                let reused = shard
+                    .reused_from
+                    .map_or(String::new(), |from| format!("  (reused from v{from})"));
                 text.push_str(&format!(
-                    "    shard {:<18} {:>6} samples {:>12} bytes  sha256 {}\n",
+                    "    shard {:<18} {:>6} samples {:>12} bytes  sha256 {}{reused}\n",
                     shard.name, shard.samples, shard.size_bytes, shard.sha256
                 ));
             }

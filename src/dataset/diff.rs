@@ -1,8 +1,8 @@
 //! `paperclip datasets diff NAME A B`: which samples a version added, removed or changed
 //! relative to another, in total, per split and per proposal.
 //!
-//! Samples are matched by key. A sample is changed when its prepared image, caption or
-//! split differs.
+//! Samples are matched by key. A sample is changed when any column of its JSON differs
+//! (its `sample_sha256`), which includes the prepared image, the caption and the split.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -83,17 +83,28 @@ pub async fn diff_versions(
 ) -> Result<DiffSummary> {
     let ctx = crate::sql::new_session();
     register_datasets(&ctx, data_dir).await?;
+    // `sample_sha256` covers every column of the sample's JSON; versions written before it
+    // existed are compared by image, caption and split.
+    let by_sample_hash = has_column(&ctx, dataset, from, "sample_sha256").await?
+        && has_column(&ctx, dataset, to, "sample_sha256").await?;
+    let (columns, changed) = if by_sample_hash {
+        ("sample_sha256", "a.sample_sha256 <> b.sample_sha256")
+    } else {
+        (
+            "image_sha256, caption",
+            "a.image_sha256 <> b.image_sha256 OR a.caption <> b.caption OR a.split <> b.split",
+        )
+    };
     let changes = format!(
-        r#"WITH a AS (SELECT key, proposal_id, split, image_sha256, caption FROM "{dataset}".v{from}.samples),
-                b AS (SELECT key, proposal_id, split, image_sha256, caption FROM "{dataset}".v{to}.samples)
+        r#"WITH a AS (SELECT key, proposal_id, split, {columns} FROM "{dataset}".v{from}.samples),
+                b AS (SELECT key, proposal_id, split, {columns} FROM "{dataset}".v{to}.samples)
            SELECT
                CAST(coalesce(b.proposal_id, a.proposal_id) AS BIGINT) AS proposal_id,
                coalesce(b.split, a.split) AS split,
                CASE
                    WHEN a.key IS NULL THEN 'added'
                    WHEN b.key IS NULL THEN 'removed'
-                   WHEN a.image_sha256 <> b.image_sha256 OR a.caption <> b.caption OR a.split <> b.split
-                       THEN 'changed'
+                   WHEN {changed} THEN 'changed'
                    ELSE 'unchanged'
                END AS change
            FROM a FULL OUTER JOIN b ON a.key = b.key"#
@@ -127,6 +138,18 @@ pub async fn diff_versions(
         by_split,
         by_proposal,
     })
+}
+
+async fn has_column(
+    ctx: &datafusion::prelude::SessionContext,
+    dataset: &str,
+    version: u64,
+    column: &str,
+) -> Result<bool> {
+    let table = ctx
+        .table(format!(r#""{dataset}".v{version}.samples"#))
+        .await?;
+    Ok(table.schema().has_column_with_unqualified_name(column))
 }
 
 async fn grouped(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result<Vec<DiffCount>> {

@@ -353,7 +353,7 @@ impl PipelineConfig {
         ] {
             if !(0.0..=36_500.0).contains(&days) {
                 return Err(invalid(format!(
-                    "{name} = {days} is outside 0..=36500 days; use e.g. 7"
+                    "{name} = {days} is outside 0..=36500 days; use e.g. 7 for lookback_days or 30 for full_refresh_every_days"
                 )));
             }
         }

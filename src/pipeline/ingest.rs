@@ -11,7 +11,7 @@ use url::Url;
 
 use super::config::PipelineConfig;
 use super::run::RunOptions;
-use super::skips::Skip;
+use super::skips::{Skip, StoredSkip};
 use crate::error::{PipelineError, Result};
 
 /// The catalog's proposals inside the selected cycles, and every id the catalog lists.
@@ -123,17 +123,24 @@ async fn read_catalog(
     Ok((path.display().to_string(), bytes))
 }
 
-/// Queries the products of `obsids`, recording unreadable and quarantined rows.
+/// Queries the products of `obsids`. Unreadable and quarantined rows become skips, each
+/// tied to the requested observation it came from where that is known.
 pub(super) async fn query_products(
     client: &MastClient,
     obsids: &[ObsId],
     counts: &mut BTreeMap<String, u64>,
-    skips: &mut Vec<Skip>,
-) -> Result<Vec<paperclip_archive::Product>> {
+) -> Result<(Vec<paperclip_archive::Product>, Vec<StoredSkip>)> {
     let list = client.products(obsids).await?;
-    skips.extend(list.rejected.iter().map(rejected_row_skip));
+    let mut skips: Vec<StoredSkip> = list
+        .rejected
+        .iter()
+        .map(|row| StoredSkip::new(None, &rejected_row_skip(row)))
+        .collect();
     for quarantined in &list.quarantined {
-        skips.push(Skip::new(
+        // The row matched the request through its own obsID, since its parent was not
+        // requested (or is 0).
+        let obsid = Some(quarantined.product.obsid.get() as i64);
+        let skip = Skip::new(
             "products",
             quarantined.product.data_uri.clone(),
             None,
@@ -143,10 +150,11 @@ pub(super) async fn query_products(
                 quarantined.product.obsid.get(),
                 quarantined.product.parent_obsid.get()
             ),
-        ));
+        );
+        skips.push(StoredSkip::new(obsid, &skip));
     }
     counts.insert("products_queried".into(), list.products.len() as u64);
-    Ok(list.products)
+    Ok((list.products, skips))
 }
 
 pub(super) fn rejected_row_skip(row: &paperclip_archive::RejectedRow) -> Skip {

@@ -23,7 +23,7 @@ use paperclip_catalog::Proposal;
 use serde::Serialize;
 
 use super::config::RefreshSection;
-use super::skips::Skip;
+use super::skips::{Skip, StoredSkip};
 use super::state::{ArchiveState, CoveredInterval, filter_by_id, id_set, merge_sorted};
 use super::tables;
 use crate::error::Result;
@@ -169,6 +169,25 @@ fn full_refresh_reason(
     })
 }
 
+/// Coverage ending this many days after now means the clock moved back or the coverage
+/// was edited; smaller differences are clock skew between machines.
+const MAX_COVERAGE_AHEAD_DAYS: f64 = 1.0;
+
+/// Refuses an incremental refresh whose coverage ends well after `now_mjd`: its window
+/// would be empty, so releases up to the coverage end would be missed.
+pub fn check_coverage_not_ahead(state: &ArchiveState, now_mjd: f64) -> Result<()> {
+    match state.coverage.released_before_mjd {
+        Some(end) if end > now_mjd + MAX_COVERAGE_AHEAD_DAYS => {
+            Err(crate::error::PipelineError::Invalid(format!(
+                "the archive state covers release dates up to {}, after the current time {}; the clock moved back or the coverage was edited. Run with --full-refresh to query everything again",
+                mjd_to_utc(end),
+                mjd_to_utc(now_mjd)
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Counts and skips of one refresh, added to the run report.
 pub struct RefreshOutcome {
     pub state: ArchiveState,
@@ -209,9 +228,20 @@ pub async fn refresh(
 
     let fetched = unique_by_obsid(by_id.iter().chain(&windowed));
     let obsids: Vec<ObsId> = fetched.iter().map(|o| o.obsid).collect();
-    let products = query_products(client, &obsids, &mut counts, &mut skips).await?;
+    let (products, product_skips) = query_products(client, &obsids, &mut counts).await?;
 
-    let mut state = merge(previous, plan, &kept_ids, &fetched, &products, &mut skips)?;
+    let fetched_products = FetchedProducts {
+        products,
+        skips: product_skips,
+    };
+    let mut state = merge(
+        previous,
+        plan,
+        &kept_ids,
+        &fetched,
+        fetched_products,
+        &mut skips,
+    )?;
     record_withdrawals(plan, &mut skips);
     update_coverage(&mut state, plan, &kept_ids, &by_id, &windowed, run_id);
     counts.insert("observations".into(), state.observations.num_rows() as u64);
@@ -251,11 +281,16 @@ async fn query_products(
     client: &MastClient,
     obsids: &[ObsId],
     counts: &mut BTreeMap<String, u64>,
-    skips: &mut Vec<Skip>,
-) -> Result<RecordBatch> {
-    let products = super::ingest::query_products(client, obsids, counts, skips).await?;
+) -> Result<(RecordBatch, Vec<StoredSkip>)> {
+    let (products, skips) = super::ingest::query_products(client, obsids, counts).await?;
     counts.insert("products_queried".into(), products.len() as u64);
-    Ok(tables::products_batch(&products))
+    Ok((tables::products_batch(&products), skips))
+}
+
+/// The answer of the products query.
+struct FetchedProducts {
+    products: RecordBatch,
+    skips: Vec<StoredSkip>,
 }
 
 fn unique_by_obsid<'a>(rows: impl Iterator<Item = &'a Observation>) -> Vec<Observation> {
@@ -270,7 +305,7 @@ fn merge(
     plan: &RefreshPlan,
     kept_ids: &HashSet<i64>,
     fetched: &[Observation],
-    products: &RecordBatch,
+    fetched_products: FetchedProducts,
     skips: &mut Vec<Skip>,
 ) -> Result<ArchiveState> {
     let fetched_obsids: HashSet<i64> = fetched.iter().map(|o| o.obsid.get() as i64).collect();
@@ -289,14 +324,32 @@ fn merge(
     })?;
     let products = merge_sorted(
         &retained_products,
-        products,
+        &fetched_products.products,
         &["parent_obsid", "data_uri", "obsid"],
     )?;
+
+    // Skips tied to an observation live as long as its stored products; untied ones until
+    // the next full refresh.
+    let mut product_skips: Vec<StoredSkip> = previous
+        .product_skips
+        .iter()
+        .filter(|skip| match skip.obsid {
+            Some(obsid) => retained_obsids.contains(&obsid),
+            None => !plan.full,
+        })
+        .cloned()
+        .collect();
+    for skip in fetched_products.skips {
+        if !product_skips.contains(&skip) {
+            product_skips.push(skip);
+        }
+    }
     Ok(ArchiveState {
         id: previous.id.clone(),
         observations,
         products,
         coverage: previous.coverage.clone(),
+        product_skips,
     })
 }
 
@@ -346,9 +399,12 @@ fn update_coverage(
     run_id: &str,
 ) {
     let coverage = &mut state.coverage;
-    let end_mjd = plan
-        .now_mjd
-        .max(coverage.released_before_mjd.unwrap_or(f64::MIN));
+    let end_mjd = if plan.full {
+        plan.now_mjd
+    } else {
+        plan.now_mjd
+            .max(coverage.released_before_mjd.unwrap_or(f64::MIN))
+    };
     if !plan.by_id.is_empty() {
         coverage.intervals.push(CoveredInterval {
             run_id: run_id.to_string(),

@@ -26,8 +26,8 @@ use super::materialize::{Materializer, materialize_all};
 use super::model_output;
 use super::publish::publish_version;
 use super::refresh::{self, RefreshPlan, plan_refresh};
-use super::skips::{Skip, count_by_reason};
-use super::stages::{self, StageInputs, StageRecord};
+use super::skips::{Skip, StoredSkip, count_by_reason};
+use super::stages::{self, ConfirmedInputs, StageInputs, StageRecord};
 use super::state::{ArchiveState, id_set};
 use super::tables;
 use crate::dataset::versions::{
@@ -286,6 +286,9 @@ async fn run_stages(
     )
     .await?;
     record_proposals_without_observations(&catalog.kept, &state, &mut report.skips)?;
+    report
+        .skips
+        .extend(state.product_skips.iter().map(StoredSkip::to_skip));
 
     let proposals = tables::proposals_batch(&catalog.kept);
     let mut inputs = VersionInputs::new(config, &proposals, &state)?;
@@ -305,7 +308,7 @@ async fn run_stages(
     if refreshed && !options.plan_only {
         state.commit(paths, &report.run_id)?;
     }
-    if inputs.all_fresh(versions.last(), report) {
+    if inputs.all_fresh(versions.last(), ConfirmedInputs::load(paths), report) {
         let latest = versions.last().expect("fresh stages imply a version");
         tracing::info!(version = latest.version, "inputs unchanged; nothing to run");
         report.unchanged_version = Some(latest.version);
@@ -359,6 +362,7 @@ async fn run_stages(
             &assembled,
             versions.last().map(|v| (v.version, v.fingerprint.as_str())),
             &report.counts,
+            inputs.shard_settings_changed(),
             basis,
         ));
         inputs.stage_ran("publish", clock, report);
@@ -376,6 +380,11 @@ async fn run_stages(
                 "samples unchanged; nothing to publish"
             );
             report.unchanged_version = Some(latest.version);
+            let confirmed = ConfirmedInputs {
+                version: latest.version,
+                stage_inputs: inputs.by_stage.clone(),
+            };
+            confirmed.save(paths)?;
         }
         latest => {
             let version = latest.map_or(1, |v| v.version + 1);
@@ -401,7 +410,19 @@ async fn refresh_archive(
     report: &mut RunReport,
 ) -> Result<(ArchiveState, bool)> {
     let clock = Instant::now();
-    let previous = ArchiveState::load(paths)?;
+    let previous = match ArchiveState::load(paths) {
+        Ok(state) => state,
+        // A full refresh needs nothing from the old state, so a damaged one is rebuilt.
+        Err(error) if full_refresh => {
+            tracing::warn!(%error, "rebuilding an unreadable archive state with a full refresh");
+            report.counts.insert("archive_state_rebuilt".into(), 1);
+            ArchiveState::empty()
+        }
+        Err(error) => return Err(error),
+    };
+    if !full_refresh {
+        refresh::check_coverage_not_ahead(&previous, refresh::mjd(now))?;
+    }
     let plan = plan_refresh(
         &previous,
         &catalog.all_ids,
@@ -449,6 +470,8 @@ async fn refresh_archive(
 struct VersionInputs {
     by_stage: BTreeMap<String, StageInputs>,
     reasons: BTreeMap<String, Vec<String>>,
+    /// The version the inputs are compared with, for messages.
+    since: String,
 }
 
 impl VersionInputs {
@@ -468,17 +491,29 @@ impl VersionInputs {
         Ok(Self {
             by_stage,
             reasons: BTreeMap::new(),
+            since: String::new(),
         })
     }
 
     /// Compares with the latest version; records every stage as fresh and returns true
     /// when nothing changed.
-    fn all_fresh(&mut self, latest: Option<&VersionRecord>, report: &mut RunReport) -> bool {
+    fn all_fresh(
+        &mut self,
+        latest: Option<&VersionRecord>,
+        confirmed: Option<ConfirmedInputs>,
+        report: &mut RunReport,
+    ) -> bool {
         let since = latest.map_or("the first version".to_string(), |v| {
             format!("v{}", v.version)
         });
+        self.since = since.clone();
+        // Inputs a later run confirmed to give the latest version's samples count as its own.
+        let reference = confirmed
+            .filter(|c| Some(c.version) == latest.map(|v| v.version))
+            .map(|c| c.stage_inputs)
+            .or_else(|| latest.map(|v| v.stage_inputs.clone()));
         for (stage, inputs) in &self.by_stage {
-            let previous = latest.and_then(|v| v.stage_inputs.get(stage));
+            let previous = reference.as_ref().and_then(|r| r.get(stage));
             self.reasons
                 .insert(stage.clone(), inputs.changes_since(previous, &since));
         }
@@ -495,7 +530,13 @@ impl VersionInputs {
 
     fn stage_ran(&self, stage: &'static str, clock: Instant, report: &mut RunReport) {
         let status = if report.plan_only { "would_run" } else { "ran" };
-        let reasons = self.reasons.get(stage).cloned().unwrap_or_default();
+        let mut reasons = self.reasons.get(stage).cloned().unwrap_or_default();
+        if reasons.is_empty() {
+            reasons.push(format!(
+                "inputs unchanged since {}; runs because a later stage is stale",
+                self.since
+            ));
+        }
         let sha = self.by_stage[stage].sha256();
         report.stage_done(stage, status, reasons, &sha, clock);
     }
@@ -622,6 +663,7 @@ fn plan_outcome(
     assembled: &AssembledSamples,
     latest: Option<(u64, &str)>,
     counts: &BTreeMap<String, u64>,
+    new_layout: bool,
     basis: PlanBasis,
 ) -> Plan {
     let pending_images = counts.get("downloads_needed").copied().unwrap_or(0)
@@ -635,9 +677,15 @@ fn plan_outcome(
             ),
         ),
         _ if assembled.rows.is_empty() => (None, "would publish nothing: no samples".to_string()),
+        Some((_, fingerprint)) if fingerprint == assembled.fingerprint && new_layout => (
+            Some(next),
+            format!("would publish v{next}: the same samples in the new shard layout"),
+        ),
         Some((version, fingerprint)) if fingerprint == assembled.fingerprint => (
             None,
-            format!("up to date: v{version} already has these samples"),
+            format!(
+                "up to date: v{version} already has these samples; a run records the new inputs so that later runs skip the models"
+            ),
         ),
         _ => (
             Some(next),

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Skip {
@@ -35,6 +35,52 @@ impl Skip {
         }
     }
 }
+
+/// A skip kept in the archive state, with the observation whose products produced it,
+/// so later runs that do not query those products again still report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSkip {
+    /// The observation (`obsid`) whose product query produced the skip; `None` when the
+    /// row could not be tied to one.
+    pub obsid: Option<i64>,
+    pub stage: String,
+    pub item: String,
+    pub proposal_id: Option<i64>,
+    pub reason: String,
+    pub detail: String,
+}
+
+impl StoredSkip {
+    pub fn new(obsid: Option<i64>, skip: &Skip) -> Self {
+        Self {
+            obsid,
+            stage: skip.stage.to_string(),
+            item: skip.item.clone(),
+            proposal_id: skip.proposal_id,
+            reason: skip.reason.clone(),
+            detail: skip.detail.clone(),
+        }
+    }
+
+    /// The skip as a run reports it; an unknown stage name reads as `archive`.
+    pub fn to_skip(&self) -> Skip {
+        let stage = STAGES
+            .iter()
+            .find(|name| **name == self.stage)
+            .copied()
+            .unwrap_or("archive");
+        Skip::new(
+            stage,
+            self.item.clone(),
+            self.proposal_id,
+            self.reason.clone(),
+            self.detail.clone(),
+        )
+    }
+}
+
+/// Stage names a skip can carry.
+const STAGES: [&str; 5] = ["catalog", "archive", "products", "download", "image"];
 
 /// Counts skips per `stage/reason`, sorted, for summaries.
 pub fn count_by_reason(skips: &[Skip]) -> BTreeMap<String, usize> {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::config::PipelineConfig;
+use crate::dataset::versions::DatasetPaths;
 use crate::error::{PipelineError, Result};
 
 /// Version of the stage code; a new release makes every stage stale.
@@ -64,6 +65,37 @@ impl StageInputs {
             reasons.push(format!("{part} was removed since {since}"));
         }
         reasons
+    }
+}
+
+/// Stage inputs that a run found to give exactly the samples of `version`, though they
+/// differ from the inputs recorded with it (a comment added to a model, say). Later runs
+/// with these inputs are then fresh too, instead of running the models every time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfirmedInputs {
+    pub version: u64,
+    pub stage_inputs: BTreeMap<String, StageInputs>,
+}
+
+const CONFIRMED_INPUTS_FILE: &str = "confirmed_inputs.json";
+
+impl ConfirmedInputs {
+    /// Reads the confirmed inputs of a dataset; `None` when absent or unreadable (which
+    /// only costs one run of the models).
+    pub fn load(paths: &DatasetPaths) -> Option<Self> {
+        let path = paths.root.join(CONFIRMED_INPUTS_FILE);
+        let bytes = std::fs::read(&path).ok()?;
+        serde_json::from_slice(&bytes)
+            .inspect_err(|error| {
+                tracing::warn!(path = %path.display(), %error, "ignoring unreadable confirmed stage inputs")
+            })
+            .ok()
+    }
+
+    /// Writes the file atomically; call with the dataset lock held.
+    pub fn save(&self, paths: &DatasetPaths) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self).expect("inputs serialize");
+        crate::store::blobs::write_atomic(&paths.root.join(CONFIRMED_INPUTS_FILE), &json)
     }
 }
 

@@ -26,6 +26,7 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::skips::StoredSkip;
 use super::tables;
 use crate::dataset::versions::DatasetPaths;
 use crate::error::{PipelineError, Result};
@@ -70,12 +71,16 @@ pub struct ArchiveState {
     pub observations: RecordBatch,
     pub products: RecordBatch,
     pub coverage: Coverage,
+    /// Skips from product queries, reported again by every run until the products of
+    /// their observation are queried again.
+    pub product_skips: Vec<StoredSkip>,
 }
 
 const CURRENT_FILE: &str = "CURRENT";
 const OBSERVATIONS_FILE: &str = "observations.parquet";
 const PRODUCTS_FILE: &str = "products.parquet";
 const COVERAGE_FILE: &str = "coverage.json";
+const PRODUCT_SKIPS_FILE: &str = "product_skips.json";
 
 fn state_root(paths: &DatasetPaths) -> PathBuf {
     paths.root.join("state")
@@ -89,34 +94,48 @@ impl ArchiveState {
             observations: tables::observations_batch(&[]),
             products: tables::products_batch(&[]),
             coverage: Coverage::default(),
+            product_skips: Vec::new(),
         }
     }
 
-    /// Loads the state `CURRENT` names, or the empty state when there is none.
+    /// Loads the state `CURRENT` names, or the empty state when there is none. Any
+    /// unreadable part is an error that names the file and the way out (`--full-refresh`).
     pub fn load(paths: &DatasetPaths) -> Result<Self> {
         let current = state_root(paths).join(CURRENT_FILE);
-        let id = match fs::read_to_string(&current) {
-            Ok(text) => text.trim().to_string(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::empty()),
-            Err(e) => return Err(PipelineError::io(&current, e)),
+        let Some(id) = current_id(paths)? else {
+            return Ok(Self::empty());
         };
         let dir = state_root(paths).join(&id);
-        let coverage_path = dir.join(COVERAGE_FILE);
-        let coverage_bytes =
-            fs::read(&coverage_path).map_err(|e| PipelineError::io(&coverage_path, e))?;
-        let coverage = serde_json::from_slice(&coverage_bytes).map_err(|e| {
+        let unreadable = |file: &Path, detail: String| {
             PipelineError::Invalid(format!(
-                "{} is unreadable ({e}); delete {} to rebuild the archive state with a full refresh",
-                coverage_path.display(),
+                "the archive state file {} is unreadable ({detail}); run with --full-refresh to rebuild the state, or delete {}",
+                file.display(),
                 current.display()
             ))
-        })?;
+        };
+        let coverage_path = dir.join(COVERAGE_FILE);
+        let coverage_bytes =
+            fs::read(&coverage_path).map_err(|e| unreadable(&coverage_path, e.to_string()))?;
+        let coverage = serde_json::from_slice(&coverage_bytes)
+            .map_err(|e| unreadable(&coverage_path, e.to_string()))?;
         let empty = Self::empty();
+        let table = |name: &str, like: &RecordBatch| {
+            let path = dir.join(name);
+            read_parquet(&path, like).map_err(|e| unreadable(&path, e))
+        };
+        let skips_path = dir.join(PRODUCT_SKIPS_FILE);
+        let product_skips = match fs::read(&skips_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| unreadable(&skips_path, e.to_string()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(unreadable(&skips_path, e.to_string())),
+        };
         Ok(Self {
             id: Some(id),
-            observations: read_parquet(&dir.join(OBSERVATIONS_FILE), &empty.observations)?,
-            products: read_parquet(&dir.join(PRODUCTS_FILE), &empty.products)?,
+            observations: table(OBSERVATIONS_FILE, &empty.observations)?,
+            products: table(PRODUCTS_FILE, &empty.products)?,
             coverage,
+            product_skips,
         })
     }
 
@@ -134,6 +153,8 @@ impl ArchiveState {
         write_parquet(&staging.join(PRODUCTS_FILE), &self.products)?;
         let coverage = serde_json::to_vec_pretty(&self.coverage).expect("Coverage serializes");
         write_atomic(&staging.join(COVERAGE_FILE), &coverage)?;
+        let skips = serde_json::to_vec_pretty(&self.product_skips).expect("skips serialize");
+        write_atomic(&staging.join(PRODUCT_SKIPS_FILE), &skips)?;
         sync_dir(&staging)?;
 
         fs::rename(&staging, &final_dir).map_err(|e| PipelineError::io(&final_dir, e))?;
@@ -158,16 +179,45 @@ impl ArchiveState {
     }
 }
 
-/// Removes state folders that `CURRENT` does not name. Call only with the dataset lock held.
+/// Reads the state id `CURRENT` names: `None` when there is no `CURRENT`; an error when
+/// it is not a plain folder name or names no folder.
+fn current_id(paths: &DatasetPaths) -> Result<Option<String>> {
+    let current = state_root(paths).join(CURRENT_FILE);
+    let text = match fs::read_to_string(&current) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(PipelineError::io(&current, e)),
+    };
+    let id = text.trim();
+    let plain = !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !id.starts_with('.');
+    if !plain || !state_root(paths).join(id).is_dir() {
+        return Err(PipelineError::Invalid(format!(
+            "{} names the archive state {id:?}, which is not a state folder next to it; run with --full-refresh to rebuild the state, or delete {}",
+            current.display(),
+            current.display()
+        )));
+    }
+    Ok(Some(id.to_string()))
+}
+
+/// Removes state folders that `CURRENT` does not name. Call only with the dataset lock
+/// held. Removes nothing while `CURRENT` is missing or unreadable, so a damaged pointer
+/// never costs the folders it should have named.
 pub fn remove_unused_states(paths: &DatasetPaths) {
     let root = state_root(paths);
-    let current = fs::read_to_string(root.join(CURRENT_FILE)).unwrap_or_default();
+    let Ok(Some(current)) = current_id(paths) else {
+        return;
+    };
     let Ok(entries) = fs::read_dir(&root) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name == CURRENT_FILE || name == current.trim() || !entry.path().is_dir() {
+        if name == CURRENT_FILE || name == current || !entry.path().is_dir() {
             continue;
         }
         if let Err(error) = fs::remove_dir_all(entry.path()) {
@@ -238,31 +288,26 @@ fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<()> {
 }
 
 /// Reads a state table and checks it has the schema of `like`, the current table layout.
-fn read_parquet(path: &Path, like: &RecordBatch) -> Result<RecordBatch> {
-    let unreadable = |detail: String| {
-        PipelineError::Invalid(format!(
-            "archive state file {} is unreadable: {detail}; run with --full-refresh to rebuild it",
-            path.display()
-        ))
-    };
-    let file = fs::File::open(path).map_err(|e| PipelineError::io(path, e))?;
+/// The error is the detail only; the caller names the file and the fix.
+fn read_parquet(path: &Path, like: &RecordBatch) -> std::result::Result<RecordBatch, String> {
+    let file = fs::File::open(path).map_err(|e| e.to_string())?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|builder| builder.build())
-        .map_err(|e| unreadable(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     let batches = reader
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| unreadable(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     let schema: Arc<_> = like.schema();
     if let Some(first) = batches.first()
         && first.schema().fields() != schema.fields()
     {
-        return Err(unreadable(format!(
+        return Err(format!(
             "its columns differ from this version's layout ({} vs {})",
             first.schema(),
             schema
-        )));
+        ));
     }
-    Ok(concat_batches(&schema, &batches)?)
+    concat_batches(&schema, &batches).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -245,6 +245,7 @@ async fn changed_settings_publish_a_new_version() {
     run_config(&config, &data_dir, url.clone()).await;
 
     config.selection.max_images_per_proposal = 1;
+    let server_url = url.clone();
     let second = run_config(&config, &data_dir, url).await;
     assert_eq!(second.published_version, Some(2));
     assert_eq!(second.counts.get("downloads_fetched"), None);
@@ -267,6 +268,17 @@ async fn changed_settings_publish_a_new_version() {
     assert_eq!(diff.totals["added"], 0);
     assert_eq!(diff.totals["removed"], 4);
     assert_eq!(diff.totals["changed"] + diff.totals["unchanged"], 3);
+
+    // A new seed re-ranks the images: the same keys with other `sample_rank` values count
+    // as changed, since the rank is part of each sample's JSON.
+    config.selection.max_images_per_proposal = 20;
+    config.selection.seed = 7;
+    let third = run_config(&config, &data_dir, server_url.clone()).await;
+    assert_eq!(third.published_version, Some(3));
+    let reseeded = paperclip::dataset::diff::diff_versions(&data_dir, DATASET, 1, 3)
+        .await
+        .unwrap();
+    assert!(reseeded.totals["changed"] > 0, "{:?}", reseeded.totals);
     let removed: u64 = diff
         .by_proposal
         .iter()

@@ -254,23 +254,29 @@ async fn withdrawn_proposal_leaves_the_next_version_with_its_reason() {
     run_at(&config, &data_dir, &server, day0).await.unwrap();
     drop(server);
 
-    archive.withdraw_proposal(90004);
+    archive.withdraw_proposal(90002);
     let server = archive.serve(ServeOptions::default()).await;
     let second = run_at(&config, &data_dir, &server, day0 + Duration::days(1))
         .await
         .unwrap();
+    // The products of 90004 were not queried again, yet their quarantined row is still
+    // reported in the new version.
+    assert_eq!(
+        second.skipped_by_reason.get("products/parent_obsid_zero"),
+        Some(&1)
+    );
     assert_eq!(second.published_version, Some(2));
     assert_eq!(second.counts["proposals_withdrawn"], 1);
 
     let remaining = query(
         &data_dir,
-        r#"SELECT count(*) AS n FROM "hst-paperclip".v2.samples WHERE proposal_id = 90004"#,
+        r#"SELECT count(*) AS n FROM "hst-paperclip".v2.samples WHERE proposal_id = 90002"#,
     )
     .await;
     assert!(remaining.contains("| 0 |"), "{remaining}");
     let reasons = query(
         &data_dir,
-        r#"SELECT reason FROM "hst-paperclip".v2.skips WHERE proposal_id = 90004"#,
+        r#"SELECT reason FROM "hst-paperclip".v2.skips WHERE proposal_id = 90002"#,
     )
     .await;
     assert!(reasons.contains("withdrawn_from_catalog"), "{reasons}");
@@ -415,4 +421,101 @@ async fn a_saved_plan_runs_as_planned_or_not_at_all() {
             .len(),
         1
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_state_is_named_and_rebuilt_by_a_full_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let archive = Archive::new(dir.path());
+    let config = config(7.0);
+    let day0 = day("2026-03-01T00:00:00Z");
+    let server = archive.serve(ServeOptions::default()).await;
+    run_at(&config, &data_dir, &server, day0).await.unwrap();
+    let state_dir = DatasetPaths::new(&data_dir, DATASET).root.join("state");
+    let good_id = state(&data_dir).id.unwrap();
+
+    std::fs::write(state_dir.join("CURRENT"), "../../elsewhere").unwrap();
+    let error = run_at(&config, &data_dir, &server, day0 + Duration::days(1))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("CURRENT") && error.contains("--full-refresh"),
+        "{error}"
+    );
+    assert!(
+        state_dir.join(&good_id).is_dir(),
+        "a damaged pointer costs no folder"
+    );
+
+    std::fs::write(state_dir.join("CURRENT"), &good_id).unwrap();
+    std::fs::write(
+        state_dir.join(&good_id).join("observations.parquet"),
+        "junk",
+    )
+    .unwrap();
+    let error = run_at(&config, &data_dir, &server, day0 + Duration::days(1))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("observations.parquet"), "{error}");
+
+    let mut options = run_options(&data_dir, server.base_url());
+    options.now = Some(day0 + Duration::days(1));
+    options.full_refresh = true;
+    let rebuilt = paperclip::pipeline::run(&config, &options).await.unwrap();
+    assert_eq!(rebuilt.counts["archive_state_rebuilt"], 1);
+    assert_eq!(rebuilt.unchanged_version, Some(1));
+    assert_eq!(state(&data_dir).observations.num_rows(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_that_give_the_same_samples_are_remembered() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let archive = Archive::new(dir.path());
+    let mut config = config(7.0);
+    let now = day("2026-03-01T00:00:00Z");
+    let server = archive.serve(ServeOptions::default()).await;
+    run_at(&config, &data_dir, &server, now).await.unwrap();
+
+    // A comment in a model changes its hash but not its samples.
+    let sql_dir = dir.path().join("sql");
+    std::fs::create_dir_all(&sql_dir).unwrap();
+    let original = config.clone();
+    for model in &mut config.sql.models {
+        let source = original.resolve(model);
+        let copy = sql_dir.join(source.file_name().unwrap());
+        let text = std::fs::read_to_string(&source).unwrap();
+        std::fs::write(&copy, format!("{text}\n-- a comment\n")).unwrap();
+        *model = copy;
+    }
+    let first = run_at(&config, &data_dir, &server, now).await.unwrap();
+    assert_eq!(first.unchanged_version, Some(1));
+    assert!(
+        first
+            .stages
+            .iter()
+            .any(|s| s.stage == "models" && s.status == "ran")
+    );
+
+    let second = run_at(&config, &data_dir, &server, now).await.unwrap();
+    let models = second.stages.iter().find(|s| s.stage == "models").unwrap();
+    assert_eq!(models.status, "fresh", "{:?}", second.stages);
+
+    // A new shard size alone publishes the same samples in a new layout, and the plan
+    // says so.
+    config.shards.samples_per_shard = 2;
+    let mut options = run_options(&data_dir, server.base_url());
+    options.now = Some(now);
+    options.plan_only = true;
+    let plan = paperclip::pipeline::run(&config, &options)
+        .await
+        .unwrap()
+        .plan
+        .unwrap();
+    assert_eq!(plan.would_publish_version, Some(2), "{}", plan.summary);
+    let published = run_at(&config, &data_dir, &server, now).await.unwrap();
+    assert_eq!(published.published_version, Some(2));
 }
