@@ -169,29 +169,12 @@ async fn register_dataset(ctx: &SessionContext, paths: &DatasetPaths) -> Result<
     };
 
     for (index, record) in versions.iter().enumerate() {
-        let schema = Arc::new(MemorySchemaProvider::new());
-        let samples = version_provider(paths, record.version, ctx).await?;
-        schema.register_table("samples".into(), samples)?;
-
-        let skips_path = paths.version_dir(record.version).join("skips.parquet");
-        if skips_path.is_file() {
-            // A damaged skips file hides that one table; it must not break every query.
-            match ctx
-                .read_parquet(
-                    skips_path.to_string_lossy().as_ref(),
-                    ParquetReadOptions::default(),
-                )
-                .await
-            {
-                Ok(skips) => {
-                    schema.register_table("skips".into(), skips.into_view())?;
-                }
-                Err(error) => {
-                    tracing::warn!(path = %skips_path.display(), %error, "skips file is unreadable; run `paperclip datasets verify`")
-                }
-            }
-        }
-
+        // Opened when a query names it, so a dataset with many versions costs one listing.
+        let schema: Arc<dyn SchemaProvider> = Arc::new(VersionSchema {
+            paths: paths.clone(),
+            version: record.version,
+            state: ctx.state(),
+        });
         catalog.register_schema(&format!("v{}", record.version), schema.clone())?;
         if index + 1 == versions.len() {
             catalog.register_schema("latest", schema)?;
@@ -199,6 +182,72 @@ async fn register_dataset(ctx: &SessionContext, paths: &DatasetPaths) -> Result<
     }
     ctx.register_catalog(paths.name.as_str(), Arc::new(catalog));
     Ok(())
+}
+
+/// The tables of one version, opened on first use: `samples` (the Delta table at that
+/// version) and `skips` (the version's skips file).
+#[derive(Debug)]
+struct VersionSchema {
+    paths: DatasetPaths,
+    version: u64,
+    state: datafusion::execution::SessionState,
+}
+
+impl VersionSchema {
+    fn skips_path(&self) -> std::path::PathBuf {
+        self.paths.version_dir(self.version).join("skips.parquet")
+    }
+
+    async fn skips(&self) -> Option<Arc<dyn TableProvider>> {
+        let path = self.skips_path();
+        if !path.is_file() {
+            return None;
+        }
+        let ctx = SessionContext::new_with_state(self.state.clone());
+        // A damaged skips file hides that one table; it must not break every query.
+        match ctx
+            .read_parquet(
+                path.to_string_lossy().as_ref(),
+                ParquetReadOptions::default(),
+            )
+            .await
+        {
+            Ok(skips) => Some(skips.into_view()),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "skips file is unreadable; run `paperclip datasets verify`");
+                None
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl SchemaProvider for VersionSchema {
+    fn table_names(&self) -> Vec<String> {
+        let mut names = vec!["samples".to_string()];
+        if self.skips_path().is_file() {
+            names.push("skips".to_string());
+        }
+        names
+    }
+
+    async fn table(&self, name: &str) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
+        match name {
+            "samples" => {
+                let ctx = SessionContext::new_with_state(self.state.clone());
+                let provider = version_provider(&self.paths, self.version, &ctx)
+                    .await
+                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+                Ok(Some(provider))
+            }
+            "skips" => Ok(self.skips().await),
+            _ => Ok(None),
+        }
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        name == "samples" || (name == "skips" && self.skips_path().is_file())
+    }
 }
 
 /// A dataset's versions as SQL schemas. A `v<N>` that is not registered (removed by gc,
@@ -244,27 +293,19 @@ struct UnavailableVersion {
     message: String,
 }
 
-type LookupResult = datafusion::error::Result<Option<Arc<dyn TableProvider>>>;
-type TableLookup<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = LookupResult> + Send + 'a>>;
-
+#[async_trait::async_trait]
 impl SchemaProvider for UnavailableVersion {
     fn table_names(&self) -> Vec<String> {
         Vec::new()
     }
 
-    // The trait is declared with `async_trait`; this is the signature it expands to.
-    fn table<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        _name: &'life1 str,
-    ) -> TableLookup<'async_trait>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        let message = self.message.clone();
-        Box::pin(async move { Err(datafusion::error::DataFusionError::Plan(message)) })
+    async fn table(
+        &self,
+        _name: &str,
+    ) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
+        Err(datafusion::error::DataFusionError::Plan(
+            self.message.clone(),
+        ))
     }
 
     fn table_exist(&self, _name: &str) -> bool {

@@ -178,6 +178,27 @@ pub async fn list_versions(paths: &DatasetPaths) -> Result<Vec<VersionRecord>> {
     Ok(records)
 }
 
+/// The latest version's record, read from its Delta commit alone, so the cost does not
+/// grow with the number of versions. Falls back to [`list_versions`] when the latest commit
+/// carries no version record.
+pub async fn latest_version(paths: &DatasetPaths) -> Result<Option<VersionRecord>> {
+    let listing = LogListing::read(&paths.log_dir())?;
+    let Some(latest) = listing.latest_commit() else {
+        return Ok(None);
+    };
+    let path = paths.log_dir().join(format!("{latest:020}.json"));
+    let text = fs::read_to_string(&path).map_err(|e| PipelineError::io(&path, e))?;
+    let record = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find_map(|action| action.get("commitInfo")?.get(COMMIT_METADATA_KEY).cloned())
+        .and_then(|value| serde_json::from_value::<VersionRecord>(value).ok());
+    match record {
+        Some(record) if record.version == latest + 1 => Ok(Some(record)),
+        _ => Ok(list_versions(paths).await?.pop()),
+    }
+}
+
 /// Opens the samples table as of a dataset version. A version removed by gc, or whose Delta
 /// log entries are gone, is an error that says so and lists the versions that can be read.
 pub async fn open_version(paths: &DatasetPaths, version: u64) -> Result<DeltaTable> {

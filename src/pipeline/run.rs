@@ -31,7 +31,7 @@ use super::stages::{self, ConfirmedInputs, StageInputs, StageRecord};
 use super::state::{ArchiveState, id_set};
 use super::tables;
 use crate::dataset::versions::{
-    DatasetLock, DatasetPaths, Lineage, VersionRecord, check_table_path, list_versions,
+    DatasetLock, DatasetPaths, Lineage, VersionRecord, check_table_path, latest_version,
 };
 use crate::error::{PipelineError, Result};
 use crate::sql;
@@ -292,13 +292,13 @@ async fn run_stages(
 
     let proposals = tables::proposals_batch(&catalog.kept);
     let mut inputs = VersionInputs::new(config, &proposals, &state)?;
-    let versions = list_versions(paths).await?;
+    let latest = latest_version(paths).await?;
     let basis = PlanBasis {
         dataset: config.dataset.name.clone(),
         pipeline_sha256: config.file_sha256.clone(),
         now,
         full_refresh,
-        base_version: versions.last().map(|v| v.version),
+        base_version: latest.as_ref().map(|v| v.version),
         stage_inputs: inputs.by_stage.clone(),
     };
     if let Some(plan) = &options.saved_plan {
@@ -308,8 +308,8 @@ async fn run_stages(
     if refreshed && !options.plan_only {
         state.commit(paths, &report.run_id)?;
     }
-    if inputs.all_fresh(versions.last(), ConfirmedInputs::load(paths), report) {
-        let latest = versions.last().expect("fresh stages imply a version");
+    if inputs.all_fresh(latest.as_ref(), ConfirmedInputs::load(paths), report) {
+        let latest = latest.as_ref().expect("fresh stages imply a version");
         tracing::info!(version = latest.version, "inputs unchanged; nothing to run");
         report.unchanged_version = Some(latest.version);
         if options.plan_only {
@@ -360,7 +360,7 @@ async fn run_stages(
     if options.plan_only {
         report.plan = Some(plan_outcome(
             &assembled,
-            versions.last().map(|v| (v.version, v.fingerprint.as_str())),
+            latest.as_ref().map(|v| (v.version, v.fingerprint.as_str())),
             &report.counts,
             inputs.shard_settings_changed(),
             basis,
@@ -368,7 +368,7 @@ async fn run_stages(
         inputs.stage_ran("publish", clock, report);
         return Ok(());
     }
-    match versions.last() {
+    match latest.as_ref() {
         _ if assembled.rows.is_empty() => {
             tracing::warn!("the run produced no samples; nothing to publish");
         }

@@ -279,6 +279,13 @@ async fn changed_settings_publish_a_new_version() {
         .await
         .unwrap();
     assert!(reseeded.totals["changed"] > 0, "{:?}", reseeded.totals);
+    let paths = DatasetPaths::new(&data_dir, DATASET);
+    assert_eq!(
+        paperclip::dataset::versions::latest_version(&paths)
+            .await
+            .unwrap(),
+        list_versions(&paths).await.unwrap().pop()
+    );
     let removed: u64 = diff
         .by_proposal
         .iter()
