@@ -34,6 +34,10 @@ use super::shards::ShardInfo;
 use crate::error::{PipelineError, Result};
 use crate::pipeline::stages::StageInputs;
 
+/// Delta table property and value: a checkpoint every this many commits.
+const CHECKPOINT_INTERVAL_KEY: &str = "delta.checkpointInterval";
+const CHECKPOINT_INTERVAL_COMMITS: &str = "10";
+
 /// Key of the version record inside the Delta commit metadata.
 const COMMIT_METADATA_KEY: &str = "paperclip";
 
@@ -273,6 +277,9 @@ pub async fn publish(
         .write(vec![samples])
         .with_save_mode(SaveMode::Overwrite)
         .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
+        // Opening the table replays the commits since the last checkpoint; a short
+        // interval keeps that replay, and so the cost of each publish, small and flat.
+        .with_configuration([(CHECKPOINT_INTERVAL_KEY, Some(CHECKPOINT_INTERVAL_COMMITS))])
         .with_commit_properties(
             CommitProperties::default()
                 .with_metadata([(COMMIT_METADATA_KEY.to_string(), metadata)])

@@ -124,18 +124,46 @@ fn parse_time_zone(name: &str) -> Result<Tz, ScheduleError> {
     name.parse::<Tz>()
         .map_err(|_| ScheduleError::UnknownTimeZone {
             name: name.to_string(),
-            closest: closest_time_zone(name).to_string(),
+            closest: closest_time_zone(name),
         })
 }
 
-/// Finds the IANA name nearest to `name` by edit distance, ignoring case.
-fn closest_time_zone(name: &str) -> &'static str {
+/// Suggests an IANA name for `name`: the `Etc/GMT` zone of a whole-hour offset such as
+/// `+02:00` or `UTC-5`, otherwise the nearest name by edit distance, ignoring case.
+fn closest_time_zone(name: &str) -> String {
+    if let Some(zone) = offset_zone(name) {
+        return zone;
+    }
     let wanted = name.to_ascii_lowercase();
     chrono_tz::TZ_VARIANTS
         .iter()
         .map(|zone| zone.name())
         .min_by_key(|candidate| edit_distance(&wanted, &candidate.to_ascii_lowercase()))
         .unwrap_or("UTC")
+        .to_string()
+}
+
+/// Maps a whole-hour UTC offset (`+02:00`, `+2`, `UTC+2`, `GMT-05:00`) to its `Etc/GMT`
+/// zone, whose sign is inverted by POSIX convention: UTC+2 is `Etc/GMT-2`.
+fn offset_zone(name: &str) -> Option<String> {
+    let upper = name.trim().to_ascii_uppercase();
+    let rest = upper
+        .strip_prefix("UTC")
+        .or_else(|| upper.strip_prefix("GMT"))
+        .unwrap_or(&upper);
+    let (sign, digits) = match rest.chars().next()? {
+        '+' => ('-', &rest[1..]),
+        '-' => ('+', &rest[1..]),
+        _ => return None,
+    };
+    let (hours, minutes) = match digits.split_once(':') {
+        Some((hours, minutes)) => (hours, minutes),
+        None if digits.len() == 4 => digits.split_at(2),
+        None => (digits, "0"),
+    };
+    let hours: u32 = hours.parse().ok()?;
+    let whole_hour = minutes.parse::<u32>().ok()? == 0 && (1..=14).contains(&hours);
+    whole_hour.then(|| format!("Etc/GMT{sign}{hours}"))
 }
 
 /// Levenshtein distance over bytes; names are ASCII.
@@ -155,6 +183,16 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn offsets_suggest_etc_zones_with_the_posix_sign() {
+        assert_eq!(offset_zone("+02:00").as_deref(), Some("Etc/GMT-2"));
+        assert_eq!(offset_zone("UTC-5").as_deref(), Some("Etc/GMT+5"));
+        assert_eq!(offset_zone("gmt+0100").as_deref(), Some("Etc/GMT-1"));
+        assert_eq!(offset_zone("+05:30"), None);
+        assert_eq!(offset_zone("Europe/Berln"), None);
+        assert_eq!(closest_time_zone("+02:00"), "Etc/GMT-2");
+    }
     use super::*;
 
     fn schedule(cron: &str, time_zone: &str) -> Schedule {
