@@ -15,3 +15,4 @@ pub mod schedule;
 pub mod snapshots;
 pub mod sql;
 pub mod store;
+pub mod summaries;

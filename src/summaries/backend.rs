@@ -1,0 +1,109 @@
+//! The interface between the summary stage and a language model: one constrained
+//! completion per request. Backends: an OpenAI-compatible HTTP server (`http`), and later an
+//! in-process model.
+//!
+//! A backend returns the raw text and why generation stopped; it never parses or repairs
+//! the JSON. Checking the output against the schema is the stage's job, so every backend
+//! is held to the same rules.
+
+use serde::{Deserialize, Serialize};
+
+/// How tokens are chosen. `temperature == 0` is greedy decoding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    pub temperature: f32,
+    /// Seed of the sampler; part of the cache key, so a seeded run is reproducible.
+    pub seed: Option<u64>,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            seed: None,
+        }
+    }
+}
+
+/// One summary request.
+#[derive(Debug, Clone)]
+pub struct CompletionRequest {
+    /// The user message: the prompt template filled in with one abstract.
+    pub prompt: String,
+    /// JSON Schema the output must satisfy.
+    pub schema: serde_json::Value,
+    /// Name of the schema, for servers that require one (`json_schema.name`).
+    pub schema_name: String,
+    /// Upper bound on generated tokens, derived from the schema's bounds.
+    pub max_tokens: u32,
+    pub sampling: Sampling,
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model ended the output itself.
+    Stop,
+    /// The token budget ran out; the text is cut and never counts as a success.
+    Length,
+    /// Anything else the backend reported, verbatim.
+    Other(String),
+}
+
+/// The raw answer of a backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    pub text: String,
+    pub finish_reason: FinishReason,
+    pub prompt_tokens: Option<u32>,
+    pub completion_tokens: Option<u32>,
+    pub elapsed_secs: f64,
+}
+
+/// Why a backend produced no completion.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{url} answered HTTP {status}: {body_excerpt}")]
+    Http {
+        url: String,
+        status: u16,
+        body_excerpt: String,
+    },
+    #[error("{url} did not answer within {secs} s; raise the backend timeout or check the server")]
+    Timeout { url: String, secs: u64 },
+    #[error("cannot reach {url}: {detail}; check that the server is running and the URL is right")]
+    Connect { url: String, detail: String },
+    #[error("{attempts} attempts failed; last error: {last}")]
+    RetriesExhausted { attempts: u32, last: String },
+    #[error("the backend's answer is unreadable: {detail}")]
+    InvalidResponse { detail: String },
+    #[error("the backend is misconfigured: {detail}")]
+    Config { detail: String },
+}
+
+impl BackendError {
+    /// Stable reason code for skip records and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Http { .. } => "http_status",
+            Self::Timeout { .. } => "timeout",
+            Self::Connect { .. } => "connect",
+            Self::RetriesExhausted { .. } => "retries_exhausted",
+            Self::InvalidResponse { .. } => "invalid_response",
+            Self::Config { .. } => "config",
+        }
+    }
+}
+
+/// A language model that completes one constrained request at a time. Implementations
+/// must be safe to call concurrently; each bounds its own concurrency.
+#[async_trait::async_trait]
+pub trait SummaryBackend: Send + Sync {
+    /// Identity of the model for cache keys and lineage, e.g. `gguf:<sha256 of the file>`
+    /// or `http:<base url>#<model name>`. Never contains a secret.
+    fn model_id(&self) -> String;
+
+    /// Generates one completion for `request`.
+    async fn complete(&self, request: &CompletionRequest) -> Result<Completion, BackendError>;
+}
