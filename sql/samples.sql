@@ -2,6 +2,11 @@
 -- chosen by seeded sampling without replacement, with a proposal-disjoint
 -- train/validation split and the caption form chosen in the pipeline file.
 --
+-- Caption forms: 'paper' and 'clean' are built from the abstract; 'summary' is the LLM
+-- summary ("objects, ...; use cases, ...") from the summaries table. A proposal whose
+-- summary is missing or failed gets its paper caption instead, with
+-- caption_source = 'abstract_fallback', so the fallback is visible in every sample.
+--
 -- seeded_uniform(seed, key) is a value in [0, 1) that depends only on the seed and the
 -- key, so the sample and the split are reproducible and do not reshuffle when other
 -- proposals or products are added.
@@ -52,12 +57,28 @@ SELECT
         THEN 'val'
         ELSE 'train'
     END AS split,
-    CASE s.caption_form WHEN 'paper' THEN pr.caption_paper ELSE pr.caption_clean END AS caption,
-    s.caption_form,
+    CASE
+        WHEN s.caption_form = 'summary' THEN coalesce(su.caption_summary, pr.caption_paper)
+        WHEN s.caption_form = 'paper' THEN pr.caption_paper
+        ELSE pr.caption_clean
+    END AS caption,
+    CASE
+        WHEN s.caption_form = 'summary' AND su.caption_summary IS NULL THEN 'paper'
+        ELSE s.caption_form
+    END AS caption_form,
+    CASE
+        WHEN s.caption_form <> 'summary' THEN 'abstract'
+        WHEN su.caption_summary IS NULL THEN 'abstract_fallback'
+        ELSE 'summary'
+    END AS caption_source,
+    -- The cache key of the summary, also when it failed, because its row in the summary
+    -- cache records why.
+    CASE WHEN s.caption_form = 'summary' THEN su.summary_key END AS summary_key,
     pr.caption_paper,
     pr.caption_clean,
     pr.text_repairs
 FROM ranked r
 JOIN proposals pr ON pr.proposal_id = r.proposal_id
 CROSS JOIN settings s
+LEFT JOIN summaries su ON su.proposal_id = r.proposal_id
 WHERE r.sample_rank <= s.max_images_per_proposal

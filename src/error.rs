@@ -88,8 +88,17 @@ pub enum PipelineError {
         detail: String,
     },
 
+    #[error(transparent)]
+    Summaries(Box<crate::summaries::SummaryError>),
+
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<crate::summaries::SummaryError> for PipelineError {
+    fn from(error: crate::summaries::SummaryError) -> Self {
+        Self::Summaries(Box::new(error))
+    }
 }
 
 impl PipelineError {

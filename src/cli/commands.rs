@@ -65,6 +65,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
             super::runs::list(global, dataset.as_deref(), limit as usize)
         }
         Command::Runs(RunsCommand::Show { run_id }) => super::runs::show(global, &run_id),
+        Command::Summarize(args) => super::summarize::summarize(global, &args).await,
     }
 }
 

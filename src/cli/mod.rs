@@ -6,6 +6,7 @@ mod gc;
 mod progress;
 mod runs;
 mod serve;
+mod summarize;
 
 use std::path::PathBuf;
 
@@ -65,6 +66,47 @@ pub enum Command {
     /// List and inspect run records (runs that failed included).
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Summarize a catalog's abstracts with a language model server, through the cache.
+    ///
+    /// Each abstract goes to an OpenAI-compatible chat completions server with the summary
+    /// schema; every output is checked, and every outcome is stored in the summary cache
+    /// under the data directory, so a second run asks the server only for what failed.
+    /// Exits with status 1 when a proposal is left without a summary.
+    Summarize(SummarizeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SummarizeArgs {
+    /// Proposal catalog in STScI's abstracts.cat format, or one Phase II `.pro` file.
+    #[arg(long, value_name = "FILE")]
+    pub catalog: PathBuf,
+    /// Root URL of the server, e.g. http://127.0.0.1:8080 for llama-server.
+    #[arg(long, value_name = "URL")]
+    pub server: String,
+    /// Model name sent with each request; llama-server ignores it, vLLM and Ollama need it.
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    pub model: String,
+    /// Summarize only the first N proposals of the catalog.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+    /// Name of the environment variable that holds the server's API key.
+    #[arg(long, value_name = "VAR")]
+    pub api_key_env: Option<String>,
+    /// Requests in flight at once; match the server's parallel slots.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub concurrency: u64,
+    /// Requests per abstract before its outcome is recorded as rejected or failed.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub max_attempts: u32,
+    /// Sampling temperature; 0 is greedy decoding.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Seed of the server's sampler.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Longest time one request may take, generation included, in seconds.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Args)]

@@ -40,6 +40,9 @@ pub struct PipelineConfig {
     /// Tables read from the curator's own files, by table name (`[sources.<name>]`).
     #[serde(default)]
     pub sources: BTreeMap<String, SourceSection>,
+    /// LLM summaries of the abstracts; off unless `enabled = true`.
+    #[serde(default)]
+    pub summaries: SummariesSection,
     /// Directory containing the pipeline file; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -152,8 +155,119 @@ impl Default for ImagesSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CaptionsSection {
-    /// `paper` (`Category: X. <abstract>` exactly as the original code built it) or `clean`.
+    /// `paper` (`Category: X. <abstract>` exactly as the original code built it), `clean`,
+    /// or `summary` (the LLM summary "objects; use cases", which needs `[summaries]`; a
+    /// proposal without one gets its `paper` caption).
     pub form: String,
+}
+
+/// The caption form that uses the LLM summaries.
+pub const SUMMARY_CAPTION_FORM: &str = "summary";
+
+/// `[summaries]`: LLM summaries of the selected proposals' abstracts, made before the SQL
+/// models run and read by them as the `summaries` table. Checked at load time when
+/// `enabled`; see [`crate::summaries`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SummariesSection {
+    pub enabled: bool,
+    /// Kind of backend; `http` (an OpenAI-compatible chat completions server) is the one
+    /// there is.
+    pub backend: String,
+    /// Root of the server, e.g. `http://127.0.0.1:8080` for llama-server.
+    pub server_url: String,
+    /// Model name sent with each request; llama-server ignores it, vLLM and Ollama need it.
+    pub model: String,
+    /// Name of the environment variable that contains the API key (never the key itself).
+    pub api_key_env: Option<String>,
+    /// Requests in flight at once; match the server's parallel slots.
+    pub concurrency: usize,
+    /// Requests per abstract and run before its outcome is recorded as rejected or failed.
+    pub max_attempts: u32,
+    /// Sampling temperature; 0 is greedy decoding, which makes summaries reproducible.
+    pub temperature: f32,
+    /// Seed of the server's sampler, when it takes one.
+    pub seed: Option<u64>,
+    /// Maximum time of one request, generation included, in seconds.
+    pub timeout_secs: u64,
+}
+
+impl Default for SummariesSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            backend: "http".to_string(),
+            server_url: "http://127.0.0.1:8080".to_string(),
+            model: "default".to_string(),
+            api_key_env: None,
+            concurrency: 1,
+            max_attempts: 3,
+            temperature: 0.0,
+            seed: None,
+            timeout_secs: 300,
+        }
+    }
+}
+
+impl SummariesSection {
+    /// Checks the settings of an enabled section.
+    fn check(&self) -> Result<(), String> {
+        if self.backend != "http" {
+            return Err(format!(
+                "summaries.backend = {:?} is unknown; use \"http\" (an OpenAI-compatible server such as llama-server or vLLM)",
+                self.backend
+            ));
+        }
+        let url = url::Url::parse(&self.server_url).map_err(|e| {
+            format!(
+                "summaries.server_url = {:?} is not a URL ({e}); use e.g. \"http://127.0.0.1:8080\"",
+                self.server_url
+            )
+        })?;
+        if !["http", "https"].contains(&url.scheme()) {
+            return Err(format!(
+                "summaries.server_url = {:?} must be an http or https URL",
+                self.server_url
+            ));
+        }
+        if let Some(name) = &self.api_key_env
+            && !is_env_var_name(name)
+        {
+            return Err(format!(
+                "summaries.api_key_env = {name:?} is not an environment variable name; give the variable's name (e.g. \"OPENAI_API_KEY\"), never the key itself"
+            ));
+        }
+        let bounded = [
+            ("summaries.concurrency", self.concurrency as u64, 1, 64),
+            (
+                "summaries.max_attempts",
+                u64::from(self.max_attempts),
+                1,
+                10,
+            ),
+            ("summaries.timeout_secs", self.timeout_secs, 1, 3600),
+        ];
+        for (key, value, low, high) in bounded {
+            if !(low..=high).contains(&value) {
+                return Err(format!("{key} = {value} is outside {low}..={high}"));
+            }
+        }
+        if !(self.temperature.is_finite() && (0.0..=2.0).contains(&self.temperature)) {
+            return Err(format!(
+                "summaries.temperature = {} is outside 0..=2; use 0 for greedy decoding",
+                self.temperature
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Returns true when `name` is a valid environment variable name: letters, digits and
+/// `_`, not starting with a digit.
+fn is_env_var_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
 }
 
 impl Default for CaptionsSection {
@@ -385,10 +499,7 @@ impl PipelineConfig {
             .stretch
             .parse::<paperclip_images::Stretch>()
             .map_err(|error| invalid(format!("images.stretch: {error}")))?;
-        self.captions
-            .form
-            .parse::<paperclip_catalog::caption::CaptionForm>()
-            .map_err(|error| invalid(format!("captions.form: {error}")))?;
+        self.validate_captions_and_summaries().map_err(invalid)?;
         if self.shards.samples_per_shard == 0 {
             return Err(invalid(
                 "shards.samples_per_shard must be at least 1".into(),
@@ -443,6 +554,32 @@ impl PipelineConfig {
             .check(crate::dataset::retention::Spelling::PipelineFile)
             .map_err(invalid)?;
         self.validate_models().map_err(invalid)
+    }
+
+    /// Checks the caption form and, when enabled, the summaries settings.
+    fn validate_captions_and_summaries(&self) -> Result<(), String> {
+        let summaries = &self.summaries;
+        if self.captions.form == SUMMARY_CAPTION_FORM {
+            if !summaries.enabled {
+                return Err(
+                    "captions.form = \"summary\" needs summaries; add [summaries] with enabled = true and the server_url of the model server, or use form = \"paper\"".into(),
+                );
+            }
+        } else if self
+            .captions
+            .form
+            .parse::<paperclip_catalog::caption::CaptionForm>()
+            .is_err()
+        {
+            return Err(format!(
+                "captions.form = {:?} is unknown; use \"paper\", \"clean\" or \"summary\"",
+                self.captions.form
+            ));
+        }
+        if summaries.enabled {
+            summaries.check()?;
+        }
+        Ok(())
     }
 
     /// Checks that every model file exists and that `samples_model` names one of them.
@@ -607,5 +744,74 @@ mod model_tests {
             message.contains("archive.page_size = 0 is invalid"),
             "{message}"
         );
+    }
+}
+
+#[cfg(test)]
+mod summaries_tests {
+    use super::*;
+
+    fn load(extra: &str) -> Result<PipelineConfig, String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.sql"), "SELECT 1").unwrap();
+        let path = dir.path().join("p.toml");
+        let text = format!(
+            "[dataset]\nname = \"d\"\n{extra}\n[sql]\nmodels = [\"a.sql\"]\nsamples_model = \"a\"\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        PipelineConfig::load(&path).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn summaries_off_by_default() {
+        assert!(!load("").unwrap().summaries.enabled);
+        let config = load(
+            "[captions]\nform = \"summary\"\n[summaries]\nenabled = true\nserver_url = \"http://127.0.0.1:8080\"\napi_key_env = \"LLM_KEY\"\nseed = 7",
+        )
+        .unwrap();
+        assert_eq!(config.summaries.seed, Some(7));
+        assert_eq!(config.summaries.api_key_env.as_deref(), Some("LLM_KEY"));
+    }
+
+    #[test]
+    fn summary_form_needs_summaries() {
+        let message = load("[captions]\nform = \"summary\"").unwrap_err();
+        assert!(
+            message.contains("captions.form = \"summary\" needs summaries"),
+            "{message}"
+        );
+        let message = load("[captions]\nform = \"summaries\"").unwrap_err();
+        assert!(
+            message.contains("use \"paper\", \"clean\" or \"summary\""),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn bad_summary_settings_rejected() {
+        for (settings, expected) in [
+            (
+                "backend = \"grpc\"",
+                "summaries.backend = \"grpc\" is unknown",
+            ),
+            ("server_url = \"127.0.0.1:8080\"", "summaries.server_url"),
+            ("api_key_env = \"sk-123 secret\"", "never the key itself"),
+            (
+                "concurrency = 0",
+                "summaries.concurrency = 0 is outside 1..=64",
+            ),
+            (
+                "max_attempts = 0",
+                "summaries.max_attempts = 0 is outside 1..=10",
+            ),
+            (
+                "temperature = -1.0",
+                "summaries.temperature = -1 is outside 0..=2",
+            ),
+            ("max_attempt = 3", "max_attempts"),
+        ] {
+            let message = load(&format!("[summaries]\nenabled = true\n{settings}")).unwrap_err();
+            assert!(message.contains(expected), "{settings}: {message}");
+        }
     }
 }

@@ -12,6 +12,7 @@ pub mod run;
 pub mod skips;
 pub mod stages;
 pub mod state;
+mod summarize;
 mod tables;
 
 pub use config::PipelineConfig;

@@ -29,6 +29,7 @@ use super::refresh::{self, RefreshPlan, plan_refresh};
 use super::skips::{Skip, StoredSkip, count_by_reason};
 use super::stages::{self, ConfirmedInputs, StageInputs, StageRecord};
 use super::state::{ArchiveState, id_set};
+use super::summarize::{self, SummaryStage};
 use super::tables;
 use crate::dataset::versions::{
     DatasetLock, DatasetPaths, Lineage, VersionRecord, check_table_path, latest_version,
@@ -154,8 +155,12 @@ impl RunReport {
         }
     }
 
-    /// Records the first stage without a record as the one that failed.
+    /// Records the first stage without a record as the one that failed, unless a stage
+    /// already recorded its own failure.
     fn record_failed_stage(&mut self, error: &str) {
+        if self.stages.iter().any(|s| s.status == "failed") {
+            return;
+        }
         let failed = ["catalog", "archive", "models", "images", "publish"]
             .into_iter()
             .find(|stage| self.stages.iter().all(|s| s.stage != *stage));
@@ -291,7 +296,12 @@ async fn run_stages(
         .extend(state.product_skips.iter().map(StoredSkip::to_skip));
 
     let proposals = tables::proposals_batch(&catalog.kept);
-    let mut inputs = VersionInputs::new(config, &proposals, &state)?;
+    let summary_stage =
+        SummaryStage::prepare(config, &options.data_dir, &catalog.kept, &state).await?;
+    let summary_inputs = summary_stage
+        .as_ref()
+        .map_or_else(Vec::new, |stage| stage.input_parts(now));
+    let mut inputs = VersionInputs::new(config, &proposals, &state, summary_inputs)?;
     let latest = latest_version(paths).await?;
     let basis = PlanBasis {
         dataset: config.dataset.name.clone(),
@@ -318,9 +328,10 @@ async fn run_stages(
         return Ok(());
     }
 
+    let summaries = summaries_table(summary_stage, options.plan_only, report).await?;
     let clock = Instant::now();
     let model = config.sql.samples_model.as_str();
-    let selected = select_samples(config, proposals, &state).await?;
+    let selected = select_samples(config, proposals, &state, summaries).await?;
     report
         .counts
         .insert("selected_images".into(), selected.num_rows() as u64);
@@ -475,12 +486,18 @@ struct VersionInputs {
 }
 
 impl VersionInputs {
-    fn new(config: &PipelineConfig, proposals: &RecordBatch, state: &ArchiveState) -> Result<Self> {
+    fn new(
+        config: &PipelineConfig,
+        proposals: &RecordBatch,
+        state: &ArchiveState,
+        summary_inputs: Vec<(String, String)>,
+    ) -> Result<Self> {
         let models = stages::models_inputs(
             config,
             &stages::batch_sha256(proposals)?,
             &state.content_sha256()?,
-        )?;
+        )?
+        .with_parts(summary_inputs);
         let images = stages::images_inputs(config, &models);
         let publish = stages::publish_inputs(config, &images);
         let by_stage = BTreeMap::from([
@@ -704,7 +721,8 @@ fn plan_outcome(
 /// an unknown column or a wrong type is reported before any archive request.
 pub async fn check_models(config: &PipelineConfig) -> Result<()> {
     let empty = tables::proposals_batch(&[]);
-    select_samples(config, empty, &ArchiveState::empty())
+    let no_summaries = summarize::empty_summaries_batch();
+    select_samples(config, empty, &ArchiveState::empty(), no_summaries)
         .await
         .map(|_| ())
 }
@@ -714,9 +732,11 @@ async fn select_samples(
     config: &PipelineConfig,
     proposals: RecordBatch,
     state: &ArchiveState,
+    summaries: RecordBatch,
 ) -> Result<RecordBatch> {
     let ctx = sql::new_session();
     sql::register_batch(&ctx, "proposals", proposals)?;
+    sql::register_batch(&ctx, "summaries", summaries)?;
     sql::register_batch(&ctx, "observations", state.observations.clone())?;
     sql::register_batch(&ctx, "products", state.products.clone())?;
     sql::register_batch(&ctx, "settings", tables::settings_batch(config))?;
@@ -737,6 +757,34 @@ async fn select_samples(
     let model = config.sql.samples_model.as_str();
     let selected = sql::collect_one(&ctx, &format!("SELECT * FROM {model}")).await?;
     model_output::normalize(selected, model)
+}
+
+/// Runs the summaries stage when `[summaries]` is on and returns the `summaries` table
+/// for the models; without it, the table is empty.
+async fn summaries_table(
+    stage: Option<SummaryStage>,
+    plan_only: bool,
+    report: &mut RunReport,
+) -> Result<RecordBatch> {
+    let Some(stage) = stage else {
+        return Ok(summarize::empty_summaries_batch());
+    };
+    let clock = Instant::now();
+    let run_id = report.run_id.clone();
+    match stage
+        .run(plan_only, &run_id, &mut report.counts, &mut report.skips)
+        .await
+    {
+        Ok((table, reasons)) => {
+            let status = if plan_only { "would_run" } else { "ran" };
+            report.stage_done("summaries", status, reasons, "", clock);
+            Ok(table)
+        }
+        Err(error) => {
+            report.stage_done("summaries", "failed", vec![error.to_string()], "", clock);
+            Err(error)
+        }
+    }
 }
 
 /// A new run id: the UTC start time and the process id.

@@ -33,6 +33,12 @@ impl StageInputs {
         self
     }
 
+    /// Adds parts computed outside this module, such as those of the summaries stage.
+    pub fn with_parts(mut self, parts: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.0.extend(parts);
+        self
+    }
+
     /// SHA-256 over the parts in name order.
     pub fn sha256(&self) -> String {
         let mut hasher = Sha256::new();

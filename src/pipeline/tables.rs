@@ -1,5 +1,6 @@
 //! Arrow tables the SQL models read: `proposals`, `observations`, `products`, `settings`,
-//! and the `skips` table every stage appends to.
+//! `summaries` (built by [`crate::summaries::table`]), and the `skips` table every stage
+//! appends to.
 //!
 //! Identifiers are BIGINT (MAST obsids exceed 32 bits); missing values are NULL, never NaN.
 
@@ -17,7 +18,13 @@ use super::config::PipelineConfig;
 use super::skips::Skip;
 
 /// Tables the pipeline registers before the models run; a model cannot reuse these names.
-pub const INPUT_TABLES: [&str; 4] = ["proposals", "observations", "products", "settings"];
+pub const INPUT_TABLES: [&str; 5] = [
+    "proposals",
+    "observations",
+    "products",
+    "settings",
+    "summaries",
+];
 
 fn batch(fields: Vec<(&str, DataType, bool)>, columns: Vec<ArrayRef>) -> RecordBatch {
     let schema = Schema::new(

@@ -178,6 +178,7 @@ fn models_can_read_sources_and_typos_get_suggestions() {
             "observations",
             "products",
             "settings",
+            "summaries",
             "targets"
         ]
     );

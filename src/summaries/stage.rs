@@ -1,0 +1,828 @@
+//! The summary stage: summaries for a list of proposals, through the cache and a backend.
+//!
+//! Invariants:
+//! - proposals with the same abstract share one key and at most one backend request;
+//! - a key whose cached row is `ok` makes no backend request;
+//! - any other key gets up to `max_attempts` requests in this run. After a backend error
+//!   the stage waits `retry_delay`, doubled after each further error. A cut output
+//!   (`truncated`) doubles the token budget of the next attempt, up to four times the
+//!   schema's budget. Other rejections are retried at once;
+//! - the last outcome of every requested key is appended to the cache, in batches of
+//!   [`FLUSH_ROWS`], so an interrupted run keeps what it finished;
+//! - no single abstract stops the stage: outcomes are `ok`, `rejected` or `failed`, and
+//!   only a cache that cannot be read or written is an error;
+//! - after [`MAX_CONSECUTIVE_FAILED_KEYS`] keys in a row end with a backend error (a server
+//!   that is down), the remaining keys are recorded as failed with reason
+//!   `backend_unavailable` without a request. A dead server then costs minutes, not hours,
+//!   and the next run requests those keys again;
+//! - with `cache_only` (plans) no request is made; keys without an `ok` row are pending.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tracing::Instrument;
+
+use super::backend::{BackendError, Completion, CompletionRequest, Sampling, SummaryBackend};
+use super::cache::{SummaryCache, SummaryKey, SummaryRecord, SummaryStatus};
+use super::error::SummaryError;
+use super::prompt::PromptTemplate;
+use super::schema::{SCHEMA_NAME, SchemaFile, Summary, max_tokens};
+use super::validate::{OutputChecker, RejectReason, Rejection};
+
+/// Outcomes appended to the cache per commit.
+pub const FLUSH_ROWS: usize = 32;
+
+/// Keys in a row that end with a backend error before the stage stops sending requests.
+pub const MAX_CONSECUTIVE_FAILED_KEYS: u32 = 8;
+
+/// Reason code of a key not requested because the backend kept failing.
+pub const BACKEND_UNAVAILABLE: &str = "backend_unavailable";
+
+/// Largest token budget a retry after a cut output may ask for, as a multiple of the
+/// schema's budget.
+const MAX_BUDGET_FACTOR: u32 = 4;
+
+/// The prompt, the schema and the checker: what every request of a run shares.
+#[derive(Debug, Clone)]
+pub struct Summarizer {
+    pub prompt: PromptTemplate,
+    pub schema: SchemaFile,
+    pub checker: OutputChecker,
+    /// Token budget of a first attempt, from the schema bounds.
+    pub max_tokens: u32,
+}
+
+impl Summarizer {
+    /// Builds the summarizer from the prompt template and schema built into the binary.
+    pub fn current() -> Result<Self, SummaryError> {
+        let schema = SchemaFile::committed()?;
+        Ok(Self {
+            prompt: PromptTemplate::current(),
+            checker: OutputChecker::new(schema.clone()),
+            schema,
+            max_tokens: max_tokens(),
+        })
+    }
+
+    /// Returns the cache key of one abstract.
+    pub fn key(&self, abstract_raw: &str, model_id: &str, sampling: &Sampling) -> SummaryKey {
+        SummaryKey::new(
+            abstract_raw,
+            model_id,
+            &self.prompt.sha256,
+            &self.schema.sha256,
+            sampling,
+        )
+    }
+}
+
+/// Settings of one stage run.
+#[derive(Debug, Clone)]
+pub struct StageSettings {
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Requests per key and run.
+    pub max_attempts: u32,
+    pub sampling: Sampling,
+    /// Wait after the first backend error of a key; doubled after each further one.
+    pub retry_delay: Duration,
+    /// Make no request; report keys without an `ok` row as pending.
+    pub cache_only: bool,
+    /// Recorded with every new row.
+    pub run_id: String,
+}
+
+impl StageSettings {
+    /// Checks the bounds the stage relies on.
+    pub fn check(&self) -> Result<(), SummaryError> {
+        if self.concurrency == 0 {
+            return Err(SummaryError::Settings(
+                "concurrency = 0 would never send a request; use 1 or more".into(),
+            ));
+        }
+        if self.max_attempts == 0 {
+            return Err(SummaryError::Settings(
+                "max_attempts = 0 would never send a request; use 1 or more".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One proposal to summarize.
+#[derive(Debug, Clone)]
+pub struct ProposalText {
+    pub proposal_id: i64,
+    pub abstract_raw: String,
+}
+
+/// Origin of a proposal's outcome in this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeSource {
+    /// An `ok` row already in the cache.
+    Cache,
+    /// Requests made in this run.
+    Backend,
+    /// Not requested (`cache_only`); the row, if any, is an earlier failure.
+    Pending,
+}
+
+/// The outcome for one proposal.
+#[derive(Debug, Clone)]
+pub struct ProposalSummary {
+    pub proposal_id: i64,
+    pub summary_key: String,
+    /// `None` only for a pending key that has no row yet.
+    pub record: Option<SummaryRecord>,
+    pub source: OutcomeSource,
+}
+
+impl ProposalSummary {
+    /// Returns the summary when the outcome is `ok`.
+    pub fn summary(&self) -> Option<&Summary> {
+        self.record
+            .as_ref()
+            .filter(|r| r.status == SummaryStatus::Ok)
+            .and_then(|r| r.summary.as_ref())
+    }
+}
+
+/// Every proposal's outcome, in input order, and counts for the run report.
+#[derive(Debug, Clone, Default)]
+pub struct StageOutcome {
+    pub proposals: Vec<ProposalSummary>,
+    /// `proposals`, `keys`, `from_cache`, `requested`, `backend_calls`, `ok`, `rejected`,
+    /// `failed`, `pending`: keys counted once however many proposals share them, except
+    /// `proposals`.
+    pub counts: BTreeMap<&'static str, u64>,
+}
+
+/// A key that needs requests in this run.
+struct Job {
+    key: SummaryKey,
+    summary_key: String,
+    abstract_raw: String,
+    proposal_id: i64,
+    earlier_attempts: u32,
+}
+
+/// Summarizes `proposals` with `backend`, reusing and filling `cache`.
+pub async fn summarize_proposals(
+    proposals: &[ProposalText],
+    backend: &dyn SummaryBackend,
+    cache: &mut SummaryCache,
+    summarizer: &Summarizer,
+    settings: &StageSettings,
+) -> Result<StageOutcome, SummaryError> {
+    settings.check()?;
+    let model_id = backend.model_id();
+    let keys: Vec<SummaryKey> = proposals
+        .iter()
+        .map(|p| summarizer.key(&p.abstract_raw, &model_id, &settings.sampling))
+        .collect();
+    let ids: Vec<String> = keys.iter().map(SummaryKey::id).collect();
+    let jobs = jobs_to_run(proposals, &keys, &ids, cache);
+    let mut counts = BTreeMap::from([
+        ("proposals", proposals.len() as u64),
+        ("keys", unique(&ids) as u64),
+    ]);
+    let requested: HashSet<String> = jobs.iter().map(|j| j.summary_key.clone()).collect();
+    if !settings.cache_only {
+        let calls = run_jobs(jobs, backend, cache, summarizer, settings).await?;
+        counts.insert("backend_calls", calls);
+    }
+    let outcomes = collect_outcomes(proposals, &ids, &requested, cache, settings.cache_only);
+    count_outcomes(&outcomes, &mut counts);
+    Ok(StageOutcome {
+        proposals: outcomes,
+        counts,
+    })
+}
+
+fn unique(ids: &[String]) -> usize {
+    ids.iter().collect::<HashSet<_>>().len()
+}
+
+/// Lists one job per key without an `ok` row, in the order of the proposals.
+fn jobs_to_run(
+    proposals: &[ProposalText],
+    keys: &[SummaryKey],
+    ids: &[String],
+    cache: &SummaryCache,
+) -> Vec<Job> {
+    let mut seen = HashSet::new();
+    let mut jobs = Vec::new();
+    for ((proposal, key), id) in proposals.iter().zip(keys).zip(ids) {
+        let cached = cache.get(id);
+        if cached.is_some_and(|r| r.status == SummaryStatus::Ok) || !seen.insert(id.clone()) {
+            continue;
+        }
+        jobs.push(Job {
+            key: key.clone(),
+            summary_key: id.clone(),
+            abstract_raw: proposal.abstract_raw.clone(),
+            proposal_id: proposal.proposal_id,
+            earlier_attempts: cached.map_or(0, |r| r.attempts),
+        });
+    }
+    jobs
+}
+
+/// Runs the jobs with bounded concurrency, appending outcomes to the cache as they come.
+/// Returns the number of backend requests.
+async fn run_jobs(
+    jobs: Vec<Job>,
+    backend: &dyn SummaryBackend,
+    cache: &mut SummaryCache,
+    summarizer: &Summarizer,
+    settings: &StageSettings,
+) -> Result<u64, SummaryError> {
+    let breaker = Breaker::default();
+    let mut results = futures::stream::iter(jobs)
+        .map(|job| summarize_guarded(job, backend, summarizer, settings, &breaker))
+        .buffer_unordered(settings.concurrency);
+    let mut pending = Vec::new();
+    let mut calls = 0;
+    while let Some((record, job_calls)) = results.next().await {
+        calls += u64::from(job_calls);
+        pending.push(record);
+        if pending.len() >= FLUSH_ROWS {
+            cache.append(std::mem::take(&mut pending)).await?;
+        }
+    }
+    cache.append(pending).await?;
+    Ok(calls)
+}
+
+/// Counts keys in a row that ended with a backend error.
+#[derive(Debug, Default)]
+struct Breaker {
+    consecutive_failed: AtomicU32,
+    last_error: Mutex<String>,
+}
+
+impl Breaker {
+    fn open(&self) -> bool {
+        self.consecutive_failed.load(Ordering::Relaxed) >= MAX_CONSECUTIVE_FAILED_KEYS
+    }
+
+    fn record(&self, record: &SummaryRecord) {
+        if record.status == SummaryStatus::Failed {
+            self.consecutive_failed.fetch_add(1, Ordering::Relaxed);
+            if let Some(detail) = &record.detail {
+                *self.last_error.lock().expect("lock is not poisoned") = detail.clone();
+            }
+        } else {
+            self.consecutive_failed.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// [`summarize_one`], unless the backend failed for the last keys in a row.
+async fn summarize_guarded(
+    job: Job,
+    backend: &dyn SummaryBackend,
+    summarizer: &Summarizer,
+    settings: &StageSettings,
+    breaker: &Breaker,
+) -> (SummaryRecord, u32) {
+    if breaker.open() {
+        let mut record = new_record(&job, SummaryStatus::Failed, settings);
+        record.reason = Some(BACKEND_UNAVAILABLE.to_string());
+        record.detail = Some(format!(
+            "not requested: the last {MAX_CONSECUTIVE_FAILED_KEYS} abstracts all failed at the backend (last error: {}); check the server, the next run requests it again",
+            breaker.last_error.lock().expect("lock is not poisoned")
+        ));
+        return (record, 0);
+    }
+    let (record, calls) = summarize_one(job, backend, summarizer, settings).await;
+    if record.reason.as_deref() != Some(RejectReason::PromptTooLong.code()) {
+        breaker.record(&record);
+    }
+    (record, calls)
+}
+
+/// Outcome of the last attempt of a key.
+enum Attempt {
+    Rejected(Rejection, Option<Completion>),
+    Failed(BackendError),
+}
+
+/// Requests one key until it passes or the attempts run out. Returns the row and the
+/// number of requests made.
+async fn summarize_one(
+    job: Job,
+    backend: &dyn SummaryBackend,
+    summarizer: &Summarizer,
+    settings: &StageSettings,
+) -> (SummaryRecord, u32) {
+    let span = tracing::info_span!(
+        "summary",
+        proposal_id = job.proposal_id,
+        summary_key = %&job.summary_key[..12]
+    );
+    async {
+        let started = Instant::now();
+        let prompt = match summarizer.prompt.render(&job.abstract_raw) {
+            Ok(prompt) => prompt,
+            Err(too_long) => {
+                let rejection = Rejection {
+                    reason: RejectReason::PromptTooLong,
+                    detail: too_long.to_string(),
+                };
+                let attempt = Attempt::Rejected(rejection, None);
+                return (failure_record(&job, attempt, 0, 0, started, settings), 0);
+            }
+        };
+        let mut budget = summarizer.max_tokens;
+        let mut last = None;
+        for attempt in 1..=settings.max_attempts {
+            let request = CompletionRequest {
+                prompt: prompt.clone(),
+                schema: summarizer.schema.value.clone(),
+                schema_name: SCHEMA_NAME.to_string(),
+                max_tokens: budget,
+                sampling: settings.sampling.clone(),
+            };
+            match backend.complete(&request).await {
+                Ok(completion) => match summarizer.checker.check(&completion, budget) {
+                    Ok(summary) => {
+                        tracing::info!(attempt, "summary accepted");
+                        let record = ok_record(&job, summary, completion, attempt, budget, started, settings);
+                        return (record, attempt);
+                    }
+                    Err(rejection) => {
+                        tracing::warn!(attempt, reason = rejection.reason.code(), detail = %rejection.detail, "summary rejected");
+                        if rejection.reason == RejectReason::Truncated {
+                            budget = (budget * 2).min(summarizer.max_tokens * MAX_BUDGET_FACTOR);
+                        }
+                        last = Some((Attempt::Rejected(rejection, Some(completion)), budget));
+                    }
+                },
+                Err(error) => {
+                    tracing::warn!(attempt, code = error.code(), %error, "summary request failed");
+                    last = Some((Attempt::Failed(error), budget));
+                    if attempt < settings.max_attempts {
+                        tokio::time::sleep(settings.retry_delay * 2u32.pow(attempt - 1)).await;
+                    }
+                }
+            }
+        }
+        let (attempt, budget) = last.expect("max_attempts is at least 1");
+        let calls = settings.max_attempts;
+        (failure_record(&job, attempt, calls, budget, started, settings), calls)
+    }
+    .instrument(span)
+    .await
+}
+
+fn new_record(job: &Job, status: SummaryStatus, settings: &StageSettings) -> SummaryRecord {
+    SummaryRecord {
+        summary_key: job.summary_key.clone(),
+        key: job.key.clone(),
+        status,
+        reason: None,
+        detail: None,
+        raw_output: None,
+        finish_reason: None,
+        summary: None,
+        caption: None,
+        attempts: job.earlier_attempts,
+        elapsed_secs: 0.0,
+        max_tokens: 0,
+        prompt_tokens: None,
+        completion_tokens: None,
+        run_id: settings.run_id.clone(),
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    }
+}
+
+fn with_completion(record: &mut SummaryRecord, completion: Completion) {
+    record.finish_reason = Some(finish_reason_text(&completion));
+    record.prompt_tokens = completion.prompt_tokens;
+    record.completion_tokens = completion.completion_tokens;
+    record.raw_output = Some(completion.text);
+}
+
+fn finish_reason_text(completion: &Completion) -> String {
+    match &completion.finish_reason {
+        super::backend::FinishReason::Stop => "stop".to_string(),
+        super::backend::FinishReason::Length => "length".to_string(),
+        super::backend::FinishReason::Other(other) => other.clone(),
+    }
+}
+
+fn ok_record(
+    job: &Job,
+    summary: Summary,
+    completion: Completion,
+    calls: u32,
+    budget: u32,
+    started: Instant,
+    settings: &StageSettings,
+) -> SummaryRecord {
+    let mut record = new_record(job, SummaryStatus::Ok, settings);
+    with_completion(&mut record, completion);
+    record.caption = Some(summary.caption());
+    record.summary = Some(summary);
+    record.attempts += calls;
+    record.max_tokens = budget;
+    record.elapsed_secs = started.elapsed().as_secs_f64();
+    record
+}
+
+fn failure_record(
+    job: &Job,
+    attempt: Attempt,
+    calls: u32,
+    budget: u32,
+    started: Instant,
+    settings: &StageSettings,
+) -> SummaryRecord {
+    let (status, reason, detail, completion) = match attempt {
+        Attempt::Rejected(rejection, completion) => (
+            SummaryStatus::Rejected,
+            rejection.reason.code().to_string(),
+            rejection.detail,
+            completion,
+        ),
+        Attempt::Failed(error) => (
+            SummaryStatus::Failed,
+            error.code().to_string(),
+            error.to_string(),
+            None,
+        ),
+    };
+    let mut record = new_record(job, status, settings);
+    if let Some(completion) = completion {
+        with_completion(&mut record, completion);
+    }
+    record.reason = Some(reason);
+    record.detail = Some(detail);
+    record.attempts += calls;
+    record.max_tokens = budget;
+    record.elapsed_secs = started.elapsed().as_secs_f64();
+    record
+}
+
+fn collect_outcomes(
+    proposals: &[ProposalText],
+    ids: &[String],
+    requested: &HashSet<String>,
+    cache: &SummaryCache,
+    cache_only: bool,
+) -> Vec<ProposalSummary> {
+    proposals
+        .iter()
+        .zip(ids)
+        .map(|(proposal, id)| {
+            let record = cache.get(id).cloned();
+            let source = match () {
+                _ if !requested.contains(id) => OutcomeSource::Cache,
+                _ if cache_only => OutcomeSource::Pending,
+                _ => OutcomeSource::Backend,
+            };
+            ProposalSummary {
+                proposal_id: proposal.proposal_id,
+                summary_key: id.clone(),
+                record,
+                source,
+            }
+        })
+        .collect()
+}
+
+fn count_outcomes(outcomes: &[ProposalSummary], counts: &mut BTreeMap<&'static str, u64>) {
+    let mut seen = HashSet::new();
+    for outcome in outcomes {
+        if !seen.insert(&outcome.summary_key) {
+            continue;
+        }
+        let status = outcome.record.as_ref().map(|r| r.status);
+        let name = match (outcome.source, status) {
+            (OutcomeSource::Cache, _) => "from_cache",
+            (OutcomeSource::Pending, _) => "pending",
+            (OutcomeSource::Backend, Some(SummaryStatus::Ok)) => "ok",
+            (OutcomeSource::Backend, Some(SummaryStatus::Rejected)) => "rejected",
+            (OutcomeSource::Backend, _) => "failed",
+        };
+        *counts.entry(name).or_default() += 1;
+        if outcome.source == OutcomeSource::Backend {
+            *counts.entry("requested").or_default() += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, VecDeque};
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::summaries::backend::FinishReason;
+    use crate::summaries::prompt::MAX_PROMPT_BYTES;
+
+    const GOOD: &str = r#"{"objects_and_phenomena": ["dwarf galaxies"], "science_use_cases": ["measure star formation histories"]}"#;
+    const SIX_ITEMS: &str = r#"{"objects_and_phenomena": ["a1", "b2", "c3", "d4", "e5", "f6"], "science_use_cases": ["x"]}"#;
+
+    /// One scripted reply of the test double.
+    enum Reply {
+        Text(&'static str, FinishReason),
+        Unreachable,
+    }
+
+    /// Test double of a language model: answers each request with the next scripted reply
+    /// for the abstract marker the prompt contains, and records every request.
+    #[derive(Default)]
+    struct ScriptedBackend {
+        replies: Mutex<HashMap<&'static str, VecDeque<Reply>>>,
+        requests: Mutex<Vec<(String, u32)>>,
+    }
+
+    impl ScriptedBackend {
+        fn script(self, marker: &'static str, replies: Vec<Reply>) -> Self {
+            self.replies.lock().unwrap().insert(marker, replies.into());
+            self
+        }
+
+        fn calls(&self) -> usize {
+            self.requests.lock().unwrap().len()
+        }
+
+        fn budgets(&self) -> Vec<u32> {
+            self.requests.lock().unwrap().iter().map(|r| r.1).collect()
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl SummaryBackend for ScriptedBackend {
+        fn model_id(&self) -> String {
+            "test:scripted".to_string()
+        }
+
+        async fn complete(&self, request: &CompletionRequest) -> Result<Completion, BackendError> {
+            let mut replies = self.replies.lock().unwrap();
+            let (marker, queue) = replies
+                .iter_mut()
+                .find(|(marker, _)| request.prompt.contains(*marker))
+                .expect("every prompt has a scripted abstract");
+            self.requests
+                .lock()
+                .unwrap()
+                .push((marker.to_string(), request.max_tokens));
+            match queue
+                .pop_front()
+                .unwrap_or(Reply::Text(GOOD, FinishReason::Stop))
+            {
+                Reply::Text(text, finish_reason) => Ok(Completion {
+                    text: text.to_string(),
+                    finish_reason,
+                    prompt_tokens: Some(300),
+                    completion_tokens: Some(30),
+                    elapsed_secs: 0.01,
+                }),
+                Reply::Unreachable => Err(BackendError::Connect {
+                    url: "http://127.0.0.1:9/v1/chat/completions".into(),
+                    detail: "connection refused".into(),
+                }),
+            }
+        }
+    }
+
+    fn settings() -> StageSettings {
+        StageSettings {
+            concurrency: 2,
+            max_attempts: 3,
+            sampling: Sampling::default(),
+            retry_delay: Duration::from_millis(1),
+            cache_only: false,
+            run_id: "test-run".into(),
+        }
+    }
+
+    fn proposal(id: i64, marker: &str) -> ProposalText {
+        ProposalText {
+            proposal_id: id,
+            abstract_raw: format!(" We observe {marker} with care."),
+        }
+    }
+
+    async fn run(
+        proposals: &[ProposalText],
+        backend: &ScriptedBackend,
+        data_dir: &std::path::Path,
+        settings: &StageSettings,
+    ) -> StageOutcome {
+        let mut cache = SummaryCache::open(data_dir).await.unwrap();
+        let summarizer = Summarizer::current().unwrap();
+        summarize_proposals(proposals, backend, &mut cache, &summarizer, settings)
+            .await
+            .unwrap()
+    }
+
+    fn status(outcome: &StageOutcome, index: usize) -> (SummaryStatus, Option<&str>, u32) {
+        let record = outcome.proposals[index].record.as_ref().unwrap();
+        (record.status, record.reason.as_deref(), record.attempts)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ok_keys_cached_after_retries() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = ScriptedBackend::default()
+            .script("alpha", vec![Reply::Text(SIX_ITEMS, FinishReason::Stop)])
+            .script("beta", vec![Reply::Unreachable])
+            .script("gamma", vec![]);
+        let proposals = [
+            proposal(1, "alpha"),
+            proposal(2, "beta"),
+            proposal(3, "gamma"),
+        ];
+        let first = run(&proposals, &backend, dir.path(), &settings()).await;
+        assert_eq!(backend.calls(), 5);
+        for index in 0..3 {
+            assert_eq!(status(&first, index).0, SummaryStatus::Ok);
+        }
+        assert_eq!(status(&first, 0).2, 2, "one rejection, then ok");
+        assert_eq!(status(&first, 1).2, 2, "one backend error, then ok");
+        assert_eq!(first.counts["ok"], 3);
+        assert_eq!(first.counts["backend_calls"], 5);
+        let caption = first.proposals[2].summary().unwrap().caption();
+        assert_eq!(caption, "dwarf galaxies; measure star formation histories");
+
+        let second = run(&proposals, &backend, dir.path(), &settings()).await;
+        assert_eq!(backend.calls(), 5, "cached ok keys make no request");
+        assert_eq!(second.counts["from_cache"], 3);
+        assert!(
+            second
+                .proposals
+                .iter()
+                .all(|p| p.source == OutcomeSource::Cache)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rejection_recorded_and_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = || Reply::Text(SIX_ITEMS, FinishReason::Stop);
+        let backend = ScriptedBackend::default()
+            .script("alpha", vec![bad(), bad(), bad(), bad(), bad(), bad()])
+            .script("gamma", vec![]);
+        let proposals = [proposal(1, "alpha"), proposal(3, "gamma")];
+        let first = run(&proposals, &backend, dir.path(), &settings()).await;
+        assert_eq!(
+            status(&first, 0),
+            (SummaryStatus::Rejected, Some("schema_violation"), 3)
+        );
+        let record = first.proposals[0].record.as_ref().unwrap();
+        assert_eq!(record.raw_output.as_deref(), Some(SIX_ITEMS));
+        assert!(
+            record
+                .detail
+                .as_deref()
+                .unwrap()
+                .contains("/objects_and_phenomena")
+        );
+        assert_eq!(status(&first, 1).0, SummaryStatus::Ok, "the run goes on");
+        assert_eq!(first.counts["rejected"], 1);
+
+        let second = run(&proposals, &backend, dir.path(), &settings()).await;
+        assert_eq!(backend.calls(), 3 + 1 + 3);
+        assert_eq!(
+            status(&second, 0),
+            (SummaryStatus::Rejected, Some("schema_violation"), 6),
+            "attempts add up over runs"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cut_output_doubles_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let cut = || Reply::Text(r#"{"objects_and_phenomena": ["a"#, FinishReason::Length);
+        let backend = ScriptedBackend::default().script("alpha", vec![cut(), cut(), cut()]);
+        let outcome = run(&[proposal(1, "alpha")], &backend, dir.path(), &settings()).await;
+        let budget = max_tokens();
+        assert_eq!(backend.budgets(), [budget, budget * 2, budget * 4]);
+        let record = outcome.proposals[0].record.as_ref().unwrap();
+        assert_eq!(record.reason.as_deref(), Some("truncated"));
+        assert!(
+            record
+                .detail
+                .as_deref()
+                .unwrap()
+                .contains("/objects_and_phenomena/0")
+        );
+        assert_eq!(record.finish_reason.as_deref(), Some("length"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn equal_abstracts_share_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = ScriptedBackend::default().script("alpha", vec![]);
+        let proposals = [proposal(1, "alpha"), proposal(2, "alpha")];
+        let outcome = run(&proposals, &backend, dir.path(), &settings()).await;
+        assert_eq!(backend.calls(), 1);
+        assert_eq!(outcome.counts["keys"], 1);
+        assert_eq!(outcome.counts["proposals"], 2);
+        assert_eq!(
+            outcome.proposals[0].summary_key,
+            outcome.proposals[1].summary_key
+        );
+        assert!(outcome.proposals[1].summary().is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cache_only_sends_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = ScriptedBackend::default().script("alpha", vec![]);
+        let plan = StageSettings {
+            cache_only: true,
+            ..settings()
+        };
+        let outcome = run(&[proposal(1, "alpha")], &backend, dir.path(), &plan).await;
+        assert_eq!(backend.calls(), 0);
+        assert_eq!(outcome.counts["pending"], 1);
+        assert!(outcome.proposals[0].record.is_none());
+        let table = crate::summaries::table::summaries_batch(&outcome.proposals);
+        let status = table.column_by_name("status").unwrap();
+        let status = status
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+            .unwrap();
+        assert_eq!(status.value(0), "pending");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dead_server_stops_requests() {
+        let dir = tempfile::tempdir().unwrap();
+        let markers = [
+            "k00", "k01", "k02", "k03", "k04", "k05", "k06", "k07", "k08", "k09", "k10", "k11",
+        ];
+        let mut backend = ScriptedBackend::default();
+        for marker in markers {
+            backend = backend.script(marker, vec![Reply::Unreachable]);
+        }
+        let proposals: Vec<ProposalText> = (0..)
+            .zip(markers)
+            .map(|(id, marker)| proposal(id, marker))
+            .collect();
+        let one_at_a_time = StageSettings {
+            concurrency: 1,
+            max_attempts: 1,
+            ..settings()
+        };
+        let outcome = run(&proposals, &backend, dir.path(), &one_at_a_time).await;
+        assert_eq!(backend.calls(), MAX_CONSECUTIVE_FAILED_KEYS as usize);
+        assert_eq!(outcome.counts["failed"], markers.len() as u64);
+        let last = outcome.proposals.last().unwrap().record.as_ref().unwrap();
+        assert_eq!(last.reason.as_deref(), Some(BACKEND_UNAVAILABLE));
+        assert!(
+            last.detail
+                .as_deref()
+                .unwrap()
+                .contains("connection refused")
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn oversized_prompt_not_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = ScriptedBackend::default();
+        let huge = ProposalText {
+            proposal_id: 1,
+            abstract_raw: "x".repeat(MAX_PROMPT_BYTES),
+        };
+        let outcome = run(&[huge], &backend, dir.path(), &settings()).await;
+        assert_eq!(backend.calls(), 0);
+        assert_eq!(
+            status(&outcome, 0),
+            (SummaryStatus::Rejected, Some("prompt_too_long"), 0)
+        );
+    }
+
+    #[test]
+    fn zero_settings_rejected() {
+        let zero = StageSettings {
+            concurrency: 0,
+            ..settings()
+        };
+        assert!(
+            zero.check()
+                .unwrap_err()
+                .to_string()
+                .contains("concurrency = 0")
+        );
+        let none = StageSettings {
+            max_attempts: 0,
+            ..settings()
+        };
+        assert!(
+            none.check()
+                .unwrap_err()
+                .to_string()
+                .contains("max_attempts = 0")
+        );
+    }
+}

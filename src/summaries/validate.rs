@@ -1,0 +1,508 @@
+//! Checking every output of a backend before it counts as a summary.
+//!
+//! The checks run in this order, and the first that fails decides the [`RejectReason`]:
+//! 1. the finish reason: only `stop` is complete; `length` is a cut output, reported with
+//!    where it stops ([`RejectReason::Truncated`]);
+//! 2. a scan of the raw text: raw control characters and whitespace runs between tokens
+//!    longer than a constrained backend emits;
+//! 3. a strict parse that refuses repeated keys;
+//! 4. the committed JSON Schema, through an independent validator (`jsonschema`), which
+//!    owns the key set, the list and string bounds and the character pattern;
+//! 5. what the schema cannot express: blank items, items that only name the telescope, and an
+//!    item repeated within one list.
+//!
+//! Invariants: a rejection always carries a stable code and a detail that states where the
+//! output went wrong; the checker never repairs an output; the caller keeps the raw text.
+
+use serde::{Deserialize, Serialize};
+
+use super::backend::{Completion, FinishReason};
+use super::json_text::{StrictJsonError, parse_strict, scan};
+use super::schema::{MAX_WHITESPACE_BYTES_PER_GAP, SchemaFile, Summary, SummaryField};
+
+/// Reason an output was rejected. The codes are stable, because they are stored in the
+/// summary cache and the skips table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// The backend stopped at the token budget.
+    Truncated,
+    /// The backend stopped for a reason other than `stop` or `length`.
+    UnexpectedFinishReason,
+    /// A control character written raw into the text.
+    RawControlCharacter,
+    /// More whitespace between two tokens than a constrained backend emits.
+    RunawayWhitespace,
+    /// Not one JSON value.
+    InvalidJson,
+    /// An object names a key twice.
+    DuplicateKey,
+    /// The value breaks the committed schema.
+    SchemaViolation,
+    /// An item that is only whitespace.
+    BlankItem,
+    /// An item that only names the telescope (Hubble, HST, Hubble Space Telescope).
+    ForbiddenOnly,
+    /// The same item twice in one list, ignoring case and spacing.
+    RepeatedItem,
+    /// The prompt for the abstract is over the size limit; no request was made.
+    PromptTooLong,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 11] = [
+        Self::Truncated,
+        Self::UnexpectedFinishReason,
+        Self::RawControlCharacter,
+        Self::RunawayWhitespace,
+        Self::InvalidJson,
+        Self::DuplicateKey,
+        Self::SchemaViolation,
+        Self::BlankItem,
+        Self::ForbiddenOnly,
+        Self::RepeatedItem,
+        Self::PromptTooLong,
+    ];
+
+    /// Returns the stable code, e.g. `duplicate_key`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Truncated => "truncated",
+            Self::UnexpectedFinishReason => "unexpected_finish_reason",
+            Self::RawControlCharacter => "raw_control_character",
+            Self::RunawayWhitespace => "runaway_whitespace",
+            Self::InvalidJson => "invalid_json",
+            Self::DuplicateKey => "duplicate_key",
+            Self::SchemaViolation => "schema_violation",
+            Self::BlankItem => "blank_item",
+            Self::ForbiddenOnly => "forbidden_only",
+            Self::RepeatedItem => "repeated_item",
+            Self::PromptTooLong => "prompt_too_long",
+        }
+    }
+}
+
+/// An output that did not pass, with what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: RejectReason,
+    pub detail: String,
+}
+
+impl Rejection {
+    fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
+        Self {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Words that name the telescope. An item made only of these (and [`FILLER_WORDS`])
+/// describes nothing about the observations.
+const FORBIDDEN_WORDS: [&str; 2] = ["hubble", "hst"];
+const FILLER_WORDS: [&str; 4] = ["space", "telescope", "archive", "the"];
+
+/// Most schema errors quoted in one rejection.
+const MAX_SCHEMA_ERRORS: usize = 5;
+
+/// Checks outputs against the committed schema and the rules above.
+#[derive(Debug, Clone)]
+pub struct OutputChecker {
+    schema: SchemaFile,
+}
+
+impl OutputChecker {
+    pub fn new(schema: SchemaFile) -> Self {
+        Self { schema }
+    }
+
+    /// Returns the summary, or why the output is not one. `max_tokens` is the budget the
+    /// request had, quoted when the output was cut.
+    pub fn check(&self, completion: &Completion, max_tokens: u32) -> Result<Summary, Rejection> {
+        check_finish(completion, max_tokens)?;
+        check_raw_text(&completion.text)?;
+        let value = parse_strict(&completion.text).map_err(|error| match error {
+            StrictJsonError::DuplicateKey { .. } => {
+                Rejection::new(RejectReason::DuplicateKey, error.to_string())
+            }
+            StrictJsonError::Syntax { .. } => {
+                Rejection::new(RejectReason::InvalidJson, error.to_string())
+            }
+        })?;
+        self.check_schema(&value)?;
+        let summary: Summary = serde_json::from_value(value).map_err(|error| {
+            Rejection::new(
+                RejectReason::SchemaViolation,
+                format!("the value passed the schema but is not a summary: {error}"),
+            )
+        })?;
+        check_items(&summary)?;
+        Ok(summary)
+    }
+
+    fn check_schema(&self, value: &serde_json::Value) -> Result<(), Rejection> {
+        let errors: Vec<String> = self
+            .schema
+            .validator
+            .iter_errors(value)
+            .map(|error| {
+                let path = error.instance_path().to_string();
+                let place = if path.is_empty() {
+                    "/".to_string()
+                } else {
+                    path
+                };
+                format!("{place}: {error}")
+            })
+            .collect();
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let shown = errors.len().min(MAX_SCHEMA_ERRORS);
+        let mut detail = errors[..shown].join("; ");
+        if errors.len() > shown {
+            detail.push_str(&format!("; and {} more", errors.len() - shown));
+        }
+        Err(Rejection::new(RejectReason::SchemaViolation, detail))
+    }
+}
+
+fn check_finish(completion: &Completion, max_tokens: u32) -> Result<(), Rejection> {
+    match &completion.finish_reason {
+        FinishReason::Stop => Ok(()),
+        FinishReason::Length => {
+            let end = scan(&completion.text).describe_end(completion.text.len());
+            let used = completion
+                .completion_tokens
+                .map_or(String::new(), |n| format!(", {n} tokens generated"));
+            Err(Rejection::new(
+                RejectReason::Truncated,
+                format!("{end}; the budget was {max_tokens} tokens{used}"),
+            ))
+        }
+        FinishReason::Other(reason) => Err(Rejection::new(
+            RejectReason::UnexpectedFinishReason,
+            format!(
+                "the backend stopped with finish reason {reason:?}; only \"stop\" marks a complete output"
+            ),
+        )),
+    }
+}
+
+fn check_raw_text(text: &str) -> Result<(), Rejection> {
+    let scanned = scan(text);
+    if let Some(found) = scanned.raw_control {
+        let place = if found.in_string {
+            "inside a string"
+        } else {
+            "between tokens"
+        };
+        let path = if found.path.is_empty() {
+            "/"
+        } else {
+            &found.path
+        };
+        return Err(Rejection::new(
+            RejectReason::RawControlCharacter,
+            format!(
+                "raw control character U+{:04X} at byte {} {place} at {path}; JSON strings must escape it and the schema forbids it",
+                u32::from(found.character),
+                found.byte_offset
+            ),
+        ));
+    }
+    if scanned.longest_whitespace_bytes > MAX_WHITESPACE_BYTES_PER_GAP {
+        return Err(Rejection::new(
+            RejectReason::RunawayWhitespace,
+            format!(
+                "{} bytes of whitespace between two tokens at byte {}; a constrained backend emits at most {MAX_WHITESPACE_BYTES_PER_GAP}",
+                scanned.longest_whitespace_bytes, scanned.longest_whitespace_offset
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_items(summary: &Summary) -> Result<(), Rejection> {
+    for field in SummaryField::ALL {
+        let items = summary.items(field);
+        for (index, item) in items.iter().enumerate() {
+            let at = format!("/{}/{index}", field.key());
+            if item.trim().is_empty() {
+                return Err(Rejection::new(
+                    RejectReason::BlankItem,
+                    format!("{at} is only whitespace ({item:?})"),
+                ));
+            }
+            if only_names_the_telescope(item) {
+                return Err(Rejection::new(
+                    RejectReason::ForbiddenOnly,
+                    format!("{at} = {item:?} only names the telescope, which the prompt forbids"),
+                ));
+            }
+            if let Some(first) = items[..index]
+                .iter()
+                .position(|earlier| same_item(earlier, item))
+            {
+                return Err(Rejection::new(
+                    RejectReason::RepeatedItem,
+                    format!(
+                        "{at} = {item:?} repeats /{}/{first}; each item must say something new",
+                        field.key()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// True when every word of `item` names the telescope or is filler, and one names it.
+fn only_names_the_telescope(item: &str) -> bool {
+    let lower = item.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .collect();
+    words.iter().any(|word| FORBIDDEN_WORDS.contains(word))
+        && words
+            .iter()
+            .all(|word| FORBIDDEN_WORDS.contains(word) || FILLER_WORDS.contains(word))
+}
+
+fn same_item(a: &str, b: &str) -> bool {
+    let normal = |s: &str| {
+        s.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+    };
+    normal(a) == normal(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::summaries::schema::{MAX_ITEM_CHARS, max_tokens};
+
+    fn checker() -> OutputChecker {
+        OutputChecker::new(SchemaFile::committed().unwrap())
+    }
+
+    fn completion(text: &str, finish_reason: FinishReason) -> Completion {
+        Completion {
+            text: text.to_string(),
+            finish_reason,
+            prompt_tokens: None,
+            completion_tokens: None,
+            elapsed_secs: 0.0,
+        }
+    }
+
+    fn check(text: &str) -> Result<Summary, Rejection> {
+        checker().check(&completion(text, FinishReason::Stop), max_tokens())
+    }
+
+    fn reason(text: &str) -> RejectReason {
+        check(text).unwrap_err().reason
+    }
+
+    #[test]
+    fn good_output_passes() {
+        let summary = check(
+            r#"{"objects_and_phenomena": ["Uranus aurorae", "ice giant magnetospheres"],
+                "science_use_cases": ["map auroral emission over two rotations"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            summary.caption(),
+            "Uranus aurorae, ice giant magnetospheres; map auroral emission over two rotations"
+        );
+    }
+
+    #[test]
+    fn codes_are_unique_snake_case() {
+        let codes: std::collections::BTreeSet<&str> =
+            RejectReason::ALL.iter().map(|r| r.code()).collect();
+        assert_eq!(codes.len(), RejectReason::ALL.len());
+        for reason in RejectReason::ALL {
+            let json = serde_json::to_string(&reason).unwrap();
+            assert_eq!(json, format!("\"{}\"", reason.code()));
+        }
+    }
+
+    #[test]
+    fn ignored_item_bounds_rejected() {
+        // A backend that ignores minItems/maxItems.
+        let six = r#"{"objects_and_phenomena": ["a1", "b2", "c3", "d4", "e5", "f6"], "science_use_cases": ["x"]}"#;
+        let rejection = check(six).unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::SchemaViolation);
+        assert!(
+            rejection.detail.contains("/objects_and_phenomena"),
+            "{}",
+            rejection.detail
+        );
+        let none = r#"{"objects_and_phenomena": [], "science_use_cases": ["x"]}"#;
+        assert_eq!(reason(none), RejectReason::SchemaViolation);
+        let long = format!(
+            r#"{{"objects_and_phenomena": ["{}"], "science_use_cases": ["x"]}}"#,
+            "y".repeat(MAX_ITEM_CHARS + 1)
+        );
+        assert_eq!(reason(&long), RejectReason::SchemaViolation);
+        let missing = r#"{"objects_and_phenomena": ["a"]}"#;
+        assert_eq!(reason(missing), RejectReason::SchemaViolation);
+        let extra = r#"{"objects_and_phenomena": ["a"], "science_use_cases": ["b"], "notes": []}"#;
+        assert_eq!(reason(extra), RejectReason::SchemaViolation);
+        let strings = r#"{"objects_and_phenomena": "a, b", "science_use_cases": "c"}"#;
+        assert_eq!(reason(strings), RejectReason::SchemaViolation);
+    }
+
+    #[test]
+    fn runaway_whitespace_rejected() {
+        let padded = format!(
+            "{{\"objects_and_phenomena\": [\"a\"],{}\"science_use_cases\": [\"b\"]}}",
+            "\n".repeat(200)
+        );
+        let rejection = check(&padded).unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::RunawayWhitespace);
+        assert!(
+            rejection.detail.contains("200 bytes"),
+            "{}",
+            rejection.detail
+        );
+        // The usual case: whitespace until the budget runs out.
+        let endless = format!("{{\"objects_and_phenomena\": [\"a\",{}", "\n".repeat(4_000));
+        let cut = checker()
+            .check(&completion(&endless, FinishReason::Length), 4_000)
+            .unwrap_err();
+        assert_eq!(cut.reason, RejectReason::Truncated);
+        // Pretty-printing within the bound is fine.
+        let pretty = "{\n    \"objects_and_phenomena\": [\n        \"a\"\n    ],\n    \"science_use_cases\": [\"b\"]\n}\n";
+        assert!(check(pretty).is_ok());
+    }
+
+    #[test]
+    fn truncation_never_succeeds() {
+        let text = r#"{"objects_and_phenomena": ["a"], "science_use_cases": ["b", "measure the"#;
+        let mut cut = completion(text, FinishReason::Length);
+        cut.completion_tokens = Some(20);
+        let rejection = checker().check(&cut, 20).unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::Truncated);
+        assert!(
+            rejection.detail.contains("/science_use_cases/1"),
+            "{}",
+            rejection.detail
+        );
+        assert!(
+            rejection.detail.contains("inside a string"),
+            "{}",
+            rejection.detail
+        );
+        assert!(
+            rejection.detail.contains("budget was 20 tokens"),
+            "{}",
+            rejection.detail
+        );
+        // Even a complete, valid JSON text is not a success when the finish reason is length.
+        let whole = r#"{"objects_and_phenomena": ["a"], "science_use_cases": ["b"]}"#;
+        let rejection = checker()
+            .check(&completion(whole, FinishReason::Length), 20)
+            .unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::Truncated);
+        let other = checker()
+            .check(
+                &completion(whole, FinishReason::Other("content_filter".into())),
+                20,
+            )
+            .unwrap_err();
+        assert_eq!(other.reason, RejectReason::UnexpectedFinishReason);
+    }
+
+    #[test]
+    fn control_characters_rejected() {
+        let raw = "{\"objects_and_phenomena\": [\"bell\u{7}\"], \"science_use_cases\": [\"b\"]}";
+        let rejection = check(raw).unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::RawControlCharacter);
+        assert!(rejection.detail.contains("U+0007"), "{}", rejection.detail);
+        assert!(
+            rejection.detail.contains("/objects_and_phenomena/0"),
+            "{}",
+            rejection.detail
+        );
+        let raw_newline =
+            "{\"objects_and_phenomena\": [\"two\nlines\"], \"science_use_cases\": [\"b\"]}";
+        assert_eq!(reason(raw_newline), RejectReason::RawControlCharacter);
+        let raw_c1 = "{\"objects_and_phenomena\": [\"nel\u{85}\"], \"science_use_cases\": [\"b\"]}";
+        assert_eq!(reason(raw_c1), RejectReason::RawControlCharacter);
+        // Valid JSON escapes that decode to control characters break the schema's pattern.
+        let escaped =
+            r#"{"objects_and_phenomena": ["bell\u0007", "tab\t"], "science_use_cases": ["b"]}"#;
+        assert_eq!(reason(escaped), RejectReason::SchemaViolation);
+    }
+
+    #[test]
+    fn unicode_and_escapes_round_trip() {
+        let text = r#"{"objects_and_phenomena": ["η Carinae", "Herbig–Haro objects", "\u00e9jecta \ud83c\udf0c"],
+                       "science_use_cases": ["measure Hα emission", "trace gas at 10⁴ K"]}"#;
+        let summary = check(text).unwrap();
+        assert_eq!(
+            summary.objects_and_phenomena,
+            ["η Carinae", "Herbig–Haro objects", "éjecta 🌌"]
+        );
+        let again = serde_json::to_string(&summary).unwrap();
+        assert_eq!(check(&again).unwrap(), summary);
+        // An item of the maximum length in 4-byte characters passes.
+        let widest = format!(
+            r#"{{"objects_and_phenomena": ["{}"], "science_use_cases": ["b"]}}"#,
+            "🌌".repeat(MAX_ITEM_CHARS)
+        );
+        assert!(check(&widest).is_ok());
+        // Quotes and backslashes are outside the pattern even when escaped.
+        let quoted =
+            r#"{"objects_and_phenomena": ["the \"Pillars\""], "science_use_cases": ["b"]}"#;
+        assert_eq!(reason(quoted), RejectReason::SchemaViolation);
+    }
+
+    #[test]
+    fn repeated_keys_rejected() {
+        let text = r#"{"objects_and_phenomena": ["a"], "science_use_cases": ["b"], "objects_and_phenomena": ["c", "d"]}"#;
+        let rejection = check(text).unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::DuplicateKey);
+        assert!(
+            rejection.detail.contains("objects_and_phenomena"),
+            "{}",
+            rejection.detail
+        );
+    }
+
+    #[test]
+    fn item_rules_the_schema_cannot_express() {
+        let blank = r#"{"objects_and_phenomena": ["   "], "science_use_cases": ["b"]}"#;
+        assert_eq!(reason(blank), RejectReason::BlankItem);
+        for telescope in [
+            "HST",
+            "Hubble",
+            "Hubble Space Telescope",
+            "the HST archive",
+            "hubble/HST",
+        ] {
+            let text = format!(
+                r#"{{"objects_and_phenomena": ["galaxy clusters"], "science_use_cases": ["{telescope}"]}}"#
+            );
+            assert_eq!(reason(&text), RejectReason::ForbiddenOnly, "{telescope}");
+        }
+        let named = r#"{"objects_and_phenomena": ["Hubble constant", "Hubble Deep Field galaxies"], "science_use_cases": ["b"]}"#;
+        assert!(check(named).is_ok());
+        let repeated = r#"{"objects_and_phenomena": ["dwarf galaxies", "Dwarf  galaxies"], "science_use_cases": ["b"]}"#;
+        assert_eq!(reason(repeated), RejectReason::RepeatedItem);
+    }
+
+    #[test]
+    fn text_around_json_rejected() {
+        let fenced =
+            "```json\n{\"objects_and_phenomena\": [\"a\"], \"science_use_cases\": [\"b\"]}\n```";
+        assert_eq!(reason(fenced), RejectReason::InvalidJson);
+        assert_eq!(reason(""), RejectReason::InvalidJson);
+    }
+}
