@@ -8,7 +8,8 @@
 //!
 //! The run log of the data directory is `paperclip.runs`, one row per run, with the views
 //! `paperclip.stages` (one row per stage of each run: ran, fresh or failed, and why) and
-//! `paperclip.skips` (one row per skipped item of each run, with its reason).
+//! `paperclip.skips` (one row per skipped item of each run, with its reason). When LLM
+//! summaries were made, `paperclip.summaries` holds every attempt with its status.
 //!
 //! Example: `SELECT count(*) FROM "hst-paperclip".v1.samples`.
 
@@ -60,6 +61,9 @@ async fn register_run_log(ctx: &SessionContext, data_dir: &Path) -> Result<()> {
     let runs = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
     let schema = Arc::new(MemorySchemaProvider::new());
     schema.register_table("runs".into(), Arc::new(runs))?;
+    if let Some(summaries) = crate::summaries::cache::table_provider(data_dir, ctx).await? {
+        schema.register_table("summaries".into(), summaries)?;
+    }
     let catalog = ctx.catalog("datafusion").ok_or_else(|| {
         PipelineError::Invalid("the SQL session has no default catalog".to_string())
     })?;

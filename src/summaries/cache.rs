@@ -254,6 +254,27 @@ async fn open_table(dir: &Path) -> Result<deltalake::DeltaTable, deltalake::Delt
     }
 }
 
+/// The cache table under `data_dir` as a table `ctx` can query (every attempt ever
+/// recorded, not only the latest per key); `None` before the first summary.
+pub async fn table_provider(
+    data_dir: &Path,
+    ctx: &datafusion::prelude::SessionContext,
+) -> Result<Option<std::sync::Arc<dyn datafusion::datasource::TableProvider>>, SummaryError> {
+    let dir = data_dir.join(CACHE_DIR);
+    if !has_commits(&dir) {
+        return Ok(None);
+    }
+    let delta_error = |source| SummaryError::Delta {
+        path: dir.clone(),
+        source,
+    };
+    let table = open_table(&dir).await.map_err(delta_error)?;
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(delta_error)?;
+    Ok(Some(table.table_provider().await?))
+}
+
 async fn read_rows(dir: &Path) -> Result<Vec<SummaryRecord>, SummaryError> {
     let delta_error = |source| SummaryError::Delta {
         path: dir.to_path_buf(),

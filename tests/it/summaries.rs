@@ -333,6 +333,15 @@ async fn fixture_run_uses_summary_captions() {
         .await,
     );
     assert_eq!(fallback, [["true", "paper", "abstract_fallback", "64"]]);
+    let attempts = rows(
+        &query(
+            &data_dir,
+            "SELECT status, count(DISTINCT summary_key) AS keys FROM paperclip.summaries
+             GROUP BY status ORDER BY status",
+        )
+        .await,
+    );
+    assert_eq!(attempts[0], ["ok", "3"], "{attempts:?}");
     let version = paperclip::dataset::versions::list_versions(
         &paperclip::dataset::versions::DatasetPaths::new(&data_dir, "hst-paperclip"),
     )
