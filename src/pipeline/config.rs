@@ -233,9 +233,7 @@ impl SummariesSection {
         if let Some(name) = &self.api_key_env
             && !is_env_var_name(name)
         {
-            return Err(format!(
-                "summaries.api_key_env = {name:?} is not an environment variable name; give the variable's name (e.g. \"OPENAI_API_KEY\"), never the key itself"
-            ));
+            return Err("summaries.api_key_env is not an environment variable name (the value is not shown, since it may be a key); give the variable's name (e.g. \"OPENAI_API_KEY\"), never the key itself".to_string());
         }
         let bounded = [
             ("summaries.concurrency", self.concurrency as u64, 1, 64),

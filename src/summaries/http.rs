@@ -216,8 +216,51 @@ impl Auth {
         let mut out = text.to_owned();
         for secret in secrets.into_iter().filter(|s| s.len() >= 4) {
             out = out.replace(secret, "[redacted]");
+            out = mask_fragments(&out, secret);
         }
         out
+    }
+}
+
+/// Shortest piece of a secret that is masked when a server echoes only part of it.
+const MIN_SECRET_FRAGMENT_CHARS: usize = 8;
+
+/// Replaces every run of at least [`MIN_SECRET_FRAGMENT_CHARS`] characters of `text` that
+/// also occurs in `secret`, so a server that echoes a prefix of a key does not leak it.
+fn mask_fragments(text: &str, secret: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let longest = (MIN_SECRET_FRAGMENT_CHARS..=chars.len() - i)
+            .take_while(|&n| secret.contains(&chars[i..i + n].iter().collect::<String>()))
+            .last();
+        match longest {
+            Some(n) => {
+                out.push_str("[redacted]");
+                i += n;
+            }
+            None => {
+                out.push(chars[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// How an `api_key_env` value appears in messages: a conventional upper-case variable
+/// name is shown; anything else is hidden, since it may be a key pasted in by mistake.
+pub fn shown_env_name(name: &str) -> String {
+    let conventional = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_uppercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    if conventional {
+        name.to_string()
+    } else {
+        "(name hidden: it does not look like a variable name and may be a key)".to_string()
     }
 }
 
@@ -277,7 +320,7 @@ impl HttpBackend {
                 return Err(config_error(format!(
                     "base_url {display_base} carries credentials and api_key_env is set to {}. \
                      Use one of them",
-                    config.api_key_env.as_deref().unwrap_or_default()
+                    shown_env_name(config.api_key_env.as_deref().unwrap_or_default())
                 )));
             }
             (Some(key), None) => Auth::Bearer(key),
@@ -746,13 +789,14 @@ fn chat_completions_url(base: &mut Url) -> Url {
 }
 
 fn read_api_key(name: &str, env: &impl Fn(&str) -> Option<String>) -> Result<Secret, BackendError> {
+    let shown = shown_env_name(name);
     match env(name) {
         Some(key) if !key.trim().is_empty() => Ok(Secret(key.trim().to_owned())),
         Some(_) => Err(config_error(format!(
-            "environment variable {name} (api_key_env) is empty; put the API key in it"
+            "environment variable {shown} (api_key_env) is empty; put the API key in it"
         ))),
         None => Err(config_error(format!(
-            "environment variable {name} (api_key_env) is not set; export it with the API \
+            "environment variable {shown} (api_key_env) is not set; export it with the API \
              key, or remove api_key_env for a server without keys"
         ))),
     }
@@ -784,6 +828,21 @@ fn percent_decode(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn echoed_key_fragments_are_masked() {
+        let secret = "sk-TOPSECRET-123456789";
+        let text = "your key was sk-TOPSECRET and full sk-TOPSECRET-123456789; ok";
+        let masked = mask_fragments(&text.replace(secret, "[redacted]"), secret);
+        assert_eq!(masked, "your key was [redacted] and full [redacted]; ok");
+        assert_eq!(mask_fragments("short sk-TOP", secret), "short sk-TOP");
+    }
+
+    #[test]
+    fn key_like_variable_names_are_hidden() {
+        assert_eq!(shown_env_name("OPENAI_API_KEY"), "OPENAI_API_KEY");
+        assert!(!shown_env_name("sk_live_51HqLyjWDarjtT1zdp7dcXYZ").contains("sk_live"));
+    }
     use super::*;
 
     #[test]

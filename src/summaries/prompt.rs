@@ -38,7 +38,7 @@ pub struct PromptTemplate {
 /// Error of an abstract whose prompt would exceed [`MAX_PROMPT_BYTES`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the prompt for this abstract would be {bytes} bytes, over the limit of {limit_bytes}; shorten the abstract in the catalog or raise MAX_PROMPT_BYTES"
+    "the prompt for this abstract would be {bytes} bytes, over the limit of {limit_bytes} bytes; the proposal keeps its abstract caption. Shorten the abstract in the catalog to summarize it"
 )]
 pub struct PromptTooLong {
     pub bytes: usize,
@@ -46,6 +46,13 @@ pub struct PromptTooLong {
 }
 
 impl PromptTemplate {
+    /// The example answer in the template: its first line that parses as a summary.
+    pub fn example(&self) -> Option<crate::summaries::schema::Summary> {
+        self.text
+            .lines()
+            .find_map(|line| serde_json::from_str(line.trim()).ok())
+    }
+
     /// Returns the template built into the binary.
     pub fn current() -> Self {
         Self::parse(PROMPT_PATH, PROMPT_TEMPLATE).expect("the built-in template is valid")

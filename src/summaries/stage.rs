@@ -59,9 +59,10 @@ impl Summarizer {
     /// Builds the summarizer from the prompt template and schema built into the binary.
     pub fn current() -> Result<Self, SummaryError> {
         let schema = SchemaFile::committed()?;
+        let prompt = PromptTemplate::current();
         Ok(Self {
-            prompt: PromptTemplate::current(),
-            checker: OutputChecker::new(schema.clone()),
+            checker: OutputChecker::new(schema.clone()).with_example(prompt.example()),
+            prompt,
             schema,
             max_tokens: max_tokens(),
         })
@@ -355,7 +356,7 @@ async fn summarize_one(
                         return (record, attempt);
                     }
                     Err(rejection) => {
-                        tracing::warn!(attempt, reason = rejection.reason.code(), detail = %rejection.detail, "summary rejected");
+                        tracing::warn!(proposal_id = job.proposal_id, attempt, reason = rejection.reason.code(), detail = %rejection.detail, "summary rejected");
                         if rejection.reason == RejectReason::Truncated {
                             budget = (budget * 2).min(summarizer.max_tokens * MAX_BUDGET_FACTOR);
                         }
@@ -363,7 +364,7 @@ async fn summarize_one(
                     }
                 },
                 Err(error) => {
-                    tracing::warn!(attempt, code = error.code(), %error, "summary request failed");
+                    tracing::warn!(proposal_id = job.proposal_id, attempt, code = error.code(), %error, "summary request failed");
                     last = Some((Attempt::Failed(error), budget));
                     if attempt < settings.max_attempts {
                         tokio::time::sleep(settings.retry_delay * 2u32.pow(attempt - 1)).await;

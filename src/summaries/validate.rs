@@ -41,16 +41,21 @@ pub enum RejectReason {
     SchemaViolation,
     /// An item that is only whitespace.
     BlankItem,
+    /// An item with an invisible format or separator character (zero-width space,
+    /// bidirectional override, line separator), which would hide text in the caption.
+    InvisibleCharacter,
     /// An item that only names the telescope (Hubble, HST, Hubble Space Telescope).
     ForbiddenOnly,
     /// The same item twice in one list, ignoring case and spacing.
     RepeatedItem,
     /// The prompt for the abstract is over the size limit; no request was made.
     PromptTooLong,
+    /// Every item is copied from the prompt's example answer.
+    CopiedExample,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 11] = [
+    pub const ALL: [RejectReason; 13] = [
         Self::Truncated,
         Self::UnexpectedFinishReason,
         Self::RawControlCharacter,
@@ -59,9 +64,11 @@ impl RejectReason {
         Self::DuplicateKey,
         Self::SchemaViolation,
         Self::BlankItem,
+        Self::InvisibleCharacter,
         Self::ForbiddenOnly,
         Self::RepeatedItem,
         Self::PromptTooLong,
+        Self::CopiedExample,
     ];
 
     /// Returns the stable code, e.g. `duplicate_key`.
@@ -75,9 +82,11 @@ impl RejectReason {
             Self::DuplicateKey => "duplicate_key",
             Self::SchemaViolation => "schema_violation",
             Self::BlankItem => "blank_item",
+            Self::InvisibleCharacter => "invisible_character",
             Self::ForbiddenOnly => "forbidden_only",
             Self::RepeatedItem => "repeated_item",
             Self::PromptTooLong => "prompt_too_long",
+            Self::CopiedExample => "copied_example",
         }
     }
 }
@@ -90,11 +99,16 @@ pub struct Rejection {
 }
 
 impl Rejection {
+    /// Keeps at most [`MAX_DETAIL_CHARS`] of `detail`, so a huge output quoted by a
+    /// validator cannot flood logs and tables; the raw output is kept elsewhere.
     fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
-        Self {
-            reason,
-            detail: detail.into(),
+        let mut detail = detail.into();
+        let count = detail.chars().count();
+        if count > MAX_DETAIL_CHARS {
+            detail = detail.chars().take(MAX_DETAIL_CHARS).collect();
+            detail.push_str(&format!("... (detail cut from {count} characters)"));
         }
+        Self { reason, detail }
     }
 }
 
@@ -110,11 +124,23 @@ const MAX_SCHEMA_ERRORS: usize = 5;
 #[derive(Debug, Clone)]
 pub struct OutputChecker {
     schema: SchemaFile,
+    /// The example answer of the prompt; an output that repeats it is rejected.
+    example: Option<Summary>,
 }
 
 impl OutputChecker {
     pub fn new(schema: SchemaFile) -> Self {
-        Self { schema }
+        Self {
+            schema,
+            example: None,
+        }
+    }
+
+    /// Also rejects outputs whose every item comes from `example`, the prompt's example
+    /// answer: a small model that copies it says nothing about the abstract.
+    pub fn with_example(mut self, example: Option<Summary>) -> Self {
+        self.example = example;
+        self
     }
 
     /// Returns the summary, or why the output is not one. `max_tokens` is the budget the
@@ -138,7 +164,27 @@ impl OutputChecker {
             )
         })?;
         check_items(&summary)?;
+        self.check_not_example(&summary)?;
         Ok(summary)
+    }
+
+    fn check_not_example(&self, summary: &Summary) -> Result<(), Rejection> {
+        let Some(example) = &self.example else {
+            return Ok(());
+        };
+        let from_example = |field: SummaryField| {
+            summary
+                .items(field)
+                .iter()
+                .all(|item| example.items(field).iter().any(|e| same_item(e, item)))
+        };
+        if SummaryField::ALL.into_iter().all(from_example) {
+            return Err(Rejection::new(
+                RejectReason::CopiedExample,
+                "every item repeats the prompt's example answer instead of describing the abstract",
+            ));
+        }
+        Ok(())
     }
 
     fn check_schema(&self, value: &serde_json::Value) -> Result<(), Rejection> {
@@ -229,16 +275,29 @@ fn check_items(summary: &Summary) -> Result<(), Rejection> {
         let items = summary.items(field);
         for (index, item) in items.iter().enumerate() {
             let at = format!("/{}/{index}", field.key());
+            if let Some(hidden) = item.chars().find(|c| is_invisible(*c)) {
+                return Err(Rejection::new(
+                    RejectReason::InvisibleCharacter,
+                    format!(
+                        "{at} contains the invisible character U+{:04X} ({})",
+                        u32::from(hidden),
+                        excerpt(item)
+                    ),
+                ));
+            }
             if item.trim().is_empty() {
                 return Err(Rejection::new(
                     RejectReason::BlankItem,
-                    format!("{at} is only whitespace ({item:?})"),
+                    format!("{at} is only whitespace ({})", excerpt(item)),
                 ));
             }
             if only_names_the_telescope(item) {
                 return Err(Rejection::new(
                     RejectReason::ForbiddenOnly,
-                    format!("{at} = {item:?} only names the telescope, which the prompt forbids"),
+                    format!(
+                        "{at} = {} only names the telescope, which the prompt forbids",
+                        excerpt(item)
+                    ),
                 ));
             }
             if let Some(first) = items[..index]
@@ -248,7 +307,8 @@ fn check_items(summary: &Summary) -> Result<(), Rejection> {
                 return Err(Rejection::new(
                     RejectReason::RepeatedItem,
                     format!(
-                        "{at} = {item:?} repeats /{}/{first}; each item must say something new",
+                        "{at} = {} repeats /{}/{first}; each item must say something new",
+                        excerpt(item),
                         field.key()
                     ),
                 ));
@@ -256,6 +316,36 @@ fn check_items(summary: &Summary) -> Result<(), Rejection> {
         }
     }
     Ok(())
+}
+
+/// Format and separator characters that render as nothing or reorder text.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
+
+/// Longest rejection detail kept, in characters.
+const MAX_DETAIL_CHARS: usize = 600;
+
+/// Characters of an item quoted in a message; longer items are cut with their length.
+const MAX_QUOTED_CHARS: usize = 120;
+
+/// Quotes `text` for a message, cut to [`MAX_QUOTED_CHARS`].
+pub fn excerpt(text: &str) -> String {
+    let count = text.chars().count();
+    if count <= MAX_QUOTED_CHARS {
+        return format!("{text:?}");
+    }
+    let head: String = text.chars().take(MAX_QUOTED_CHARS).collect();
+    format!("{head:?}... ({count} characters)")
 }
 
 /// True when every word of `item` names the telescope or is filler, and one names it.
@@ -285,6 +375,49 @@ fn same_item(a: &str, b: &str) -> bool {
 mod tests {
     use super::*;
     use crate::summaries::schema::{MAX_ITEM_CHARS, max_tokens};
+
+    #[test]
+    fn invisible_characters_rejected() {
+        for item in ["\u{200b}\u{200b}", "dark \u{202e}matter", "a\u{2028}b"] {
+            let summary = Summary {
+                objects_and_phenomena: vec![item.to_string()],
+                science_use_cases: vec!["map dark matter".to_string()],
+            };
+            let rejection = check_items(&summary).unwrap_err();
+            assert_eq!(
+                rejection.reason,
+                RejectReason::InvisibleCharacter,
+                "{item:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn long_items_are_cut_in_messages() {
+        let quoted = excerpt(&"x".repeat(5_000));
+        assert!(quoted.len() < 200, "{quoted}");
+        assert!(quoted.ends_with("(5000 characters)"), "{quoted}");
+    }
+
+    #[test]
+    fn copying_the_prompt_example_is_rejected() {
+        let prompt = crate::summaries::prompt::PromptTemplate::current();
+        let example = prompt.example().expect("the prompt has an example answer");
+        let checker = checker().with_example(Some(example.clone()));
+        let copied = serde_json::to_string(&example).unwrap();
+        let rejection = checker
+            .check(&completion(&copied, FinishReason::Stop), 4_800)
+            .unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::CopiedExample);
+
+        // One item in common with the example is a legitimate answer.
+        let own = r#"{"objects_and_phenomena": ["protoplanetary disks", "Orion Nebula Cluster"], "science_use_cases": ["count disks in a young cluster"]}"#;
+        assert!(
+            checker
+                .check(&completion(own, FinishReason::Stop), 4_800)
+                .is_ok()
+        );
+    }
 
     fn checker() -> OutputChecker {
         OutputChecker::new(SchemaFile::committed().unwrap())
