@@ -167,7 +167,7 @@ fn text(report: &SummarizeReport) -> String {
     }
     let count = |name| report.counts.get(name).copied().unwrap_or(0);
     out.push_str(&format!(
-        "{} proposal(s) with {}: {} from the cache, {} ok, {} rejected, {} failed, {} request(s); cache {}",
+        "{} proposal(s) with {}: {} from the cache, {} ok, {} rejected, {} failed, {} attempt(s); cache {}",
         count("proposals"),
         report.model_id,
         count("from_cache"),

@@ -296,8 +296,14 @@ async fn run_stages(
         .extend(state.product_skips.iter().map(StoredSkip::to_skip));
 
     let proposals = tables::proposals_batch(&catalog.kept);
-    let summary_stage =
-        SummaryStage::prepare(config, &options.data_dir, &catalog.kept, &state).await?;
+    let summary_stage = SummaryStage::prepare(
+        config,
+        &options.data_dir,
+        &catalog.kept,
+        &state,
+        options.plan_only,
+    )
+    .await?;
     let summary_inputs = summary_stage
         .as_ref()
         .map_or_else(Vec::new, |stage| stage.input_parts(now));

@@ -59,6 +59,7 @@ impl SummaryStage {
         data_dir: &std::path::Path,
         kept: &[Proposal],
         state: &ArchiveState,
+        plan_only: bool,
     ) -> Result<Option<Self>> {
         let section = &config.summaries;
         if !section.enabled {
@@ -74,7 +75,7 @@ impl SummaryStage {
             })
             .collect();
         Ok(Some(Self {
-            backend: http_backend(section)?,
+            backend: http_backend(section, plan_only)?,
             summarizer: Summarizer::current()?,
             sampling: Sampling {
                 temperature: section.temperature,
@@ -193,7 +194,7 @@ fn skip_for(proposal: &crate::summaries::ProposalSummary) -> Option<Skip> {
 fn describe(counts: &BTreeMap<&'static str, u64>, model_id: &str) -> String {
     let count = |name| counts.get(name).copied().unwrap_or(0);
     format!(
-        "{} proposal(s) with {model_id}: {} from the cache, {} ok, {} rejected, {} failed, {} pending, {} request(s)",
+        "{} proposal(s) with {model_id}: {} from the cache, {} ok, {} rejected, {} failed, {} pending, {} attempt(s)",
         count("proposals"),
         count("from_cache"),
         count("ok"),
@@ -205,13 +206,18 @@ fn describe(counts: &BTreeMap<&'static str, u64>, model_id: &str) -> String {
 }
 
 /// Builds the backend that `[summaries]` names. `backend = "http"` is the only kind the
-/// config accepts.
-fn http_backend(section: &SummariesSection) -> Result<Arc<dyn SummaryBackend>> {
+/// config accepts. A plan sends no request, so it does not need the API key.
+fn http_backend(section: &SummariesSection, plan_only: bool) -> Result<Arc<dyn SummaryBackend>> {
     let mut config = HttpBackendConfig::new(section.server_url.clone(), section.model.clone());
     config.api_key_env = section.api_key_env.clone();
     config.timeout_secs = section.timeout_secs;
     config.max_concurrency = section.concurrency;
-    let backend = HttpBackend::new(config).map_err(|error| {
+    let env = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .or_else(|| plan_only.then(|| "not-needed-for-a-plan".to_string()))
+    };
+    let backend = HttpBackend::with_env(config, env).map_err(|error| {
         PipelineError::Invalid(format!(
             "summaries: cannot set up the HTTP backend: {error}"
         ))

@@ -454,3 +454,32 @@ async fn summarize_command_reuses_cache() {
     assert_eq!(report["proposals"][2]["attempts"], 4);
     assert_eq!(chat.requests.lock().unwrap().len(), 7 + 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_needs_no_api_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let snapshot_dir = dir.path().join("snapshot");
+    paperclip::snapshots::fixtures::build(&snapshot_dir).unwrap();
+    let archive = serve_snapshot(&snapshot_dir, ServeOptions::default()).await;
+    let chat = ChatServer::default();
+    let server_url = start_chat_server(chat.clone()).await;
+    let mut config = summary_pipeline(dir.path(), &server_url);
+    config.summaries.api_key_env = Some("PAPERCLIP_TEST_KEY_THAT_IS_NEVER_SET".to_string());
+
+    let mut options = run_options(&data_dir, archive.base_url());
+    options.plan_only = true;
+    let plan = paperclip::pipeline::run(&config, &options).await.unwrap();
+    assert_eq!(plan.counts["summaries_pending"], 4);
+    assert!(chat.requests.lock().unwrap().is_empty());
+
+    options.plan_only = false;
+    let error = paperclip::pipeline::run(&config, &options)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("PAPERCLIP_TEST_KEY_THAT_IS_NEVER_SET") && error.contains("not set"),
+        "{error}"
+    );
+}
