@@ -510,13 +510,18 @@ impl SummaryBackend for HttpBackend {
                 if !failure.is_retryable() || attempt > self.config.max_retries {
                     let retried = failure.is_retryable() && attempt > 1;
                     let error = self.error_from(failure);
-                    return Err(if retried {
-                        BackendError::RetriesExhausted {
+                    // An unreachable server stays a connect error, so callers can stop
+                    // sending requests to it.
+                    return Err(match error {
+                        BackendError::Connect { url, detail } if retried => BackendError::Connect {
+                            url,
+                            detail: format!("{detail} (after {attempt} attempts)"),
+                        },
+                        error if retried => BackendError::RetriesExhausted {
                             attempts: attempt,
                             last: error.to_string(),
-                        }
-                    } else {
-                        error
+                        },
+                        error => error,
                     });
                 }
                 let delay = self.delay_before(attempt, &failure);

@@ -12,7 +12,8 @@
 //! - no single abstract stops the stage: outcomes are `ok`, `rejected` or `failed`, and
 //!   only a cache that cannot be read or written is an error;
 //! - after [`MAX_CONSECUTIVE_FAILED_KEYS`] keys in a row end with a backend error (a server
-//!   that is down), the remaining keys are recorded as failed with reason
+//!   that is down), or after one key whose server cannot be reached at all, the remaining
+//!   keys are recorded as failed with reason
 //!   `backend_unavailable` without a request. A dead server then costs minutes, not hours,
 //!   and the next run requests those keys again;
 //! - with `cache_only` (plans) no request is made; keys without an `ok` row are pending.
@@ -270,9 +271,16 @@ impl Breaker {
         self.consecutive_failed.load(Ordering::Relaxed) >= MAX_CONSECUTIVE_FAILED_KEYS
     }
 
+    /// Counts a failed key; a server that cannot be reached at all opens the breaker at
+    /// once, since every other request would wait out the same retries.
     fn record(&self, record: &SummaryRecord) {
         if record.status == SummaryStatus::Failed {
-            self.consecutive_failed.fetch_add(1, Ordering::Relaxed);
+            if record.reason.as_deref() == Some("connect") {
+                self.consecutive_failed
+                    .store(MAX_CONSECUTIVE_FAILED_KEYS, Ordering::Relaxed);
+            } else {
+                self.consecutive_failed.fetch_add(1, Ordering::Relaxed);
+            }
             if let Some(detail) = &record.detail {
                 *self.last_error.lock().expect("lock is not poisoned") = detail.clone();
             }
@@ -294,7 +302,7 @@ async fn summarize_guarded(
         let mut record = new_record(&job, SummaryStatus::Failed, settings);
         record.reason = Some(BACKEND_UNAVAILABLE.to_string());
         record.detail = Some(format!(
-            "not requested: the last {MAX_CONSECUTIVE_FAILED_KEYS} abstracts all failed at the backend (last error: {}); check the server, the next run requests it again",
+            "not requested: the server could not be reached, or the last {MAX_CONSECUTIVE_FAILED_KEYS} abstracts all failed at the backend (last error: {}); check the server, the next run requests it again",
             breaker.last_error.lock().expect("lock is not poisoned")
         ));
         return (record, 0);
@@ -533,6 +541,7 @@ mod tests {
     enum Reply {
         Text(&'static str, FinishReason),
         Unreachable,
+        ServerError,
     }
 
     /// Test double of a language model: answers each request with the next scripted reply
@@ -588,6 +597,11 @@ mod tests {
                 Reply::Unreachable => Err(BackendError::Connect {
                     url: "http://127.0.0.1:9/v1/chat/completions".into(),
                     detail: "connection refused".into(),
+                }),
+                Reply::ServerError => Err(BackendError::Http {
+                    url: "http://127.0.0.1:9/v1/chat/completions".into(),
+                    status: 500,
+                    body_excerpt: "internal error".into(),
                 }),
             }
         }
@@ -756,6 +770,29 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unreachable_server_stops_after_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let markers = ["k00", "k01", "k02"];
+        let mut backend = ScriptedBackend::default();
+        for marker in markers {
+            backend = backend.script(marker, vec![Reply::Unreachable]);
+        }
+        let proposals: Vec<ProposalText> = (0..)
+            .zip(markers)
+            .map(|(id, marker)| proposal(id, marker))
+            .collect();
+        let one_at_a_time = StageSettings {
+            concurrency: 1,
+            max_attempts: 1,
+            ..settings()
+        };
+        let outcome = run(&proposals, &backend, dir.path(), &one_at_a_time).await;
+        assert_eq!(backend.calls(), 1);
+        let last = outcome.proposals.last().unwrap().record.as_ref().unwrap();
+        assert_eq!(last.reason.as_deref(), Some(BACKEND_UNAVAILABLE));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn dead_server_stops_requests() {
         let dir = tempfile::tempdir().unwrap();
         let markers = [
@@ -763,7 +800,7 @@ mod tests {
         ];
         let mut backend = ScriptedBackend::default();
         for marker in markers {
-            backend = backend.script(marker, vec![Reply::Unreachable]);
+            backend = backend.script(marker, vec![Reply::ServerError]);
         }
         let proposals: Vec<ProposalText> = (0..)
             .zip(markers)
@@ -779,12 +816,7 @@ mod tests {
         assert_eq!(outcome.counts["failed"], markers.len() as u64);
         let last = outcome.proposals.last().unwrap().record.as_ref().unwrap();
         assert_eq!(last.reason.as_deref(), Some(BACKEND_UNAVAILABLE));
-        assert!(
-            last.detail
-                .as_deref()
-                .unwrap()
-                .contains("connection refused")
-        );
+        assert!(last.detail.as_deref().unwrap().contains("internal error"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
