@@ -99,7 +99,17 @@ fn read_catalog(path: &Path, limit: Option<u64>) -> Result<Vec<ProposalText>> {
             })?,
         ]
     } else {
-        paperclip_catalog::parse_abstracts_cat(&bytes).proposals
+        let catalog = paperclip_catalog::parse_abstracts_cat(&bytes);
+        for skip in &catalog.skipped {
+            // Told to the user: a record left out must not vanish from the counts silently.
+            eprintln!(
+                "skipped catalog line {} (proposal {}): {}",
+                skip.line,
+                skip.id.as_deref().unwrap_or("unknown"),
+                skip.reason
+            );
+        }
+        catalog.proposals
     };
     if proposals.is_empty() {
         bail!(
