@@ -10,6 +10,8 @@
 //! - each list holds [`MIN_ITEMS`]..=[`MAX_ITEMS`] strings;
 //! - each string has [`MIN_ITEM_CHARS`]..=[`MAX_ITEM_CHARS`] characters (Unicode scalar
 //!   values, which is what JSON Schema's `minLength`/`maxLength` count);
+//! - no string contains `;`, which separates the two lists in the caption, nor an
+//!   invisible format or separator character (zero-width space, bidirectional override);
 //! - no string contains a control character (Unicode category Cc), `"` or `\`. JSON then
 //!   needs no escape for any item, so a grammar engine that emits the characters of a
 //!   `pattern` verbatim inside the quotes still produces valid JSON. The pattern repeats
@@ -116,10 +118,13 @@ impl Summary {
     }
 }
 
-/// Regular expression every item matches: no control character, `"` or `\`, and the
-/// length bounds.
+/// Regular expression every item matches: no control character, no invisible format or
+/// separator character, no `"`, `\` or `;` (which separates the two lists in the
+/// caption), and the length bounds.
 pub fn item_pattern() -> String {
-    format!("^[^\\u0000-\\u001F\\u007F-\\u009F\"\\\\]{{{MIN_ITEM_CHARS},{MAX_ITEM_CHARS}}}$")
+    format!(
+        "^[^\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u180E\\u200B-\\u200F\\u2028-\\u202E\\u2060-\\u2064\\u2066-\\u2069\\uFEFF\";\\\\]{{{MIN_ITEM_CHARS},{MAX_ITEM_CHARS}}}$"
+    )
 }
 
 /// Builds the JSON Schema of [`Summary`] from its fields and the bounds above.
@@ -291,6 +296,9 @@ mod tests {
             "c1\u{85}",
             "quote\"",
             "back\\slash",
+            "semi;colon",
+            "zero\u{200b}width",
+            "right\u{202e}left",
         ] {
             assert!(!valid(json!([bad])), "pattern lets {bad:?} through");
         }
