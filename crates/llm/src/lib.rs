@@ -1,0 +1,30 @@
+//! In-process LLM support for paperclip. So far: the tokenizer.
+//!
+//! Pipeline:
+//! 1. [`gguf::Gguf::open`] reads a GGUF file's header and metadata key-values (never the
+//!    tensor data), with bounded allocations;
+//! 2. [`tokenizer::Tokenizer::from_gguf`] builds the vocabulary from the
+//!    `tokenizer.ggml.*` keys;
+//! 3. [`tokenizer::Tokenizer::encode`] / [`tokenizer::Tokenizer::decode`] convert
+//!    between text and ids exactly as llama.cpp does.
+//!
+//! Supported: vocabulary kind `llama` (SentencePiece with scores and token types, byte
+//! fallback, `add_space_prefix`, CONTROL / USER_DEFINED / UNKNOWN special tokens), as used
+//! by Gemma 3. Other kinds (`gpt2` BPE, `bert` WPM, `t5` UGM, `rwkv`) are rejected with
+//! [`tokenizer::TokenizerError::UnsupportedModel`]. Per-token `lstrip`/`rstrip`
+//! attributes, which llama.cpp sets by model name for a few non-Gemma models, are not
+//! applied.
+//!
+//! Measured by `tests/parity.rs` against llama.cpp `llama-server` (commit 0c1e570) with the
+//! Gemma 3 270M GGUF (262,144 tokens): ids are identical for 112/112 real abstracts,
+//! 22 edge strings and 300 random mixes, with and without special-token parsing. A
+//! release build encodes the 112 abstracts (30,652 tokens) in about 47 ms. Details are
+//! in the crate README.
+
+#![warn(missing_docs)]
+
+pub mod gguf;
+pub mod tokenizer;
+
+pub use gguf::{Gguf, GgufError};
+pub use tokenizer::{EncodeOptions, TokenId, Tokenizer, TokenizerError};
