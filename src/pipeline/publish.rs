@@ -9,7 +9,7 @@ use datafusion::arrow::array::{RecordBatch, StringArray};
 use super::assemble::AssembledSamples;
 use super::config::PipelineConfig;
 use super::layout::{Layout, PreviousShards, ShardJob, plan_layout, read_previous};
-use super::run::RunReport;
+use super::report::RunReport;
 use super::skips::{Skip, count_by_reason};
 use super::tables;
 use crate::dataset::shards::{OwnedShardSample, ShardInfo, write_shard};

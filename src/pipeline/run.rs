@@ -7,7 +7,7 @@
 //! prepared images in the stores, so the next run only does the remaining work.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,28 +15,30 @@ use datafusion::arrow::array::RecordBatch;
 use paperclip_archive::{ClientConfig, MastClient};
 use paperclip_catalog::Proposal;
 use paperclip_images::PrepareOptions;
-use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 use url::Url;
 
 use super::assemble::{AssembledSamples, assemble};
 use super::config::PipelineConfig;
 use super::ingest::{LoadedCatalog, load_proposals};
+use super::leftovers::remove_leftovers;
 use super::materialize::{Materializer, materialize_all};
 use super::model_output;
+use super::plan::{
+    Plan, PlanBasis, VersionInputs, check_plan_inputs, check_plan_pipeline, plan_outcome,
+};
 use super::publish::publish_version;
-use super::refresh::{self, RefreshPlan, plan_refresh};
-use super::skips::{Skip, StoredSkip, count_by_reason};
-use super::stages::{self, ConfirmedInputs, StageInputs, StageRecord};
+use super::refresh::{self, plan_refresh};
+use super::report::{RunReport, save_report};
+use super::skips::{Skip, StoredSkip};
+use super::stages::ConfirmedInputs;
 use super::state::{ArchiveState, id_set};
 use super::summarize::{self, SummaryStage};
 use super::tables;
-use crate::dataset::versions::{
-    DatasetLock, DatasetPaths, Lineage, VersionRecord, check_table_path, latest_version,
-};
+use crate::dataset::versions::{DatasetLock, DatasetPaths, check_table_path, latest_version};
 use crate::error::{PipelineError, Result};
 use crate::sql;
-use crate::store::blobs::{BlobStore, write_atomic};
+use crate::store::blobs::BlobStore;
 
 /// Receives stage progress; the CLI draws progress bars from it, the library never does.
 pub trait Progress: Send + Sync {
@@ -72,135 +74,6 @@ pub struct RunOptions {
     /// with an error when the pipeline file, the latest version or any stage input differs
     /// from what the plan saw.
     pub saved_plan: Option<Plan>,
-}
-
-/// Prediction of what a run would do, made with [`RunOptions::plan_only`]. Saved as JSON,
-/// it can be handed back through [`RunOptions::saved_plan`] to run exactly this plan.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Plan {
-    /// The version a run would publish; `None` when it would publish nothing.
-    pub would_publish_version: Option<u64>,
-    /// Downloads and preparations a run needs before the final samples are known.
-    pub pending_images: u64,
-    pub summary: String,
-    pub basis: PlanBasis,
-}
-
-/// What a plan was computed from. A run of a saved plan refuses to go on when any of it
-/// differs, instead of doing something the plan did not show.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PlanBasis {
-    pub dataset: String,
-    /// SHA-256 of the pipeline file.
-    pub pipeline_sha256: String,
-    /// The time the plan treated as now: the end of its release window.
-    pub now: chrono::DateTime<chrono::Utc>,
-    pub full_refresh: bool,
-    /// The latest version when the plan was made.
-    pub base_version: Option<u64>,
-    /// Inputs of the `models`, `images` and `publish` stages.
-    pub stage_inputs: BTreeMap<String, StageInputs>,
-}
-
-/// Summary of one run, printed by the CLI and stored under `<data dir>/runs/`. A failed
-/// run is recorded too, with `error` set and the counts it reached.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunReport {
-    pub run_id: String,
-    pub dataset: String,
-    /// Start time, RFC 3339 UTC (the wall clock, not an injected refresh time).
-    pub started_at: String,
-    /// The version this run published, if it published one.
-    pub published_version: Option<u64>,
-    /// The latest version when the run found nothing new to publish.
-    pub unchanged_version: Option<u64>,
-    /// Error message of a failed run; `None` for a run that completed.
-    pub error: Option<String>,
-    pub counts: BTreeMap<String, u64>,
-    pub skipped_by_reason: BTreeMap<String, usize>,
-    pub archive_requests: u64,
-    pub archive_retries: u64,
-    pub elapsed_secs: f64,
-    /// Every item the run could not use, with its detail; also kept when nothing is published.
-    pub skips: Vec<Skip>,
-    /// Set for a plan instead of a run.
-    pub plan: Option<Plan>,
-    /// What the archive refresh queried (or would query).
-    pub refresh: Option<RefreshPlan>,
-    /// Each stage in run order: ran, fresh or would run, and why.
-    pub stages: Vec<StageRecord>,
-    #[serde(skip)]
-    plan_only: bool,
-}
-
-impl RunReport {
-    fn new(run_id: String, dataset: String) -> Self {
-        Self {
-            run_id,
-            dataset,
-            started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            published_version: None,
-            unchanged_version: None,
-            error: None,
-            counts: BTreeMap::new(),
-            skipped_by_reason: BTreeMap::new(),
-            archive_requests: 0,
-            archive_retries: 0,
-            elapsed_secs: 0.0,
-            skips: Vec::new(),
-            plan: None,
-            refresh: None,
-            stages: Vec::new(),
-            plan_only: false,
-        }
-    }
-
-    /// Records the first stage without a record as the one that failed, unless a stage
-    /// already recorded its own failure.
-    fn record_failed_stage(&mut self, error: &str) {
-        if self.stages.iter().any(|s| s.status == "failed") {
-            return;
-        }
-        let failed = ["catalog", "archive", "models", "images", "publish"]
-            .into_iter()
-            .find(|stage| self.stages.iter().all(|s| s.stage != *stage));
-        if let Some(stage) = failed {
-            self.stage_done(stage, "failed", vec![error.to_string()], "", Instant::now());
-        }
-    }
-
-    fn stage_done(
-        &mut self,
-        stage: &str,
-        status: &str,
-        reasons: Vec<String>,
-        input_sha256: &str,
-        started: Instant,
-    ) {
-        tracing::info!(stage, status, reasons = ?reasons, "stage finished");
-        self.stages.push(StageRecord {
-            stage: stage.to_string(),
-            status: status.to_string(),
-            reasons,
-            input_sha256: input_sha256.to_string(),
-            elapsed_secs: started.elapsed().as_secs_f64(),
-        });
-    }
-
-    /// Fills the totals that are known only at the end of a run, successful or not.
-    fn finish(&mut self, stats: &paperclip_archive::ClientStats, elapsed_secs: f64) {
-        self.archive_requests = stats.requests;
-        self.archive_retries = stats.retries;
-        self.counts
-            .insert("archive_requests".into(), stats.requests);
-        self.counts.insert("archive_retries".into(), stats.retries);
-        self.counts
-            .insert("bytes_downloaded".into(), stats.bytes_downloaded);
-        self.counts
-            .insert("skipped".into(), self.skips.len() as u64);
-        self.skipped_by_reason = count_by_reason(&self.skips);
-        self.elapsed_secs = elapsed_secs;
-    }
 }
 
 /// Runs the pipeline once and records the run (failed or not) in the run log.
@@ -483,246 +356,6 @@ async fn refresh_archive(
     Ok((outcome.state, true))
 }
 
-/// Stage inputs of the version a run would publish, compared with the latest version.
-struct VersionInputs {
-    by_stage: BTreeMap<String, StageInputs>,
-    reasons: BTreeMap<String, Vec<String>>,
-    /// The version the inputs are compared with, for messages.
-    since: String,
-}
-
-impl VersionInputs {
-    fn new(
-        config: &PipelineConfig,
-        proposals: &RecordBatch,
-        state: &ArchiveState,
-        summary_inputs: Vec<(String, String)>,
-    ) -> Result<Self> {
-        let models = stages::models_inputs(
-            config,
-            &stages::batch_sha256(proposals)?,
-            &state.content_sha256()?,
-        )?
-        .with_parts(summary_inputs);
-        let images = stages::images_inputs(config, &models);
-        let publish = stages::publish_inputs(config, &images);
-        let by_stage = BTreeMap::from([
-            ("models".to_string(), models),
-            ("images".to_string(), images),
-            ("publish".to_string(), publish),
-        ]);
-        Ok(Self {
-            by_stage,
-            reasons: BTreeMap::new(),
-            since: String::new(),
-        })
-    }
-
-    /// Compares with the latest version; records every stage as fresh and returns true
-    /// when nothing changed.
-    fn all_fresh(
-        &mut self,
-        latest: Option<&VersionRecord>,
-        confirmed: Option<ConfirmedInputs>,
-        report: &mut RunReport,
-    ) -> bool {
-        let since = latest.map_or("the first version".to_string(), |v| {
-            format!("v{}", v.version)
-        });
-        self.since = since.clone();
-        // Inputs a later run confirmed to give the latest version's samples count as its own.
-        let reference = confirmed
-            .filter(|c| Some(c.version) == latest.map(|v| v.version))
-            .map(|c| c.stage_inputs)
-            .or_else(|| latest.map(|v| v.stage_inputs.clone()));
-        for (stage, inputs) in &self.by_stage {
-            let previous = reference.as_ref().and_then(|r| r.get(stage));
-            self.reasons
-                .insert(stage.clone(), inputs.changes_since(previous, &since));
-        }
-        let fresh = latest.is_some() && self.reasons.values().all(Vec::is_empty);
-        if fresh {
-            for stage in stages::VERSIONED_STAGES {
-                let reason = format!("inputs unchanged since {since}");
-                let sha = self.by_stage[stage].sha256();
-                report.stage_done(stage, "fresh", vec![reason], &sha, Instant::now());
-            }
-        }
-        fresh
-    }
-
-    fn stage_ran(&self, stage: &'static str, clock: Instant, report: &mut RunReport) {
-        let status = if report.plan_only { "would_run" } else { "ran" };
-        let mut reasons = self.reasons.get(stage).cloned().unwrap_or_default();
-        if reasons.is_empty() {
-            reasons.push(format!(
-                "inputs unchanged since {}; runs because a later stage is stale",
-                self.since
-            ));
-        }
-        let sha = self.by_stage[stage].sha256();
-        report.stage_done(stage, status, reasons, &sha, clock);
-    }
-
-    /// True when the shard settings differ from the latest version's: equal samples in a
-    /// new layout are still published.
-    fn shard_settings_changed(&self) -> bool {
-        self.reasons
-            .get("publish")
-            .is_some_and(|reasons| reasons.iter().any(|r| r.starts_with("settings.shards")))
-    }
-
-    fn lineage(&self, state: &ArchiveState) -> Lineage {
-        Lineage {
-            stage_inputs: self.by_stage.clone(),
-            archive_state: state.id.clone(),
-            released_before_mjd: state.coverage.released_before_mjd,
-        }
-    }
-}
-
-/// Age after which a partial download or temporary file counts as abandoned.
-const ABANDONED_DOWNLOAD_SECS: u64 = 24 * 3600;
-
-/// Deletes what interrupted runs left: this dataset's staging folders (safe, since the
-/// dataset lock is held), embedded archives whose run has ended, and partial downloads and
-/// temporary files old enough that no live run can still be writing them. Failures are
-/// logged, never fatal.
-fn remove_leftovers(paths: &DatasetPaths, data_dir: &Path) {
-    let staging = paths.root.join("staging");
-    if staging.is_dir()
-        && let Err(error) = std::fs::remove_dir_all(&staging)
-    {
-        tracing::warn!(dir = %staging.display(), %error, "cannot remove staging files of an earlier run");
-    }
-
-    remove_old_files(&data_dir.join("blobs").join("tmp"), |_| true);
-    // Atomic writes leave `.tmp*` siblings when a process dies between write and rename.
-    let is_temporary = |name: &str| name.starts_with(".tmp");
-    remove_old_files(&data_dir.join("prepared"), is_temporary);
-    remove_old_files(&data_dir.join("runs"), is_temporary);
-    remove_old_files(&paths.root, is_temporary);
-    super::state::remove_unused_states(paths);
-    crate::snapshots::embedded::remove_abandoned(data_dir);
-}
-
-/// Deletes files of `dir` whose name matches and that are older than
-/// [`ABANDONED_DOWNLOAD_SECS`].
-fn remove_old_files(dir: &Path, name_matches: impl Fn(&str) -> bool) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if !name_matches(&entry.file_name().to_string_lossy()) {
-            continue;
-        }
-        let age_secs = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|modified| modified.elapsed().ok())
-            .map_or(0, |age| age.as_secs());
-        if age_secs > ABANDONED_DOWNLOAD_SECS
-            && let Err(error) = std::fs::remove_file(entry.path())
-        {
-            tracing::warn!(file = %entry.path().display(), %error, "cannot remove an abandoned temporary file");
-        }
-    }
-}
-
-impl Plan {
-    fn up_to_date(version: u64, basis: PlanBasis) -> Self {
-        Self {
-            would_publish_version: None,
-            pending_images: 0,
-            summary: format!("up to date: the inputs of v{version} are unchanged"),
-            basis,
-        }
-    }
-}
-
-/// Refuses a saved plan made for another dataset or another version of the pipeline file.
-fn check_plan_pipeline(config: &PipelineConfig, planned: &PlanBasis) -> Result<()> {
-    if planned.dataset != config.dataset.name {
-        return Err(PipelineError::PlanOutdated(format!(
-            "the plan is for dataset {:?}, this pipeline builds {:?}; plan this pipeline instead",
-            planned.dataset, config.dataset.name
-        )));
-    }
-    if planned.pipeline_sha256 != config.file_sha256 {
-        return Err(PipelineError::PlanOutdated(
-            "the pipeline file changed since the plan was made; run `paperclip plan` again".into(),
-        ));
-    }
-    Ok(())
-}
-
-/// Refuses a saved plan when the latest version or a stage input differs from the plan's.
-fn check_plan_inputs(planned: &PlanBasis, actual: &PlanBasis) -> Result<()> {
-    if planned.base_version != actual.base_version {
-        let describe = |v: Option<u64>| v.map_or("no version".to_string(), |v| format!("v{v}"));
-        return Err(PipelineError::PlanOutdated(format!(
-            "the plan was made on {} but the latest version is now {}; run `paperclip plan` again",
-            describe(planned.base_version),
-            describe(actual.base_version)
-        )));
-    }
-    let mut changes = Vec::new();
-    for (stage, inputs) in &actual.stage_inputs {
-        let reasons = inputs.changes_since(planned.stage_inputs.get(stage), "the plan");
-        changes.extend(reasons.into_iter().map(|r| format!("{stage}: {r}")));
-    }
-    if changes.is_empty() {
-        return Ok(());
-    }
-    Err(PipelineError::PlanOutdated(format!(
-        "the inputs changed since the plan was made ({}); run `paperclip plan` again",
-        changes.join("; ")
-    )))
-}
-
-/// Decides what a run would publish, given the samples assembled from cached results.
-fn plan_outcome(
-    assembled: &AssembledSamples,
-    latest: Option<(u64, &str)>,
-    counts: &BTreeMap<String, u64>,
-    new_layout: bool,
-    basis: PlanBasis,
-) -> Plan {
-    let pending_images = counts.get("downloads_needed").copied().unwrap_or(0)
-        + counts.get("preparations_needed").copied().unwrap_or(0);
-    let next = latest.map_or(1, |(version, _)| version + 1);
-    let (would_publish_version, summary) = match latest {
-        _ if pending_images > 0 => (
-            Some(next),
-            format!(
-                "would download or prepare {pending_images} image(s), then publish v{next} unless the samples come out unchanged"
-            ),
-        ),
-        _ if assembled.rows.is_empty() => (None, "would publish nothing: no samples".to_string()),
-        Some((_, fingerprint)) if fingerprint == assembled.fingerprint && new_layout => (
-            Some(next),
-            format!("would publish v{next}: the same samples in the new shard layout"),
-        ),
-        Some((version, fingerprint)) if fingerprint == assembled.fingerprint => (
-            None,
-            format!(
-                "up to date: v{version} already has these samples; a run records the new inputs so that later runs skip the models"
-            ),
-        ),
-        _ => (
-            Some(next),
-            format!("would publish v{next} from cached images"),
-        ),
-    };
-    Plan {
-        would_publish_version,
-        pending_images,
-        summary,
-        basis,
-    }
-}
-
 /// Plans the models over empty input tables and checks the samples model's columns, so
 /// an unknown column or a wrong type is reported before any archive request.
 pub async fn check_models(config: &PipelineConfig) -> Result<()> {
@@ -897,14 +530,4 @@ fn count_splits(assembled: &AssembledSamples, counts: &mut BTreeMap<String, u64>
         .map(|r| r.key.split('_').next().unwrap_or_default())
         .collect();
     counts.insert("sample_proposals".into(), proposals.len() as u64);
-}
-
-fn save_report(data_dir: &Path, report: &RunReport) -> Result<()> {
-    let path = data_dir
-        .join("runs")
-        .join(format!("{}.json", report.run_id));
-    // One JSON object per line, so the run log reads as newline-delimited JSON.
-    let mut json = serde_json::to_vec(report).expect("RunReport serializes");
-    json.push(b'\n');
-    write_atomic(&path, &json)
 }
