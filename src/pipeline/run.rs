@@ -1,10 +1,12 @@
 //! `paperclip run`: catalog → archive queries → SQL selection → downloads and images →
 //! shards → a published dataset version.
 //!
-//! A run publishes a new version only when the assembled samples differ from the latest
-//! version by fingerprint. A rerun over unchanged input reuses every download and prepared
-//! image and publishes nothing. A run that stops midway leaves its finished downloads and
-//! prepared images in the stores, so the next run only does the remaining work.
+//! The archive is refreshed incrementally (`refresh.rs`) and the merged state committed
+//! before the models run. When the stage inputs equal those of the latest version
+//! (`plan.rs`), the run stops there. Otherwise it publishes a new version only when the
+//! assembled samples differ from the latest version by fingerprint, or the shard settings
+//! changed. A run that stops midway leaves its finished downloads, prepared images and
+//! archive state in the stores, so the next run only does the remaining work.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
