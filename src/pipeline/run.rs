@@ -428,7 +428,7 @@ async fn summaries_table(
     }
 }
 
-/// A new run id: the UTC start time and the process id.
+/// Makes a new run id from the UTC start time and the process id.
 pub fn new_run_id() -> String {
     format!(
         "{}-{}",
@@ -475,7 +475,7 @@ fn prepare_options(config: &PipelineConfig) -> Result<PrepareOptions> {
     })
 }
 
-/// Records the selected proposals for which the archive state holds no observation.
+/// Records the selected proposals for which the archive state contains no observation.
 fn record_proposals_without_observations(
     kept: &[Proposal],
     state: &ArchiveState,

@@ -1,5 +1,5 @@
 //! The archive state of a dataset: every observation and product row that the runs so far
-//! collected, and the coverage bookkeeping that says which proposals and release dates
+//! collected, and the coverage bookkeeping that records which proposals and release dates
 //! those rows account for.
 //!
 //! On disk, under `<data dir>/datasets/<name>/state/`:
@@ -32,7 +32,7 @@ use crate::dataset::versions::DatasetPaths;
 use crate::error::{PipelineError, Result};
 use crate::store::blobs::{sync_dir, write_atomic};
 
-/// Which inputs the archive state accounts for.
+/// Coverage of the archive state: the inputs it accounts for.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Coverage {
     /// Proposals whose observations were queried in full at least once.
@@ -87,7 +87,7 @@ fn state_root(paths: &DatasetPaths) -> PathBuf {
 }
 
 impl ArchiveState {
-    /// The state before the first run: no rows, nothing covered.
+    /// Returns the state before the first run: no rows, nothing covered.
     pub fn empty() -> Self {
         Self {
             id: None,
@@ -179,8 +179,8 @@ impl ArchiveState {
     }
 }
 
-/// Reads the state id `CURRENT` names: `None` when there is no `CURRENT`; an error when
-/// it is not a plain folder name or names no folder.
+/// Reads the state id that `CURRENT` names, or `None` when there is no `CURRENT`. It is an
+/// error when the id is not a plain folder name or names no folder.
 fn current_id(paths: &DatasetPaths) -> Result<Option<String>> {
     let current = state_root(paths).join(CURRENT_FILE);
     let text = match fs::read_to_string(&current) {
@@ -260,7 +260,7 @@ pub fn merge_sorted(
     Ok(take_record_batch(&merged, &indices)?)
 }
 
-/// The distinct values of an Int64 column.
+/// Returns the distinct values of an Int64 column.
 pub fn id_set(batch: &RecordBatch, column: &str) -> Result<HashSet<i64>> {
     Ok(int64(batch, column)?.iter().flatten().collect())
 }

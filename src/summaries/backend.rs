@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// How tokens are chosen. `temperature == 0` is greedy decoding.
+/// Token sampling settings. `temperature == 0` is greedy decoding.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sampling {
     pub temperature: f32,
@@ -39,7 +39,7 @@ pub struct CompletionRequest {
     pub sampling: Sampling,
 }
 
-/// Why generation stopped.
+/// Reason generation stopped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {
@@ -51,7 +51,7 @@ pub enum FinishReason {
     Other(String),
 }
 
-/// The raw answer of a backend.
+/// Raw output of a backend.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Completion {
     pub text: String,
@@ -61,7 +61,7 @@ pub struct Completion {
     pub elapsed_secs: f64,
 }
 
-/// Why a backend produced no completion.
+/// Error of a backend that produced no completion.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("{url} answered HTTP {status}: {body_excerpt}")]
@@ -70,7 +70,9 @@ pub enum BackendError {
         status: u16,
         body_excerpt: String,
     },
-    #[error("{url} did not answer within {secs} s; raise the backend timeout or check the server")]
+    #[error(
+        "{url} timed out: no response within {secs} s; raise the backend timeout or check the server"
+    )]
     Timeout { url: String, secs: u64 },
     #[error("cannot reach {url}: {detail}; check that the server is running and the URL is right")]
     Connect { url: String, detail: String },

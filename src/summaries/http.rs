@@ -249,8 +249,8 @@ fn mask_fragments(text: &str, secret: &str) -> String {
     out
 }
 
-/// How an `api_key_env` value appears in messages: a conventional upper-case variable
-/// name is shown; anything else is hidden, since it may be a key pasted in by mistake.
+/// Formats an `api_key_env` value for messages. A conventional upper-case variable name
+/// is printed; anything else is hidden, because it may be a key pasted in by mistake.
 pub fn shown_env_name(name: &str) -> String {
     let conventional = name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_uppercase())

@@ -46,7 +46,7 @@ pub struct PromptTooLong {
 }
 
 impl PromptTemplate {
-    /// The example answer in the template: its first line that parses as a summary.
+    /// Returns the template's example output: its first line that parses as a summary.
     pub fn example(&self) -> Option<crate::summaries::schema::Summary> {
         self.text
             .lines()

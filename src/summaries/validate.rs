@@ -124,7 +124,7 @@ const MAX_SCHEMA_ERRORS: usize = 5;
 #[derive(Debug, Clone)]
 pub struct OutputChecker {
     schema: SchemaFile,
-    /// The example answer of the prompt; an output that repeats it is rejected.
+    /// Example output of the prompt; an output that repeats it is rejected.
     example: Option<Summary>,
 }
 
@@ -137,7 +137,7 @@ impl OutputChecker {
     }
 
     /// Also rejects outputs whose every item comes from `example`, the prompt's example
-    /// answer: a small model that copies it says nothing about the abstract.
+    /// output, because a model that copies it describes nothing of the abstract.
     pub fn with_example(mut self, example: Option<Summary>) -> Self {
         self.example = example;
         self
@@ -332,7 +332,7 @@ fn is_invisible(c: char) -> bool {
     )
 }
 
-/// Longest rejection detail kept, in characters.
+/// Maximum length of a rejection detail, in characters.
 const MAX_DETAIL_CHARS: usize = 600;
 
 /// Characters of an item quoted in a message; longer items are cut with their length.

@@ -91,7 +91,7 @@ fn state(data_dir: &Path) -> ArchiveState {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_release_date_lands_in_exactly_one_half_open_window() {
+async fn release_window_half_open_boundaries() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let archive = Archive::new(dir.path());
@@ -145,7 +145,7 @@ async fn each_release_date_lands_in_exactly_one_half_open_window() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rerun_at_the_same_instant_queries_and_executes_nothing() {
+async fn rerun_same_instant_is_noop() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let archive = Archive::new(dir.path());
@@ -166,7 +166,7 @@ async fn rerun_at_the_same_instant_queries_and_executes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_row_inside_the_look_back_is_picked_up() {
+async fn look_back_picks_up_late_row() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let archive = Archive::new(dir.path());
@@ -187,7 +187,7 @@ async fn a_late_row_inside_the_look_back_is_picked_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retry_covers_the_failed_window_not_just_today() {
+async fn retry_covers_failed_window() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let archive = Archive::new(dir.path());
@@ -243,7 +243,7 @@ async fn a_retry_covers_the_failed_window_not_just_today() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn withdrawn_proposal_leaves_the_next_version_with_its_reason() {
+async fn withdrawn_proposal_recorded_in_skips() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let archive = Archive::new(dir.path());
@@ -358,7 +358,7 @@ fn assert_same_file(a: &Path, b: &Path) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_saved_plan_runs_as_planned_or_not_at_all() {
+async fn saved_plan_runs_or_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let archive = Archive::new(dir.path());
@@ -424,7 +424,7 @@ async fn a_saved_plan_runs_as_planned_or_not_at_all() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_damaged_state_is_named_and_rebuilt_by_a_full_refresh() {
+async fn damaged_state_rebuilt_by_full_refresh() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let archive = Archive::new(dir.path());
@@ -505,7 +505,7 @@ async fn inputs_that_give_the_same_samples_are_remembered() {
     assert_eq!(models.status, "fresh", "{:?}", second.stages);
 
     // A new shard size alone publishes the same samples in a new layout, and the plan
-    // says so.
+    // reports it.
     config.shards.samples_per_shard = 2;
     let mut options = run_options(&data_dir, server.base_url());
     options.now = Some(now);

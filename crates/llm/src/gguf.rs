@@ -19,7 +19,7 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-/// Longest string value accepted, in bytes (chat templates are tens of KiB).
+/// Maximum length of a string value, in bytes (chat templates are tens of KiB).
 pub const MAX_STRING_BYTES: u64 = 16 << 20;
 /// Largest array accepted, in elements (vocabularies have up to a few 100k entries).
 pub const MAX_ARRAY_LEN: u64 = 16 << 20;
@@ -30,7 +30,7 @@ pub const MAX_ARRAY_DEPTH: u32 = 4;
 
 const MAGIC: &[u8; 4] = b"GGUF";
 
-/// Why a GGUF file could not be read.
+/// Error of reading a GGUF file.
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
     /// The file could not be opened or its size read.
@@ -84,7 +84,7 @@ pub enum GgufError {
         path: PathBuf,
         /// Byte offset from the start of the file where the bad item starts.
         offset_bytes: u64,
-        /// What was being counted.
+        /// Name of the counted item.
         what: &'static str,
         /// The value found.
         value: u64,
@@ -181,12 +181,12 @@ impl Array {
         }
     }
 
-    /// Whether the array has no elements.
+    /// Returns true when the array has no elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// The GGUF type name of the elements, for error messages.
+    /// Returns the GGUF type name of the elements, for error messages.
     pub fn element_type_name(&self) -> &'static str {
         match self {
             Array::U8(_) => "u8",
@@ -238,7 +238,7 @@ pub enum Value {
 }
 
 impl Value {
-    /// The GGUF type name, for error messages.
+    /// Returns the GGUF type name, for error messages.
     pub fn type_name(&self) -> &'static str {
         match self {
             Value::U8(_) => "u8",
@@ -257,7 +257,7 @@ impl Value {
         }
     }
 
-    /// The value as an unsigned integer, if it is any integer type that is not negative.
+    /// Returns the value as an unsigned integer when it is a non-negative integer.
     pub fn as_u64(&self) -> Option<u64> {
         match *self {
             Value::U8(v) => Some(v.into()),
@@ -272,7 +272,7 @@ impl Value {
         }
     }
 
-    /// The value as a string, if it is one.
+    /// Returns the value as a string, if it is one.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::String(s) => Some(s),
@@ -280,7 +280,7 @@ impl Value {
         }
     }
 
-    /// The value as a bool, if it is one.
+    /// Returns the value as a bool, if it is one.
     pub fn as_bool(&self) -> Option<bool> {
         match *self {
             Value::Bool(b) => Some(b),
@@ -288,7 +288,7 @@ impl Value {
         }
     }
 
-    /// The value as an array, if it is one.
+    /// Returns the value as an array, if it is one.
     pub fn as_array(&self) -> Option<&Array> {
         match self {
             Value::Array(a) => Some(a),
@@ -328,7 +328,7 @@ impl Gguf {
         Self::from_reader(BufReader::with_capacity(1 << 16, file), file_len, path)
     }
 
-    /// Reads a GGUF header and metadata from `reader`, which holds `len_bytes` bytes in
+    /// Reads a GGUF header and metadata from `reader`, which contains `len_bytes` bytes in
     /// all; `path` is only used in error messages.
     pub fn from_reader(
         reader: impl Read,
@@ -381,7 +381,7 @@ impl Gguf {
         })
     }
 
-    /// The value stored under `key`, if any.
+    /// Returns the value stored under `key`, if any.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.metadata.get(key)
     }

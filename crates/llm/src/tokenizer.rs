@@ -28,7 +28,7 @@ use crate::gguf::{Array, Gguf, Value};
 /// A token id, an index into the vocabulary.
 pub type TokenId = u32;
 
-/// Why a tokenizer could not be built, or ids could not be decoded.
+/// Error of building a tokenizer or decoding ids.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
     /// A required metadata key is absent.
@@ -349,12 +349,12 @@ impl Tokenizer {
         self.tokens.len()
     }
 
-    /// The vocabulary entry for `id`.
+    /// Returns the vocabulary entry for `id`.
     pub fn token(&self, id: TokenId) -> Option<&Token> {
         self.tokens.get(id as usize)
     }
 
-    /// The id of the token whose text is exactly `text`.
+    /// Returns the id of the token whose text is exactly `text`.
     pub fn token_id(&self, text: &str) -> Option<TokenId> {
         self.token_to_id.get(text).copied()
     }
@@ -374,12 +374,12 @@ impl Tokenizer {
         self.unk
     }
 
-    /// Whether plain-text fragments get a leading space (`tokenizer.ggml.add_space_prefix`).
+    /// Returns true when plain-text fragments get a leading space (`tokenizer.ggml.add_space_prefix`).
     pub fn adds_space_prefix(&self) -> bool {
         self.add_space_prefix
     }
 
-    /// Whether the model asks for BOS (`tokenizer.ggml.add_bos_token`).
+    /// Whether the model requests BOS (`tokenizer.ggml.add_bos_token`).
     pub fn wants_bos(&self) -> bool {
         self.add_bos
     }
@@ -741,7 +741,7 @@ mod tests {
         }
     }
 
-    /// A tiny vocabulary: control tokens, a user-defined `\n`, all 256 byte tokens and a
+    /// Builds a tiny vocabulary: control tokens, a user-defined `\n`, all 256 byte tokens and a
     /// few scored pieces.
     fn tiny(add_space_prefix: bool) -> Tokenizer {
         let mut tokens = vec![
@@ -818,7 +818,7 @@ mod tests {
     }
 
     #[test]
-    fn add_space_prefix_applies_at_start_and_after_special() {
+    fn space_prefix_at_start_and_after_special() {
         let t = tiny(true);
         assert_eq!(texts(&t, &t.encode("world", false)), ["▁world"]);
         // "\n" is USER_DEFINED: split out, and the following fragment gets a prefix.
@@ -870,7 +870,9 @@ mod tests {
         assert_eq!(t.decode(&ids).unwrap(), "a");
         assert_eq!(t.decode_with(&ids, true).unwrap(), "<bos><start_of_turn>a");
         let err = t.decode(&[1, 99_999]).unwrap_err();
-        assert!(err.to_string().contains("99999") && err.to_string().contains("position 1"));
+        let message = err.to_string();
+        assert!(message.contains("99999"), "{message}");
+        assert!(message.contains("position 1"), "{message}");
     }
 
     #[test]

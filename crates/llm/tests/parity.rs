@@ -1,6 +1,6 @@
 //! Parity of [`Tokenizer`] with llama.cpp: starts the cached `llama-server` on loopback
-//! with the cached Gemma 3 GGUF and compares ids from `POST /tokenize` for the 112 real
-//! abstracts in `/work/shared/data/abstracts/captions-paperclip.txt` and for edge strings.
+//! with the cached Gemma 3 GGUF and compares ids from `POST /tokenize` for the 112
+//! real abstracts of the shared test data and for edge strings.
 //!
 //! Skips (prints "skipping: ..." and passes) when the model or server is not in
 //! `~/.cache/paperclip`, unless `PAPERCLIP_REQUIRE_LLAMA=1`; the abstract comparison skips
