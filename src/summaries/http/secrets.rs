@@ -5,7 +5,7 @@ use std::fmt;
 
 use url::Url;
 
-/// `raw` with the user and password of a URL replaced. Text that is not a URL but
+/// Returns `raw` with the user and password of a URL replaced. Text that is not a URL but
 /// contains `@` is hidden whole.
 pub(super) fn redact_url_credentials(raw: &str) -> String {
     match Url::parse(raw.trim()) {
