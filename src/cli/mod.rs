@@ -80,9 +80,20 @@ pub struct SummarizeArgs {
     /// Proposal catalog in STScI's abstracts.cat format, or one Phase II `.pro` file.
     #[arg(long, value_name = "FILE")]
     pub catalog: PathBuf,
+    /// Backend: `local` runs a GGUF model in this process, `http` calls an
+    /// OpenAI-compatible server. Defaults to `http` when --server is given, else `local`.
+    #[arg(long, value_parser = ["local", "http"])]
+    pub backend: Option<String>,
+    /// GGUF model file of the local backend; defaults to where
+    /// tools/fetch-summary-model.sh puts Gemma 3 270M.
+    #[arg(long, value_name = "FILE")]
+    pub model_path: Option<PathBuf>,
+    /// CPU threads of the local backend; defaults to every core.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub threads: Option<u64>,
     /// Root URL of the server, e.g. http://127.0.0.1:8080 for llama-server.
     #[arg(long, value_name = "URL")]
-    pub server: String,
+    pub server: Option<String>,
     /// Model name sent with each request; llama-server ignores it, vLLM and Ollama need it.
     #[arg(long, value_name = "NAME", default_value = "default")]
     pub model: String,

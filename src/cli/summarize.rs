@@ -5,7 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use paperclip::pipeline::config::SummariesSection;
 use paperclip::summaries::http::{HttpBackend, HttpBackendConfig};
+use paperclip::summaries::local::{LocalBackend, LocalBackendConfig};
 use paperclip::summaries::stage::{OutcomeSource, summarize_proposals};
 use paperclip::summaries::{
     ProposalSummary, ProposalText, Sampling, StageSettings, Summarizer, SummaryBackend,
@@ -48,7 +50,7 @@ struct ProposalLine {
 
 pub async fn summarize(global: &GlobalArgs, args: &SummarizeArgs) -> Result<()> {
     let proposals = read_catalog(&args.catalog, args.limit)?;
-    let backend = http_backend(args)?;
+    let backend = backend(args)?;
     let summarizer = Summarizer::current()?;
     let mut cache = SummaryCache::open(&global.data_dir).await?;
     let settings = StageSettings {
@@ -62,8 +64,14 @@ pub async fn summarize(global: &GlobalArgs, args: &SummarizeArgs) -> Result<()> 
         cache_only: false,
         run_id: paperclip::pipeline::run::new_run_id(),
     };
-    let outcome =
-        summarize_proposals(&proposals, &backend, &mut cache, &summarizer, &settings).await?;
+    let outcome = summarize_proposals(
+        &proposals,
+        backend.as_ref(),
+        &mut cache,
+        &summarizer,
+        &settings,
+    )
+    .await?;
     let report = SummarizeReport {
         model_id: backend.model_id(),
         prompt: summarizer.prompt.name.clone(),
@@ -128,8 +136,36 @@ fn read_catalog(path: &Path, limit: Option<u64>) -> Result<Vec<ProposalText>> {
         .collect())
 }
 
-fn http_backend(args: &SummarizeArgs) -> Result<HttpBackend> {
-    let mut config = HttpBackendConfig::new(args.server.clone(), args.model.clone());
+/// The backend the flags choose; see [`SummarizeArgs::backend`].
+fn backend(args: &SummarizeArgs) -> Result<Box<dyn SummaryBackend>> {
+    let kind = args.backend.as_deref().unwrap_or(if args.server.is_some() {
+        "http"
+    } else {
+        "local"
+    });
+    match (kind, &args.server) {
+        ("http", Some(server)) => Ok(Box::new(http_backend(args, server)?)),
+        ("http", None) => bail!("--backend http needs --server URL (e.g. http://127.0.0.1:8080)"),
+        (_, Some(_)) => bail!(
+            "--server is for --backend http; leave it out to run the model in process, or drop --backend local"
+        ),
+        _ => {
+            let section = SummariesSection {
+                model_path: args.model_path.clone(),
+                threads: args.threads.map(|t| t as usize),
+                ..SummariesSection::default()
+            };
+            let config = LocalBackendConfig {
+                model_path: section.local_model_path(),
+                threads: section.local_threads(),
+            };
+            Ok(Box::new(LocalBackend::new(config)?))
+        }
+    }
+}
+
+fn http_backend(args: &SummarizeArgs, server: &str) -> Result<HttpBackend> {
+    let mut config = HttpBackendConfig::new(server.to_string(), args.model.clone());
     config.api_key_env = args.api_key_env.clone();
     config.timeout_secs = args.timeout_secs;
     config.max_concurrency = usize::try_from(args.concurrency).unwrap_or(1);

@@ -25,11 +25,12 @@ use std::time::Duration;
 use datafusion::arrow::array::RecordBatch;
 use paperclip_catalog::Proposal;
 
-use super::config::{PipelineConfig, SummariesSection};
+use super::config::{HTTP_BACKEND, PipelineConfig, SummariesSection};
 use super::skips::Skip;
 use super::state::{ArchiveState, id_set};
 use crate::error::{PipelineError, Result};
 use crate::summaries::http::{HttpBackend, HttpBackendConfig};
+use crate::summaries::local::{LocalBackend, LocalBackendConfig};
 use crate::summaries::stage::{OutcomeSource, summarize_proposals};
 use crate::summaries::table::summaries_batch;
 use crate::summaries::{
@@ -75,7 +76,7 @@ impl SummaryStage {
             })
             .collect();
         Ok(Some(Self {
-            backend: http_backend(section, plan_only)?,
+            backend: backend(section, plan_only)?,
             summarizer: Summarizer::current()?,
             sampling: Sampling {
                 temperature: section.temperature,
@@ -205,10 +206,25 @@ fn describe(counts: &BTreeMap<&'static str, u64>, model_id: &str) -> String {
     )
 }
 
-/// Builds the backend that `[summaries]` names. `backend = "http"` is the only kind the
-/// config accepts. A plan sends no request, so it does not need the API key.
+/// Builds the backend that `[summaries]` names (the config check accepts `local` and
+/// `http` only).
+fn backend(section: &SummariesSection, plan_only: bool) -> Result<Arc<dyn SummaryBackend>> {
+    if section.backend_kind() == HTTP_BACKEND {
+        return http_backend(section, plan_only);
+    }
+    let config = LocalBackendConfig {
+        model_path: section.local_model_path(),
+        threads: section.local_threads(),
+    };
+    let backend = LocalBackend::new(config)
+        .map_err(|error| PipelineError::Invalid(format!("summaries: {error}")))?;
+    Ok(Arc::new(backend))
+}
+
+/// The `http` backend. A plan sends no request, so it does not need the API key.
 fn http_backend(section: &SummariesSection, plan_only: bool) -> Result<Arc<dyn SummaryBackend>> {
-    let mut config = HttpBackendConfig::new(section.server_url.clone(), section.model.clone());
+    let mut config =
+        HttpBackendConfig::new(section.server_url().to_string(), section.model.clone());
     config.api_key_env = section.api_key_env.clone();
     config.timeout_secs = section.timeout_secs;
     config.max_concurrency = section.concurrency;

@@ -82,6 +82,12 @@ pub enum BackendError {
     InvalidResponse { detail: String },
     #[error("the backend is misconfigured: {detail}")]
     Config { detail: String },
+    #[error(
+        "cannot use the model file {path}: {detail}; fetch it with tools/fetch-summary-model.sh or set summaries.model_path"
+    )]
+    ModelUnavailable { path: String, detail: String },
+    #[error("the in-process model failed: {detail}")]
+    Model { detail: String },
 }
 
 impl BackendError {
@@ -94,6 +100,8 @@ impl BackendError {
             Self::RetriesExhausted { .. } => "retries_exhausted",
             Self::InvalidResponse { .. } => "invalid_response",
             Self::Config { .. } => "config",
+            Self::ModelUnavailable { .. } => "model_unavailable",
+            Self::Model { .. } => "model_error",
         }
     }
 }

@@ -6,8 +6,8 @@
 //! - [`prompt`]: the versioned prompt template, filled with the raw abstract;
 //! - [`schema`]: the [`Summary`] type, the JSON Schema generated from it and committed as
 //!   `schemas/summary.schema.json`, and the token budget its bounds imply;
-//! - [`backend`]: the interface to a language model; [`http`] implements it for
-//!   OpenAI-compatible servers;
+//! - [`backend`]: the interface to a language model; [`local`] implements it with a GGUF
+//!   model run in this process, [`http`] with OpenAI-compatible servers;
 //! - [`validate`] (with [`json_text`]): the checks every output must pass;
 //! - [`cache`]: every outcome, keyed by abstract, model, prompt, schema and sampling;
 //! - [`stage`]: summaries for many proposals with bounded concurrency, retries and the
@@ -21,6 +21,7 @@ pub mod cache;
 mod error;
 pub mod http;
 pub mod json_text;
+pub mod local;
 pub mod prompt;
 pub mod schema;
 pub mod stage;

@@ -157,12 +157,32 @@ pub fn generate_schema() -> Value {
     })
 }
 
-/// Renders [`generate_schema`] as the committed file contains it: pretty-printed, with a
-/// final newline.
+/// Renders [`generate_schema`] as the committed file contains it: pretty-printed with
+/// object keys sorted, and a final newline. Sorting keeps the text the same whether or not
+/// serde_json preserves insertion order (a dependency may turn that feature on).
 pub fn render_schema() -> String {
-    let mut text = serde_json::to_string_pretty(&generate_schema()).expect("a schema serializes");
+    let sorted = sort_keys(generate_schema());
+    let mut text = serde_json::to_string_pretty(&sorted).expect("a schema serializes");
     text.push('\n');
     text
+}
+
+/// `value` with the keys of every object in sorted order.
+fn sort_keys(value: Value) -> Value {
+    match value {
+        Value::Object(object) => {
+            let mut entries: Vec<(String, Value)> = object.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(key, value)| (key, sort_keys(value)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sort_keys).collect()),
+        other => other,
+    }
 }
 
 /// Number of JSON tokens of the largest summary: the braces, the comma between the two

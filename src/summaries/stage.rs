@@ -271,11 +271,15 @@ impl Breaker {
         self.consecutive_failed.load(Ordering::Relaxed) >= MAX_CONSECUTIVE_FAILED_KEYS
     }
 
-    /// Counts a failed key; a server that cannot be reached at all opens the breaker at
-    /// once, since every other request would wait out the same retries.
+    /// Counts a failed key; a server that cannot be reached at all, or a model file that
+    /// cannot be loaded, opens the breaker at once, since every other request would fail
+    /// the same way.
     fn record(&self, record: &SummaryRecord) {
         if record.status == SummaryStatus::Failed {
-            if record.reason.as_deref() == Some("connect") {
+            if matches!(
+                record.reason.as_deref(),
+                Some("connect" | "model_unavailable")
+            ) {
                 self.consecutive_failed
                     .store(MAX_CONSECUTIVE_FAILED_KEYS, Ordering::Relaxed);
             } else {

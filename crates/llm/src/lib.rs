@@ -23,8 +23,14 @@
 
 #![warn(missing_docs)]
 
+pub mod error;
+pub mod gemma3;
+pub mod generate;
 pub mod gguf;
 pub mod tokenizer;
 
+pub use error::ModelError;
+pub use gemma3::{Gemma3, Gemma3Config};
+pub use generate::{DEFAULT_MAX_POSITIONS, Engine, Generation, GenerationStats, Sampling, Stop};
 pub use gguf::{Gguf, GgufError};
 pub use tokenizer::{EncodeOptions, TokenId, Tokenizer, TokenizerError};

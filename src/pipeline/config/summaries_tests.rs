@@ -44,7 +44,15 @@ fn bad_summary_settings_rejected() {
             "summaries.backend = \"grpc\" is unknown",
         ),
         ("server_url = \"127.0.0.1:8080\"", "summaries.server_url"),
-        ("api_key_env = \"sk-123 secret\"", "never the key itself"),
+        (
+            "backend = \"http\"\napi_key_env = \"sk-123 secret\"",
+            "never the key itself",
+        ),
+        ("threads = 0", "summaries.threads = 0 is outside 1..=256"),
+        (
+            "backend = \"local\"\nthreads = 300",
+            "summaries.threads = 300 is outside 1..=256",
+        ),
         (
             "concurrency = 0",
             "summaries.concurrency = 0 is outside 1..=64",
@@ -62,4 +70,30 @@ fn bad_summary_settings_rejected() {
         let message = load(&format!("[summaries]\nenabled = true\n{settings}")).unwrap_err();
         assert!(message.contains(expected), "{settings}: {message}");
     }
+}
+
+#[test]
+fn backend_defaults_to_local_unless_a_server_is_named() {
+    let kind = |extra: &str| {
+        let config = load(&format!("[summaries]\nenabled = true\n{extra}")).unwrap();
+        config.summaries.backend_kind().to_string()
+    };
+    assert_eq!(kind(""), "local");
+    assert_eq!(kind("server_url = \"http://127.0.0.1:9000\""), "http");
+    assert_eq!(kind("backend = \"http\""), "http");
+    assert_eq!(
+        kind("backend = \"local\"\nmodel_path = \"/models/m.gguf\""),
+        "local"
+    );
+
+    let config = load("[summaries]\nenabled = true\nbackend = \"http\"").unwrap();
+    assert_eq!(config.summaries.server_url(), "http://127.0.0.1:8080");
+    let config = load("[summaries]\nenabled = true\nthreads = 3").unwrap();
+    assert_eq!(config.summaries.local_threads(), 3);
+    assert!(
+        config
+            .summaries
+            .local_model_path()
+            .ends_with("models/gemma-3-270m-q4_k_m.gguf")
+    );
 }

@@ -1,0 +1,486 @@
+//! Constrained generation: a Gemma 3 model whose every token is allowed by a grammar.
+//!
+//! [`Engine::load`] reads the GGUF file once: weights, tokenizer and llguidance's token
+//! trie (the slow part of the grammar set-up, about half a second for a 262k vocabulary).
+//! [`Engine::generate`] then runs one request:
+//! 1. the JSON Schema is compiled with compact whitespace (`{"a":["b","c"]}`), so the
+//!    output has no whitespace tokens to spend;
+//! 2. tokens the grammar forces (keys, brackets, quotes) are consumed without sampling and
+//!    fed to the model as one batch together with whatever is pending, the prompt included;
+//! 3. otherwise the grammar's mask decides how the next token is picked: the only allowed
+//!    token needs no logits, a few allowed tokens get logits from their own output rows,
+//!    and only a wide mask computes the whole vocabulary;
+//! 4. generation ends when the grammar is complete. It never ends for length when the
+//!    budget covers the schema's largest output; a budget that runs out is reported as
+//!    [`Stop::Length`].
+//!
+//! Sampling is greedy at temperature 0 and otherwise draws from the tempered softmax over
+//! the allowed tokens with a seeded xoshiro256++ generator, so a seed reproduces a run.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::Device;
+use llguidance::api::TopLevelGrammar;
+use llguidance::{Matcher, ParserFactory};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use toktrie::{SimpleVob, TokEnv, TokRxInfo, TokTrie, TokenizerEnv};
+
+use crate::error::ModelError;
+use crate::gemma3::Gemma3;
+use crate::gguf::Gguf;
+use crate::tokenizer::{EncodeOptions, TokenType, Tokenizer};
+
+/// When at most this many tokens are allowed, their logits come from their own output
+/// rows instead of the whole vocabulary.
+const SPARSE_HEAD_LIMIT: usize = 4096;
+
+/// Longest sequence (prompt plus output) an engine accepts unless told otherwise.
+pub const DEFAULT_MAX_POSITIONS: usize = 8192;
+
+/// How the next token is chosen among the allowed ones.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    /// 0 picks the most likely token; above 0 samples from `softmax(logits / temperature)`.
+    pub temperature: f32,
+    /// Seed of the sampler; ignored when greedy.
+    pub seed: u64,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The grammar is complete: the output is a whole document.
+    Complete,
+    /// The token budget ran out first.
+    Length,
+}
+
+/// Counters and timings of one [`Engine::generate`] call.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GenerationStats {
+    /// Tokens of the prompt, BOS included.
+    pub prompt_tokens: usize,
+    /// Tokens of the output, forced ones included.
+    pub output_tokens: usize,
+    /// Output tokens the grammar forced.
+    pub forced_tokens: usize,
+    /// Model evaluations (a batch of forced tokens counts once).
+    pub forwards: usize,
+    /// Seconds of the first evaluation (the prompt and any forced prefix).
+    pub prefill_secs: f64,
+    /// Seconds of the later evaluations.
+    pub decode_secs: f64,
+    /// Seconds spent computing grammar masks and forced tokens.
+    pub grammar_secs: f64,
+    /// Seconds spent on output logits and picking tokens.
+    pub sampling_secs: f64,
+}
+
+/// The output of one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// The decoded output.
+    pub text: String,
+    /// The output token ids.
+    pub tokens: Vec<u32>,
+    /// Why generation ended.
+    pub stop: Stop,
+    /// Counters and timings.
+    pub stats: GenerationStats,
+}
+
+/// A loaded model, its tokenizer and grammar factory, and the threads it runs on.
+pub struct Engine {
+    model: Gemma3,
+    tokenizer: Arc<Tokenizer>,
+    factory: ParserFactory,
+    pool: rayon::ThreadPool,
+    turn_markers: Option<(u32, u32)>,
+}
+
+impl Engine {
+    /// Loads the GGUF model at `path` to run on `threads` CPU threads, for sequences of at
+    /// most `max_positions` tokens.
+    pub fn load(path: &Path, threads: usize, max_positions: usize) -> Result<Self, ModelError> {
+        let gguf = Gguf::open(path).map_err(|e| ModelError::Read {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        let tokenizer = Arc::new(Tokenizer::from_gguf(&gguf)?);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| ModelError::Threads {
+                threads,
+                detail: e.to_string(),
+            })?;
+        let model = pool.install(|| Gemma3::load(path, max_positions, &Device::Cpu))?;
+        let env: TokEnv = Arc::new(TrieEnv::new(tokenizer.clone()));
+        let mut factory = ParserFactory::new_simple(&env).map_err(grammar_error)?;
+        factory.quiet();
+        let turn_markers = tokenizer
+            .token_id("<start_of_turn>")
+            .zip(tokenizer.token_id("<end_of_turn>"));
+        Ok(Self {
+            model,
+            tokenizer,
+            factory,
+            pool,
+            turn_markers,
+        })
+    }
+
+    /// The tokenizer built from the file's metadata.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Longest sequence (prompt plus output) this engine accepts.
+    pub fn max_positions(&self) -> usize {
+        self.model.max_positions()
+    }
+
+    /// Wraps a user message in the model's turn format, ready for [`Engine::generate`]:
+    /// `<start_of_turn>user\n{message}<end_of_turn>\n<start_of_turn>model\n`. Models
+    /// without turn markers get the message unchanged.
+    pub fn chat_prompt(&self, message: &str) -> String {
+        match self.turn_markers {
+            Some(_) => {
+                format!("<start_of_turn>user\n{message}<end_of_turn>\n<start_of_turn>model\n")
+            }
+            None => message.to_string(),
+        }
+    }
+
+    /// Encodes `prompt` as llama.cpp does with special tokens parsed and BOS added.
+    pub fn encode_prompt(&self, prompt: &str) -> Vec<u32> {
+        self.tokenizer.encode_with(
+            prompt,
+            EncodeOptions {
+                add_bos: self.tokenizer.wants_bos(),
+                parse_special: true,
+            },
+        )
+    }
+
+    /// Generates at most `max_tokens` tokens after `prompt` (turn markers included, see
+    /// [`Engine::chat_prompt`]) that together form a JSON document valid under `schema`.
+    pub fn generate(
+        &mut self,
+        prompt: &str,
+        schema: &serde_json::Value,
+        max_tokens: usize,
+        sampling: Sampling,
+    ) -> Result<Generation, ModelError> {
+        let grammar = TopLevelGrammar::from_json_schema(compact_schema(schema));
+        let parser = self.factory.create_parser(grammar).map_err(grammar_error)?;
+        let matcher = Matcher::new(Ok(parser));
+        let prompt_ids = self.encode_prompt(prompt);
+        let needed = prompt_ids.len() + max_tokens;
+        if needed > self.model.max_positions() {
+            return Err(ModelError::TooLong {
+                positions: needed,
+                max: self.model.max_positions(),
+            });
+        }
+
+        let pool = &self.pool;
+        let mut run = Run {
+            model: &mut self.model,
+            matcher,
+            rng: Xoshiro256PlusPlus::seed_from_u64(sampling.seed),
+            sampling,
+            stats: GenerationStats {
+                prompt_tokens: prompt_ids.len(),
+                ..GenerationStats::default()
+            },
+            stop_ids: [
+                self.tokenizer.eos(),
+                self.tokenizer.token_id("<end_of_turn>"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        };
+        let (tokens, stop) = pool.install(|| run.decode(prompt_ids, max_tokens))?;
+        let mut stats = run.stats;
+        stats.output_tokens = tokens.len();
+        let text = self.tokenizer.decode(&tokens)?;
+        Ok(Generation {
+            text,
+            tokens,
+            stop,
+            stats,
+        })
+    }
+
+    /// Greedy continuation of `prompt_ids` without a grammar, `n` tokens long: the
+    /// reference path that parity tests compare with llama.cpp.
+    pub fn greedy_unconstrained(
+        &mut self,
+        prompt_ids: &[u32],
+        n: usize,
+    ) -> Result<Vec<u32>, ModelError> {
+        let model = &mut self.model;
+        self.pool.install(|| {
+            model.clear();
+            let mut out = Vec::with_capacity(n);
+            let mut pending = prompt_ids.to_vec();
+            while out.len() < n {
+                let hidden = model.forward(&pending)?;
+                let logits = model.logits(&hidden)?;
+                let next = argmax(logits.iter().copied().enumerate()).0 as u32;
+                out.push(next);
+                pending = vec![next];
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// State of one constrained decode.
+struct Run<'a> {
+    model: &'a mut Gemma3,
+    matcher: Matcher,
+    rng: Xoshiro256PlusPlus,
+    sampling: Sampling,
+    stats: GenerationStats,
+    /// End-of-sequence and end-of-turn ids: picking one ends the output.
+    stop_ids: Vec<u32>,
+}
+
+impl Run<'_> {
+    fn decode(
+        &mut self,
+        prompt_ids: Vec<u32>,
+        max_tokens: usize,
+    ) -> Result<(Vec<u32>, Stop), ModelError> {
+        self.model.clear();
+        let mut pending = prompt_ids;
+        let mut output = Vec::new();
+        loop {
+            let started = Instant::now();
+            let forced = self.matcher.consume_ff_tokens();
+            self.check_matcher()?;
+            self.stats.grammar_secs += started.elapsed().as_secs_f64();
+            self.stats.forced_tokens += forced.len();
+            output.extend_from_slice(&forced);
+            pending.extend_from_slice(&forced);
+            if self.matcher.is_stopped() {
+                return Ok((output, Stop::Complete));
+            }
+            if output.len() >= max_tokens {
+                output.truncate(max_tokens);
+                return Ok((output, Stop::Length));
+            }
+
+            let hidden = self.evaluate(&pending)?;
+            pending.clear();
+            let next = self.pick(&hidden)?;
+            self.matcher.consume_token(next).map_err(grammar_error)?;
+            if self.stop_ids.contains(&next) {
+                return Ok((output, Stop::Complete));
+            }
+            output.push(next);
+            pending.push(next);
+        }
+    }
+
+    fn evaluate(&mut self, tokens: &[u32]) -> Result<candle_core::Tensor, ModelError> {
+        let started = Instant::now();
+        let hidden = self.model.forward(tokens)?;
+        let secs = started.elapsed().as_secs_f64();
+        if self.stats.forwards == 0 {
+            self.stats.prefill_secs += secs;
+        } else {
+            self.stats.decode_secs += secs;
+        }
+        self.stats.forwards += 1;
+        Ok(hidden)
+    }
+
+    /// Chooses the next token among those the grammar allows.
+    fn pick(&mut self, hidden: &candle_core::Tensor) -> Result<u32, ModelError> {
+        let started = Instant::now();
+        let mask = self.matcher.compute_mask().map_err(grammar_error)?;
+        self.stats.grammar_secs += started.elapsed().as_secs_f64();
+
+        let started = Instant::now();
+        let allowed = allowed_ids(&mask);
+        let choice = match allowed.len() {
+            0 => {
+                return Err(ModelError::Grammar {
+                    detail: "no token is allowed before the output is complete".to_string(),
+                });
+            }
+            1 => allowed[0],
+            n if n <= SPARSE_HEAD_LIMIT => {
+                let logits = self.model.logits_for(hidden, &allowed)?;
+                let (i, _) = self.sample(allowed.iter().map(|&t| t as usize).zip(logits));
+                i as u32
+            }
+            _ => {
+                let logits = self.model.logits(hidden)?;
+                let candidates = allowed.iter().map(|&t| (t as usize, logits[t as usize]));
+                self.sample(candidates).0 as u32
+            }
+        };
+        self.stats.sampling_secs += started.elapsed().as_secs_f64();
+        Ok(choice)
+    }
+
+    fn sample(&mut self, candidates: impl Iterator<Item = (usize, f32)>) -> (usize, f32) {
+        if self.sampling.temperature <= 0.0 {
+            return argmax(candidates);
+        }
+        let candidates: Vec<(usize, f32)> = candidates.collect();
+        let top = argmax(candidates.iter().copied()).1;
+        let weights: Vec<f64> = candidates
+            .iter()
+            .map(|&(_, l)| (f64::from(l - top) / f64::from(self.sampling.temperature)).exp())
+            .collect();
+        let total: f64 = weights.iter().sum();
+        let mut target = self.rng.random::<f64>() * total;
+        for (candidate, weight) in candidates.iter().zip(&weights) {
+            if target < *weight {
+                return *candidate;
+            }
+            target -= weight;
+        }
+        *candidates.last().expect("at least two candidates")
+    }
+
+    fn check_matcher(&self) -> Result<(), ModelError> {
+        match self.matcher.get_error() {
+            Some(detail) => Err(ModelError::Grammar { detail }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Highest logit; the lowest id wins a tie, as llama.cpp's greedy sampler does.
+fn argmax(candidates: impl Iterator<Item = (usize, f32)>) -> (usize, f32) {
+    candidates.fold((0, f32::NEG_INFINITY), |best, (i, l)| {
+        if l > best.1 { (i, l) } else { best }
+    })
+}
+
+fn allowed_ids(mask: &SimpleVob) -> Vec<u32> {
+    let mut ids = Vec::with_capacity(mask.num_set().min(SPARSE_HEAD_LIMIT + 1));
+    mask.iter_set_entries(|i| ids.push(i as u32));
+    ids
+}
+
+/// The schema with llguidance's compact-output options: no whitespace between tokens
+/// and no line breaks, so the model cannot spend its budget on indentation.
+fn compact_schema(schema: &serde_json::Value) -> serde_json::Value {
+    let mut schema = schema.clone();
+    if let Some(object) = schema.as_object_mut() {
+        object.insert(
+            "x-guidance".to_string(),
+            serde_json::json!({
+                "whitespace_flexible": false,
+                "item_separator": ",",
+                "key_separator": ":",
+            }),
+        );
+    }
+    schema
+}
+
+fn grammar_error(error: impl std::fmt::Display) -> ModelError {
+    ModelError::Grammar {
+        detail: error.to_string(),
+    }
+}
+
+/// The tokenizer seen through llguidance's eyes: each token as the bytes it decodes to,
+/// special tokens marked so that no grammar can produce them.
+struct TrieEnv {
+    tokenizer: Arc<Tokenizer>,
+    trie: TokTrie,
+}
+
+impl TrieEnv {
+    fn new(tokenizer: Arc<Tokenizer>) -> Self {
+        let words: Vec<Vec<u8>> = (0..tokenizer.n_vocab() as u32)
+            .map(|id| token_bytes(&tokenizer, id))
+            .collect();
+        let eos = tokenizer.eos().unwrap_or(0);
+        let info = TokRxInfo {
+            vocab_size: words.len() as u32,
+            tok_eos: eos,
+            tok_bos: tokenizer.bos(),
+            tok_pad: None,
+            tok_unk: tokenizer.unk(),
+            tok_end_of_turn: tokenizer.token_id("<end_of_turn>"),
+        };
+        let trie = TokTrie::from(&info, &words);
+        Self { tokenizer, trie }
+    }
+}
+
+/// Bytes of one token for the trie: text pieces with `▁` as a space, byte tokens as their
+/// byte, and everything special behind toktrie's marker byte.
+fn token_bytes(tokenizer: &Tokenizer, id: u32) -> Vec<u8> {
+    let Some(token) = tokenizer.token(id) else {
+        return Vec::new();
+    };
+    match token.kind {
+        TokenType::Normal => token.text.replace('\u{2581}', " ").into_bytes(),
+        TokenType::UserDefined => token.text.clone().into_bytes(),
+        TokenType::Byte => byte_token_value(&token.text).map_or_else(Vec::new, |b| vec![b]),
+        TokenType::Control | TokenType::Unknown | TokenType::Unused => {
+            let mut bytes = vec![TokTrie::SPECIAL_TOKEN_MARKER];
+            bytes.extend_from_slice(token.text.as_bytes());
+            bytes
+        }
+        TokenType::Undefined => Vec::new(),
+    }
+}
+
+/// The byte of a `<0xXX>` token.
+fn byte_token_value(text: &str) -> Option<u8> {
+    let hex = text.strip_prefix("<0x")?.strip_suffix('>')?;
+    u8::from_str_radix(hex, 16).ok()
+}
+
+impl TokenizerEnv for TrieEnv {
+    fn tok_trie(&self) -> &TokTrie {
+        &self.trie
+    }
+
+    fn tokenize_bytes(&self, s: &[u8]) -> Vec<u32> {
+        self.tokenizer.encode(&String::from_utf8_lossy(s), false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_tokens_parse_their_hex() {
+        assert_eq!(byte_token_value("<0x0A>"), Some(10));
+        assert_eq!(byte_token_value("<0xFF>"), Some(255));
+        assert_eq!(byte_token_value("<0xZZ>"), None);
+        assert_eq!(byte_token_value("0x0A"), None);
+    }
+
+    #[test]
+    fn argmax_prefers_the_lowest_id_on_ties() {
+        let candidates = [(3, 1.0), (5, 2.0), (7, 2.0)];
+        assert_eq!(argmax(candidates.into_iter()), (5, 2.0));
+    }
+
+    #[test]
+    fn compact_schema_keeps_the_schema_and_adds_options() {
+        let schema = serde_json::json!({"type": "object"});
+        let compact = compact_schema(&schema);
+        assert_eq!(compact["type"], "object");
+        assert_eq!(compact["x-guidance"]["whitespace_flexible"], false);
+    }
+}
