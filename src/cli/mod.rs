@@ -91,6 +91,10 @@ pub struct SummarizeArgs {
     /// CPU threads of the local backend; defaults to every core.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub threads: Option<u64>,
+    /// Prompt template file with `{{abstract}}` once; defaults to the built-in
+    /// prompts/summary-v1.txt (the paper's prompt).
+    #[arg(long, value_name = "FILE")]
+    pub prompt: Option<PathBuf>,
     /// Root URL of the server, e.g. http://127.0.0.1:8080 for llama-server.
     #[arg(long, value_name = "URL")]
     pub server: Option<String>,

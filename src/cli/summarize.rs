@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use paperclip::pipeline::config::SummariesSection;
 use paperclip::summaries::http::{HttpBackend, HttpBackendConfig};
 use paperclip::summaries::local::{LocalBackend, LocalBackendConfig};
+use paperclip::summaries::prompt::PromptTemplate;
 use paperclip::summaries::stage::{OutcomeSource, summarize_proposals};
 use paperclip::summaries::{
     ProposalSummary, ProposalText, Sampling, StageSettings, Summarizer, SummaryBackend,
@@ -51,7 +52,7 @@ struct ProposalLine {
 pub async fn summarize(global: &GlobalArgs, args: &SummarizeArgs) -> Result<()> {
     let proposals = read_catalog(&args.catalog, args.limit)?;
     let backend = backend(args)?;
-    let summarizer = Summarizer::current()?;
+    let summarizer = Summarizer::with_prompt(prompt_template(args.prompt.as_deref())?)?;
     let mut cache = SummaryCache::open(&global.data_dir).await?;
     let settings = StageSettings {
         concurrency: usize::try_from(args.concurrency).unwrap_or(1),
@@ -92,6 +93,16 @@ pub async fn summarize(global: &GlobalArgs, args: &SummarizeArgs) -> Result<()> 
         );
     }
     Ok(())
+}
+
+/// The `--prompt` template, or the built-in one.
+fn prompt_template(path: Option<&Path>) -> Result<PromptTemplate> {
+    let Some(path) = path else {
+        return Ok(PromptTemplate::current());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the prompt template {}", path.display()))?;
+    Ok(PromptTemplate::parse(&path.display().to_string(), &text)?)
 }
 
 fn read_catalog(path: &Path, limit: Option<u64>) -> Result<Vec<ProposalText>> {

@@ -180,6 +180,9 @@ pub struct SummariesSection {
     pub model_path: Option<PathBuf>,
     /// CPU threads of the `local` backend; the default is every core.
     pub threads: Option<usize>,
+    /// Prompt template file, relative to the pipeline file, with `{{abstract}}` once; the
+    /// default is the built-in `prompts/summary-v1.txt` (the paper's prompt).
+    pub prompt: Option<PathBuf>,
     /// Root of the server, e.g. `http://127.0.0.1:8080` for llama-server (the default).
     pub server_url: Option<String>,
     /// Model name sent with each request; llama-server ignores it, vLLM and Ollama need it.
@@ -205,6 +208,7 @@ impl Default for SummariesSection {
             backend: None,
             model_path: None,
             threads: None,
+            prompt: None,
             server_url: None,
             model: "default".to_string(),
             api_key_env: None,
@@ -650,8 +654,35 @@ impl PipelineConfig {
         }
         if summaries.enabled {
             summaries.check()?;
+            self.summary_prompt()?;
         }
         Ok(())
+    }
+
+    /// The prompt template of `[summaries]`: the `prompt` file, else the built-in one.
+    pub fn summary_prompt(&self) -> Result<crate::summaries::prompt::PromptTemplate, String> {
+        use crate::summaries::prompt::PromptTemplate;
+        let Some(path) = &self.summaries.prompt else {
+            return Ok(PromptTemplate::current());
+        };
+        let full = self.resolve(path);
+        let text = std::fs::read_to_string(&full).map_err(|e| {
+            format!(
+                "summaries.prompt = {:?}: cannot read {} ({e}); give a UTF-8 text file relative to the pipeline file",
+                path.display().to_string(),
+                full.display()
+            )
+        })?;
+        PromptTemplate::parse(&path.display().to_string(), &text)
+            .map_err(|e| format!("summaries.prompt = {:?}: {e}", path.display().to_string()))
+    }
+
+    /// The GGUF file of the `local` summary backend, resolved against the pipeline file.
+    pub fn summary_model_path(&self) -> PathBuf {
+        match &self.summaries.model_path {
+            Some(path) => self.resolve(path),
+            None => default_model_path(),
+        }
     }
 
     /// Checks that every model file exists and that `samples_model` names one of them.

@@ -76,8 +76,10 @@ impl SummaryStage {
             })
             .collect();
         Ok(Some(Self {
-            backend: backend(section, plan_only)?,
-            summarizer: Summarizer::current()?,
+            backend: backend(config, plan_only)?,
+            summarizer: Summarizer::with_prompt(
+                config.summary_prompt().map_err(PipelineError::Invalid)?,
+            )?,
             sampling: Sampling {
                 temperature: section.temperature,
                 seed: section.seed,
@@ -208,12 +210,13 @@ fn describe(counts: &BTreeMap<&'static str, u64>, model_id: &str) -> String {
 
 /// Builds the backend that `[summaries]` names (the config check accepts `local` and
 /// `http` only).
-fn backend(section: &SummariesSection, plan_only: bool) -> Result<Arc<dyn SummaryBackend>> {
+fn backend(config: &PipelineConfig, plan_only: bool) -> Result<Arc<dyn SummaryBackend>> {
+    let section = &config.summaries;
     if section.backend_kind() == HTTP_BACKEND {
         return http_backend(section, plan_only);
     }
     let config = LocalBackendConfig {
-        model_path: section.local_model_path(),
+        model_path: config.summary_model_path(),
         threads: section.local_threads(),
     };
     let backend = LocalBackend::new(config)

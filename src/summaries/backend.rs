@@ -116,4 +116,12 @@ pub trait SummaryBackend: Send + Sync {
 
     /// Generates one completion for `request`.
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, BackendError>;
+
+    /// True when the same request always gets the same completion (greedy or seeded
+    /// sampling on one machine). The stage then retries a rejected output with other
+    /// sampling settings ([`crate::summaries::stage::retry_sampling`]), since the same
+    /// request would be rejected again.
+    fn is_deterministic(&self) -> bool {
+        false
+    }
 }

@@ -9,6 +9,8 @@
 //! - Every output follows the request's schema by construction. The stage still checks
 //!   it with the independent validator, like any backend's.
 //! - Generation runs on tokio's blocking pool, so the async runtime keeps serving.
+//! - Output depends only on the request (greedy, or sampling with the request's seed), so
+//!   the stage retries a rejected output with seeded sampling instead of the same request.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -57,6 +59,10 @@ impl LocalBackend {
 impl SummaryBackend for LocalBackend {
     fn model_id(&self) -> String {
         format!("gguf:{}", self.model_sha256)
+    }
+
+    fn is_deterministic(&self) -> bool {
+        true
     }
 
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, BackendError> {

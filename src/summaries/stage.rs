@@ -59,8 +59,12 @@ pub struct Summarizer {
 impl Summarizer {
     /// Builds the summarizer from the prompt template and schema built into the binary.
     pub fn current() -> Result<Self, SummaryError> {
+        Self::with_prompt(PromptTemplate::current())
+    }
+
+    /// Builds the summarizer from `prompt` and the schema built into the binary.
+    pub fn with_prompt(prompt: PromptTemplate) -> Result<Self, SummaryError> {
         let schema = SchemaFile::committed()?;
-        let prompt = PromptTemplate::current();
         Ok(Self {
             checker: OutputChecker::new(schema.clone()).with_example(prompt.example()),
             prompt,
@@ -259,6 +263,25 @@ async fn run_jobs(
     Ok(calls)
 }
 
+/// Temperature of a retry at a deterministic backend whose output was rejected.
+pub const RETRY_TEMPERATURE: f32 = 0.7;
+
+/// Sampling of attempt `attempt` (2 or later) at a deterministic backend after a rejected
+/// output: the configured temperature, at least [`RETRY_TEMPERATURE`], and the configured
+/// seed (0 when unset) plus the attempt number. The same request would only repeat the
+/// rejected output, and this sequence is itself reproducible.
+pub fn retry_sampling(configured: &Sampling, attempt: u32) -> Sampling {
+    Sampling {
+        temperature: configured.temperature.max(RETRY_TEMPERATURE),
+        seed: Some(
+            configured
+                .seed
+                .unwrap_or(0)
+                .wrapping_add(u64::from(attempt)),
+        ),
+    }
+}
+
 /// Counts keys in a row that ended with a backend error.
 #[derive(Debug, Default)]
 struct Breaker {
@@ -352,13 +375,16 @@ async fn summarize_one(
         };
         let mut budget = summarizer.max_tokens;
         let mut last = None;
+        let mut calls = 0;
+        let mut sampling = settings.sampling.clone();
         for attempt in 1..=settings.max_attempts {
+            calls = attempt;
             let request = CompletionRequest {
                 prompt: prompt.clone(),
                 schema: summarizer.schema.value.clone(),
                 schema_name: SCHEMA_NAME.to_string(),
                 max_tokens: budget,
-                sampling: settings.sampling.clone(),
+                sampling: sampling.clone(),
             };
             match backend.complete(&request).await {
                 Ok(completion) => match summarizer.checker.check(&completion, budget) {
@@ -369,10 +395,15 @@ async fn summarize_one(
                     }
                     Err(rejection) => {
                         tracing::warn!(proposal_id = job.proposal_id, attempt, reason = rejection.reason.code(), detail = %rejection.detail, "summary rejected");
-                        if rejection.reason == RejectReason::Truncated {
+                        let truncated = rejection.reason == RejectReason::Truncated;
+                        if truncated {
                             budget = (budget * 2).min(summarizer.max_tokens * MAX_BUDGET_FACTOR);
                         }
                         last = Some((Attempt::Rejected(rejection, Some(completion)), budget));
+                        // The same request would give the same output again.
+                        if backend.is_deterministic() && !truncated {
+                            sampling = retry_sampling(&settings.sampling, attempt + 1);
+                        }
                     }
                 },
                 Err(error) => {
@@ -385,7 +416,6 @@ async fn summarize_one(
             }
         }
         let (attempt, budget) = last.expect("max_attempts is at least 1");
-        let calls = settings.max_attempts;
         (failure_record(&job, attempt, calls, budget, started, settings), calls)
     }
     .instrument(span)

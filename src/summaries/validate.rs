@@ -8,11 +8,16 @@
 //! 3. a strict parse that refuses repeated keys;
 //! 4. the committed JSON Schema, through an independent validator (`jsonschema`), which
 //!    owns the key set, the list and string bounds and the character pattern;
-//! 5. what the schema cannot express: blank items, items that only name the telescope, and an
-//!    item repeated within one list.
+//! 5. what the schema cannot express: blank items and items that only name the telescope.
+//!
+//! An item that repeats an earlier item of its list (ignoring case and spacing) is dropped,
+//! not rejected: the list says the same without it, and small models that loop on one
+//! phrase then still give a summary. The schema's minimum of one item still holds, since
+//! the first of the repeated items stays.
 //!
 //! Invariants: a rejection always carries a stable code and a detail that states where the
-//! output went wrong; the checker never repairs an output; the caller keeps the raw text.
+//! output went wrong; dropping repeats is the only change the checker makes to an output;
+//! the caller keeps the raw text.
 
 use serde::{Deserialize, Serialize};
 
@@ -46,8 +51,6 @@ pub enum RejectReason {
     InvisibleCharacter,
     /// An item that only names the telescope (Hubble, HST, Hubble Space Telescope).
     ForbiddenOnly,
-    /// The same item twice in one list, ignoring case and spacing.
-    RepeatedItem,
     /// The prompt for the abstract is over the size limit; no request was made.
     PromptTooLong,
     /// Every item is copied from the prompt's example answer.
@@ -55,7 +58,7 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 13] = [
+    pub const ALL: [RejectReason; 12] = [
         Self::Truncated,
         Self::UnexpectedFinishReason,
         Self::RawControlCharacter,
@@ -66,7 +69,6 @@ impl RejectReason {
         Self::BlankItem,
         Self::InvisibleCharacter,
         Self::ForbiddenOnly,
-        Self::RepeatedItem,
         Self::PromptTooLong,
         Self::CopiedExample,
     ];
@@ -84,7 +86,6 @@ impl RejectReason {
             Self::BlankItem => "blank_item",
             Self::InvisibleCharacter => "invisible_character",
             Self::ForbiddenOnly => "forbidden_only",
-            Self::RepeatedItem => "repeated_item",
             Self::PromptTooLong => "prompt_too_long",
             Self::CopiedExample => "copied_example",
         }
@@ -163,6 +164,7 @@ impl OutputChecker {
                 format!("the value passed the schema but is not a summary: {error}"),
             )
         })?;
+        let summary = without_repeats(summary);
         check_items(&summary)?;
         self.check_not_example(&summary)?;
         Ok(summary)
@@ -270,6 +272,23 @@ fn check_raw_text(text: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// `summary` without the items that repeat an earlier item of the same list.
+fn without_repeats(summary: Summary) -> Summary {
+    let dedupe = |items: Vec<String>| {
+        let mut kept: Vec<String> = Vec::with_capacity(items.len());
+        for item in items {
+            if !kept.iter().any(|earlier| same_item(earlier, &item)) {
+                kept.push(item);
+            }
+        }
+        kept
+    };
+    Summary {
+        objects_and_phenomena: dedupe(summary.objects_and_phenomena),
+        science_use_cases: dedupe(summary.science_use_cases),
+    }
+}
+
 fn check_items(summary: &Summary) -> Result<(), Rejection> {
     for field in SummaryField::ALL {
         let items = summary.items(field);
@@ -297,19 +316,6 @@ fn check_items(summary: &Summary) -> Result<(), Rejection> {
                     format!(
                         "{at} = {} only names the telescope, which the prompt forbids",
                         excerpt(item)
-                    ),
-                ));
-            }
-            if let Some(first) = items[..index]
-                .iter()
-                .position(|earlier| same_item(earlier, item))
-            {
-                return Err(Rejection::new(
-                    RejectReason::RepeatedItem,
-                    format!(
-                        "{at} = {} repeats /{}/{first}; each item must say something new",
-                        excerpt(item),
-                        field.key()
                     ),
                 ));
             }
@@ -627,8 +633,9 @@ mod tests {
         }
         let named = r#"{"objects_and_phenomena": ["Hubble constant", "Hubble Deep Field galaxies"], "science_use_cases": ["b"]}"#;
         assert!(check(named).is_ok());
-        let repeated = r#"{"objects_and_phenomena": ["dwarf galaxies", "Dwarf  galaxies"], "science_use_cases": ["b"]}"#;
-        assert_eq!(reason(repeated), RejectReason::RepeatedItem);
+        let repeated = r#"{"objects_and_phenomena": ["dwarf galaxies", "Dwarf  galaxies", "dwarf novae"], "science_use_cases": ["b", "b"]}"#;
+        let summary = check(repeated).unwrap();
+        assert_eq!(summary.caption(), "dwarf galaxies, dwarf novae; b");
     }
 
     #[test]

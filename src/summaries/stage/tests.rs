@@ -21,6 +21,8 @@ enum Reply {
 struct ScriptedBackend {
     replies: Mutex<HashMap<&'static str, VecDeque<Reply>>>,
     requests: Mutex<Vec<(String, u32)>>,
+    samplings: Mutex<Vec<Sampling>>,
+    deterministic: bool,
 }
 
 impl ScriptedBackend {
@@ -44,6 +46,10 @@ impl SummaryBackend for ScriptedBackend {
         "test:scripted".to_string()
     }
 
+    fn is_deterministic(&self) -> bool {
+        self.deterministic
+    }
+
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, BackendError> {
         let mut replies = self.replies.lock().unwrap();
         let (marker, queue) = replies
@@ -54,6 +60,10 @@ impl SummaryBackend for ScriptedBackend {
             .lock()
             .unwrap()
             .push((marker.to_string(), request.max_tokens));
+        self.samplings
+            .lock()
+            .unwrap()
+            .push(request.sampling.clone());
         match queue
             .pop_front()
             .unwrap_or(Reply::Text(GOOD, FinishReason::Stop))
@@ -327,5 +337,34 @@ fn zero_settings_rejected() {
             .unwrap_err()
             .to_string()
             .contains("max_attempts = 0")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deterministic_backend_is_retried_with_seeded_sampling() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = ScriptedBackend {
+        deterministic: true,
+        ..ScriptedBackend::default()
+    }
+    .script("alpha", vec![Reply::Text(SIX_ITEMS, FinishReason::Stop)]);
+    let proposals = [proposal(1, "alpha")];
+    let mut settings = settings();
+    settings.sampling.seed = Some(40);
+
+    let outcome = run(&proposals, &backend, dir.path(), &settings).await;
+
+    assert_eq!(status(&outcome, 0), (SummaryStatus::Ok, None, 2));
+    let samplings = backend.samplings.lock().unwrap().clone();
+    assert_eq!(
+        samplings[0], settings.sampling,
+        "the first attempt is as configured"
+    );
+    assert_eq!(
+        samplings[1],
+        Sampling {
+            temperature: RETRY_TEMPERATURE,
+            seed: Some(42),
+        }
     );
 }
