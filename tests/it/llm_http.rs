@@ -657,7 +657,7 @@ async fn concurrency_limit_is_honoured() {
     assert_eq!(server.state.max_in_flight.load(Ordering::SeqCst), 2);
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = StdTcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
@@ -690,7 +690,7 @@ fn llama_version() -> String {
 
 /// Finds the `llama-server` binary and the Gemma model. When one is missing, prints why and
 /// returns `None`, or panics when `PAPERCLIP_REQUIRE_LLAMA=1`.
-fn llama_inputs() -> Option<(PathBuf, PathBuf)> {
+pub(crate) fn llama_inputs() -> Option<(PathBuf, PathBuf)> {
     let binary = std::env::var_os("PAPERCLIP_LLAMA_SERVER")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -727,14 +727,14 @@ fn llama_inputs() -> Option<(PathBuf, PathBuf)> {
 }
 
 /// A running `llama-server`, killed when dropped. Its log is printed when the test fails.
-struct LlamaServer {
+pub(crate) struct LlamaServer {
     child: Child,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl LlamaServer {
-    fn start(binary: &PathBuf, model: &PathBuf, port: u16) -> Self {
+    pub(crate) fn start(binary: &PathBuf, model: &PathBuf, port: u16) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("llama-server.log");
         let out = std::fs::File::create(&log).unwrap();
@@ -762,7 +762,7 @@ impl LlamaServer {
     }
 
     /// Waits until `/health` returns 200. Panics when the process exits or `limit` passes.
-    async fn wait_healthy(&mut self, base_url: &str, limit: Duration) {
+    pub(crate) async fn wait_healthy(&mut self, base_url: &str, limit: Duration) {
         let client = reqwest::Client::new();
         let started = Instant::now();
         loop {

@@ -248,17 +248,91 @@ fn rows(table: &str) -> Vec<Vec<String>> {
 /// Writes and loads the project's pipeline with summary captions and its models by
 /// absolute path.
 fn summary_pipeline(dir: &Path, server_url: &str) -> PipelineConfig {
+    summary_pipeline_with(
+        dir,
+        &format!(
+            "server_url = \"{server_url}\"\nmodel = \"scripted\"\nconcurrency = 2\nmax_attempts = 2\n"
+        ),
+    )
+}
+
+/// The project's pipeline with summary captions and `settings` in `[summaries]`.
+fn summary_pipeline_with(dir: &Path, settings: &str) -> PipelineConfig {
     let original = std::fs::read_to_string(pipeline_path()).unwrap();
     let sql_dir = repo_root().join("sql");
     let text = original
         .replace("\"../sql/", &format!("\"{}/", sql_dir.display()))
         .replace("form = \"paper\"", "form = \"summary\"")
-        + &format!(
-            "\n[summaries]\nenabled = true\nserver_url = \"{server_url}\"\nmodel = \"scripted\"\nconcurrency = 2\nmax_attempts = 2\n"
-        );
+        + &format!("\n[summaries]\nenabled = true\n{settings}");
     let path = dir.join("summaries.toml");
     std::fs::write(&path, text).unwrap();
     PipelineConfig::load(&path).unwrap()
+}
+
+/// Runs the fixture pipeline with `settings` in `[summaries]` and checks that every
+/// proposal got a summary and every sample carries its summary caption.
+async fn every_sample_gets_a_summary_caption(settings: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let snapshot_dir = dir.path().join("snapshot");
+    paperclip::snapshots::fixtures::build(&snapshot_dir).unwrap();
+    let archive = serve_snapshot(&snapshot_dir, ServeOptions::default()).await;
+    let config = summary_pipeline_with(dir.path(), settings);
+
+    let report = run_config(&config, &data_dir, archive.base_url()).await;
+
+    assert_eq!(report.published_version, Some(1));
+    let proposals = report.counts["summaries_proposals"];
+    assert_eq!(
+        report.counts["summaries_ok"], proposals,
+        "{:?}",
+        report.counts
+    );
+    let outcomes = rows(
+        &query(
+            &data_dir,
+            r#"SELECT DISTINCT s.caption_form, s.caption_source, s.caption = m.caption AS same
+               FROM "hst-paperclip".latest.samples s
+               JOIN paperclip.summaries m
+                 ON s.summary_key = m.summary_key AND m.status = 'ok'"#,
+        )
+        .await,
+    );
+    assert_eq!(outcomes, [["summary", "summary", "true"]]);
+}
+
+/// The in-process backend with the cached Gemma 3 270M model and the base-model prompt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_model_run_uses_summary_captions() {
+    if crate::llm_http::llama_inputs().is_none() {
+        return;
+    }
+    let prompt = repo_root().join("prompts/summary-base-v1.txt");
+    every_sample_gets_a_summary_caption(&format!(
+        "backend = \"local\"\nthreads = 2\nprompt = \"{}\"\n",
+        prompt.display()
+    ))
+    .await;
+}
+
+/// The HTTP backend against a real llama-server with the same model and prompt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llama_server_run_uses_summary_captions() {
+    let Some((binary, model)) = crate::llm_http::llama_inputs() else {
+        return;
+    };
+    let port = crate::llm_http::free_port();
+    let base_url = format!("http://127.0.0.1:{port}");
+    let mut server = crate::llm_http::LlamaServer::start(&binary, &model, port);
+    server
+        .wait_healthy(&base_url, std::time::Duration::from_secs(120))
+        .await;
+    let prompt = repo_root().join("prompts/summary-base-v1.txt");
+    every_sample_gets_a_summary_caption(&format!(
+        "backend = \"http\"\nserver_url = \"{base_url}\"\ntimeout_secs = 600\nprompt = \"{}\"\n",
+        prompt.display()
+    ))
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
