@@ -1,8 +1,9 @@
-//! Constrained generation: a Gemma 3 model whose every token is allowed by a grammar.
+//! Constrained generation: a language model whose every token is allowed by a grammar.
 //!
-//! [`Engine::load`] reads the GGUF file once: weights, tokenizer and llguidance's token
-//! trie (the slow part of the grammar set-up, about half a second for a 262k vocabulary).
-//! [`Engine::generate`] then runs one request:
+//! [`Constrainer`] holds llguidance's token trie and parser factory for one vocabulary (the
+//! slow part of the grammar set-up, about half a second for a 262k vocabulary) and drives
+//! any [`LanguageModel`]. [`Engine`] bundles it with a Gemma 3 model read from a GGUF file
+//! and the threads it runs on. One request goes like this:
 //! 1. the JSON Schema is compiled with compact whitespace (`{"a":["b","c"]}`), so the
 //!    output has no whitespace tokens to spend;
 //! 2. tokens the grammar forces (keys, brackets, quotes) are consumed without sampling and
@@ -92,11 +93,111 @@ pub struct Generation {
     pub stats: GenerationStats,
 }
 
-/// A loaded model, its tokenizer and grammar factory, and the threads it runs on.
+/// A causal language model that [`Constrainer::generate`] can drive.
+pub trait LanguageModel {
+    /// What a forward pass leaves for reading logits (a hidden state).
+    type Hidden;
+
+    /// Forgets the sequence so far.
+    fn clear(&mut self);
+
+    /// Runs `tokens` at the next positions of the sequence.
+    fn forward(&mut self, tokens: &[u32]) -> Result<Self::Hidden, ModelError>;
+
+    /// Logits of every token of the vocabulary for the last position.
+    fn logits(&self, hidden: &Self::Hidden) -> Result<Vec<f32>, ModelError>;
+
+    /// Logits of `ids` only, in that order.
+    fn logits_for(&self, hidden: &Self::Hidden, ids: &[u32]) -> Result<Vec<f32>, ModelError>;
+}
+
+impl LanguageModel for Gemma3 {
+    type Hidden = candle_core::Tensor;
+
+    fn clear(&mut self) {
+        Gemma3::clear(self);
+    }
+
+    fn forward(&mut self, tokens: &[u32]) -> Result<Self::Hidden, ModelError> {
+        Gemma3::forward(self, tokens)
+    }
+
+    fn logits(&self, hidden: &Self::Hidden) -> Result<Vec<f32>, ModelError> {
+        Gemma3::logits(self, hidden)
+    }
+
+    fn logits_for(&self, hidden: &Self::Hidden, ids: &[u32]) -> Result<Vec<f32>, ModelError> {
+        Gemma3::logits_for(self, hidden, ids)
+    }
+}
+
+/// The grammar side of generation for one vocabulary: llguidance's parser factory over
+/// the tokenizer's token trie. Build it once per vocabulary; it is the slow part.
+pub struct Constrainer {
+    tokenizer: Arc<Tokenizer>,
+    factory: ParserFactory,
+    /// End-of-sequence and end-of-turn ids: picking one ends the output.
+    stop_ids: Vec<u32>,
+}
+
+impl Constrainer {
+    /// Builds the token trie and parser factory of `tokenizer`'s vocabulary.
+    pub fn new(tokenizer: Arc<Tokenizer>) -> Result<Self, ModelError> {
+        let env: TokEnv = Arc::new(TrieEnv::new(tokenizer.clone()));
+        let mut factory = ParserFactory::new_simple(&env).map_err(grammar_error)?;
+        factory.quiet();
+        let stop_ids = [tokenizer.eos(), tokenizer.token_id("<end_of_turn>")]
+            .into_iter()
+            .flatten()
+            .collect();
+        Ok(Self {
+            tokenizer,
+            factory,
+            stop_ids,
+        })
+    }
+
+    /// Generates at most `max_tokens` tokens after `prompt_ids` with `model`, every one
+    /// allowed by `schema` compiled with compact whitespace; see the module docs.
+    pub fn generate<M: LanguageModel>(
+        &self,
+        model: &mut M,
+        prompt_ids: Vec<u32>,
+        schema: &serde_json::Value,
+        max_tokens: usize,
+        sampling: Sampling,
+    ) -> Result<Generation, ModelError> {
+        let grammar = TopLevelGrammar::from_json_schema(compact_schema(schema));
+        let parser = self.factory.create_parser(grammar).map_err(grammar_error)?;
+        let mut run = Run {
+            model,
+            matcher: Matcher::new(Ok(parser)),
+            rng: Xoshiro256PlusPlus::seed_from_u64(sampling.seed),
+            sampling,
+            stats: GenerationStats {
+                prompt_tokens: prompt_ids.len(),
+                ..GenerationStats::default()
+            },
+            stop_ids: &self.stop_ids,
+        };
+        let (tokens, stop) = run.decode(prompt_ids, max_tokens)?;
+        let mut stats = run.stats;
+        stats.output_tokens = tokens.len();
+        let text = self.tokenizer.decode(&tokens)?;
+        Ok(Generation {
+            text,
+            tokens,
+            stop,
+            stats,
+        })
+    }
+}
+
+/// A loaded model, its tokenizer and grammar, and the threads it runs on.
 pub struct Engine {
     model: Gemma3,
     tokenizer: Arc<Tokenizer>,
-    factory: ParserFactory,
+    constrainer: Constrainer,
     pool: rayon::ThreadPool,
     turn_markers: Option<(u32, u32)>,
 }
@@ -118,16 +219,14 @@ impl Engine {
                 detail: e.to_string(),
             })?;
         let model = pool.install(|| Gemma3::load(path, max_positions, &Device::Cpu))?;
-        let env: TokEnv = Arc::new(TrieEnv::new(tokenizer.clone()));
-        let mut factory = ParserFactory::new_simple(&env).map_err(grammar_error)?;
-        factory.quiet();
+        let constrainer = Constrainer::new(tokenizer.clone())?;
         let turn_markers = tokenizer
             .token_id("<start_of_turn>")
             .zip(tokenizer.token_id("<end_of_turn>"));
         Ok(Self {
             model,
             tokenizer,
-            factory,
+            constrainer,
             pool,
             turn_markers,
         })
@@ -175,9 +274,6 @@ impl Engine {
         max_tokens: usize,
         sampling: Sampling,
     ) -> Result<Generation, ModelError> {
-        let grammar = TopLevelGrammar::from_json_schema(compact_schema(schema));
-        let parser = self.factory.create_parser(grammar).map_err(grammar_error)?;
-        let matcher = Matcher::new(Ok(parser));
         let prompt_ids = self.encode_prompt(prompt);
         let needed = prompt_ids.len() + max_tokens;
         if needed > self.model.max_positions() {
@@ -186,35 +282,9 @@ impl Engine {
                 max: self.model.max_positions(),
             });
         }
-
-        let pool = &self.pool;
-        let mut run = Run {
-            model: &mut self.model,
-            matcher,
-            rng: Xoshiro256PlusPlus::seed_from_u64(sampling.seed),
-            sampling,
-            stats: GenerationStats {
-                prompt_tokens: prompt_ids.len(),
-                ..GenerationStats::default()
-            },
-            stop_ids: [
-                self.tokenizer.eos(),
-                self.tokenizer.token_id("<end_of_turn>"),
-            ]
-            .into_iter()
-            .flatten()
-            .collect(),
-        };
-        let (tokens, stop) = pool.install(|| run.decode(prompt_ids, max_tokens))?;
-        let mut stats = run.stats;
-        stats.output_tokens = tokens.len();
-        let text = self.tokenizer.decode(&tokens)?;
-        Ok(Generation {
-            text,
-            tokens,
-            stop,
-            stats,
-        })
+        let (model, constrainer) = (&mut self.model, &self.constrainer);
+        self.pool
+            .install(|| constrainer.generate(model, prompt_ids, schema, max_tokens, sampling))
     }
 
     /// Greedy continuation of `prompt_ids` without a grammar, `n` tokens long: the
@@ -242,17 +312,16 @@ impl Engine {
 }
 
 /// State of one constrained decode.
-struct Run<'a> {
-    model: &'a mut Gemma3,
+struct Run<'a, M> {
+    model: &'a mut M,
     matcher: Matcher,
     rng: Xoshiro256PlusPlus,
     sampling: Sampling,
     stats: GenerationStats,
-    /// End-of-sequence and end-of-turn ids: picking one ends the output.
-    stop_ids: Vec<u32>,
+    stop_ids: &'a [u32],
 }
 
-impl Run<'_> {
+impl<M: LanguageModel> Run<'_, M> {
     fn decode(
         &mut self,
         prompt_ids: Vec<u32>,
@@ -289,7 +358,7 @@ impl Run<'_> {
         }
     }
 
-    fn evaluate(&mut self, tokens: &[u32]) -> Result<candle_core::Tensor, ModelError> {
+    fn evaluate(&mut self, tokens: &[u32]) -> Result<M::Hidden, ModelError> {
         let started = Instant::now();
         let hidden = self.model.forward(tokens)?;
         let secs = started.elapsed().as_secs_f64();
@@ -303,7 +372,7 @@ impl Run<'_> {
     }
 
     /// Chooses the next token among those the grammar allows.
-    fn pick(&mut self, hidden: &candle_core::Tensor) -> Result<u32, ModelError> {
+    fn pick(&mut self, hidden: &M::Hidden) -> Result<u32, ModelError> {
         let started = Instant::now();
         let mask = self.matcher.compute_mask().map_err(grammar_error)?;
         self.stats.grammar_secs += started.elapsed().as_secs_f64();

@@ -31,6 +31,9 @@ pub mod tokenizer;
 
 pub use error::ModelError;
 pub use gemma3::{Gemma3, Gemma3Config};
-pub use generate::{DEFAULT_MAX_POSITIONS, Engine, Generation, GenerationStats, Sampling, Stop};
+pub use generate::{
+    Constrainer, DEFAULT_MAX_POSITIONS, Engine, Generation, GenerationStats, LanguageModel,
+    Sampling, Stop,
+};
 pub use gguf::{Gguf, GgufError};
 pub use tokenizer::{EncodeOptions, TokenId, Tokenizer, TokenizerError};
