@@ -273,13 +273,18 @@ fn summary_pipeline_with(dir: &Path, settings: &str) -> PipelineConfig {
 /// proposal got a summary and every sample carries its summary caption.
 async fn every_sample_gets_a_summary_caption(settings: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("data");
-    let snapshot_dir = dir.path().join("snapshot");
+    let config = summary_pipeline_with(dir.path(), settings);
+    every_sample_of_config_gets_a_summary_caption(&config, dir.path()).await;
+}
+
+/// [`every_sample_gets_a_summary_caption`] for a loaded pipeline.
+async fn every_sample_of_config_gets_a_summary_caption(config: &PipelineConfig, dir: &Path) {
+    let data_dir = dir.join("data");
+    let snapshot_dir = dir.join("snapshot");
     paperclip::snapshots::fixtures::build(&snapshot_dir).unwrap();
     let archive = serve_snapshot(&snapshot_dir, ServeOptions::default()).await;
-    let config = summary_pipeline_with(dir.path(), settings);
 
-    let report = run_config(&config, &data_dir, archive.base_url()).await;
+    let report = run_config(config, &data_dir, archive.base_url()).await;
 
     assert_eq!(report.published_version, Some(1));
     let proposals = report.counts["summaries_proposals"];
@@ -288,31 +293,28 @@ async fn every_sample_gets_a_summary_caption(settings: &str) {
         "{:?}",
         report.counts
     );
-    let outcomes = rows(
-        &query(
-            &data_dir,
-            r#"SELECT DISTINCT s.caption_form, s.caption_source, s.caption = m.caption AS same
-               FROM "hst-paperclip".latest.samples s
-               JOIN paperclip.summaries m
-                 ON s.summary_key = m.summary_key AND m.status = 'ok'"#,
-        )
-        .await,
+    let sql = format!(
+        r#"SELECT DISTINCT s.caption_form, s.caption_source, s.caption = m.caption AS same
+           FROM "{}".latest.samples s
+           JOIN paperclip.summaries m
+             ON s.summary_key = m.summary_key AND m.status = 'ok'"#,
+        config.dataset.name
     );
+    let outcomes = rows(&query(&data_dir, &sql).await);
     assert_eq!(outcomes, [["summary", "summary", "true"]]);
 }
 
-/// The in-process backend with the cached Gemma 3 270M model and the base-model prompt.
+/// The shipped pipeline with summaries from the in-process backend: the cached Gemma 3
+/// 270M model and the base-model prompt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_model_run_uses_summary_captions() {
     if crate::llm_http::llama_inputs().is_none() {
         return;
     }
-    let prompt = repo_root().join("prompts/summary-base-v1.txt");
-    every_sample_gets_a_summary_caption(&format!(
-        "backend = \"local\"\nthreads = 2\nprompt = \"{}\"\n",
-        prompt.display()
-    ))
-    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = repo_root().join("pipelines/hst-paperclip-summaries.toml");
+    let config = PipelineConfig::load(&path).unwrap();
+    every_sample_of_config_gets_a_summary_caption(&config, dir.path()).await;
 }
 
 /// The HTTP backend against a real llama-server with the same model and prompt.

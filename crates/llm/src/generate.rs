@@ -243,13 +243,15 @@ impl Engine {
     }
 
     /// Wraps a user message in the model's turn format, ready for [`Engine::generate`]:
-    /// `<start_of_turn>user\n{message}<end_of_turn>\n<start_of_turn>model\n`. Models
-    /// without turn markers get the message unchanged.
+    /// `<start_of_turn>user\n{message}<end_of_turn>\n<start_of_turn>model\n`, with the
+    /// message trimmed as llama.cpp's Gemma template trims it. Models without turn markers
+    /// get the message unchanged.
     pub fn chat_prompt(&self, message: &str) -> String {
         match self.turn_markers {
-            Some(_) => {
-                format!("<start_of_turn>user\n{message}<end_of_turn>\n<start_of_turn>model\n")
-            }
+            Some(_) => format!(
+                "<start_of_turn>user\n{}<end_of_turn>\n<start_of_turn>model\n",
+                message.trim()
+            ),
             None => message.to_string(),
         }
     }

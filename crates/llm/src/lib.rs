@@ -1,4 +1,4 @@
-//! In-process LLM support for paperclip. So far: the tokenizer.
+//! In-process LLM for paperclip: a Gemma 3 GGUF model whose output follows a JSON Schema.
 //!
 //! Pipeline:
 //! 1. [`gguf::Gguf::open`] reads a GGUF file's header and metadata key-values (never the
@@ -6,9 +6,16 @@
 //! 2. [`tokenizer::Tokenizer::from_gguf`] builds the vocabulary from the
 //!    `tokenizer.ggml.*` keys;
 //! 3. [`tokenizer::Tokenizer::encode`] / [`tokenizer::Tokenizer::decode`] convert
-//!    between text and ids exactly as llama.cpp does.
+//!    between text and ids exactly as llama.cpp does;
+//! 4. [`gemma3::Gemma3::load`] reads the weights with candle and runs the decoder;
+//! 5. [`generate::Constrainer`] lets only tokens the schema allows through (llguidance),
+//!    and [`generate::Engine`] ties model, tokenizer, grammar and threads together.
 //!
-//! Supported: vocabulary kind `llama` (SentencePiece with scores and token types, byte
+//! `tests/greedy.rs` checks that greedy decoding matches llama.cpp token for token on the
+//! prompts of `tests/golden/`; `tests/grammar_cases.rs` drives the grammar with scripted
+//! logits.
+//!
+//! Tokenizer support: vocabulary kind `llama` (SentencePiece with scores and token types, byte
 //! fallback, `add_space_prefix`, CONTROL / USER_DEFINED / UNKNOWN special tokens), as used
 //! by Gemma 3. Other kinds (`gpt2` BPE, `bert` WPM, `t5` UGM, `rwkv`) are rejected with
 //! [`tokenizer::TokenizerError::UnsupportedModel`]. Per-token `lstrip`/`rstrip`
