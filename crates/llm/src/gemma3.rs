@@ -168,16 +168,15 @@ impl Linear {
 
 struct Block {
     attn_norm: Tensor,
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// Query, key and value projections stacked into one weight, in that order.
+    qkv: Linear,
     o: Linear,
     q_norm: Tensor,
     k_norm: Tensor,
     post_attn_norm: Tensor,
     ffn_norm: Tensor,
-    gate: Linear,
-    up: Linear,
+    /// Gate and up projections stacked into one weight, in that order.
+    gate_up: Linear,
     down: Linear,
     post_ffw_norm: Tensor,
     local: bool,
@@ -407,8 +406,12 @@ impl Block {
         let x = (x + candle_nn::ops::rms_norm(&h, &self.post_attn_norm, eps)?)?;
 
         let h = candle_nn::ops::rms_norm(&x, &self.ffn_norm, eps)?;
-        let gate = self.gate.forward(&h)?.gelu()?;
-        let h = self.down.forward(&(gate * self.up.forward(&h)?)?)?;
+        let gate_up = self.gate_up.forward(&h)?;
+        let width = gate_up.dim(2)? / 2;
+        let gate = gate_up.narrow(2, 0, width)?.gelu()?;
+        let h = self
+            .down
+            .forward(&(gate * gate_up.narrow(2, width, width)?)?)?;
         Ok((x + candle_nn::ops::rms_norm(&h, &self.post_ffw_norm, eps)?)?)
     }
 
@@ -428,11 +431,12 @@ impl Block {
             let t = candle_nn::ops::rms_norm(&t, norm, config.rms_eps)?;
             Ok(t.transpose(1, 2)?.contiguous()?)
         };
-        let q = split(self.q.forward(x)?, heads, &self.q_norm)?;
-        let k = split(self.k.forward(x)?, kv_heads, &self.k_norm)?;
-        let v = self
-            .v
-            .forward(x)?
+        let qkv = self.qkv.forward(x)?;
+        let (q_width, kv_width) = (heads * head_dim, kv_heads * head_dim);
+        let q = split(qkv.narrow(2, 0, q_width)?, heads, &self.q_norm)?;
+        let k = split(qkv.narrow(2, q_width, kv_width)?, kv_heads, &self.k_norm)?;
+        let v = qkv
+            .narrow(2, q_width + kv_width, kv_width)?
             .reshape((1, seq, kv_heads, head_dim))?
             .transpose(1, 2)?
             .contiguous()?;
@@ -453,7 +457,7 @@ impl Block {
 
         // Query heads sharing a key head are stacked along the rows: [1, kv, groups*seq, d].
         let q = q.reshape((1, kv_heads, groups * seq, head_dim))?;
-        let mut scores = q.matmul(&k.t()?.contiguous()?)?;
+        let mut scores = q.matmul(&k.t()?)?;
         if let Some(mask) = self.mask(seq, start, first_key, groups, config, x.device())? {
             scores = scores.broadcast_add(&mask)?;
         }
@@ -556,6 +560,44 @@ impl<R: std::io::Read + std::io::Seek> Weights<'_, R> {
         })
     }
 
+    /// Several `[n_i, k]` weights stacked into one `[sum n_i, k]` weight, so one matrix
+    /// product serves them all. Rows of every GGML type are whole blocks, so stacking
+    /// copies bytes; weights of different types are all converted to Q8_0 first.
+    fn stacked(&mut self, names: &[&str]) -> Result<Linear, ModelError> {
+        let mut parts = names
+            .iter()
+            .map(|name| self.padded(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let dtype = parts[0].0.dtype();
+        if parts.iter().any(|(w, _)| w.dtype() != dtype) {
+            for (weight, _) in &mut parts {
+                if weight.dtype() != GgmlDType::Q8_0 {
+                    *weight = QTensor::quantize(&weight.dequantize(self.device)?, GgmlDType::Q8_0)?;
+                }
+            }
+        }
+        let (k, pad) = (parts[0].0.shape().dims2()?.1, parts[0].1);
+        let mut rows = 0;
+        let mut bytes = Vec::new();
+        for (weight, part_pad) in &parts {
+            let (n, part_k) = weight.shape().dims2()?;
+            if part_k != k || *part_pad != pad {
+                return Err(ModelError::Read {
+                    path: self.path.to_path_buf(),
+                    detail: format!("{names:?} have different input widths"),
+                });
+            }
+            rows += n;
+            bytes.extend_from_slice(&weight.data()?);
+        }
+        let dtype = parts[0].0.dtype();
+        let storage = QStorage::from_data(std::borrow::Cow::Owned(bytes), self.device, dtype)?;
+        Ok(Linear {
+            weight: QMatMul::from_qtensor(QTensor::new(storage, (rows, k))?)?,
+            pad,
+        })
+    }
+
     /// A quantized `[n, k]` weight in a form candle's fast kernels take, and the zero
     /// columns added to it:
     /// - Q5_0 and Q5_1 become Q8_0, whose dot products are vectorized (the 5-bit ones are
@@ -580,16 +622,13 @@ impl<R: std::io::Read + std::io::Seek> Weights<'_, R> {
         let p = |suffix: &str| format!("blk.{i}.{suffix}.weight");
         Ok(Block {
             attn_norm: self.dense(&p("attn_norm"))?,
-            q: self.matmul(&p("attn_q"))?,
-            k: self.matmul(&p("attn_k"))?,
-            v: self.matmul(&p("attn_v"))?,
+            qkv: self.stacked(&[&p("attn_q"), &p("attn_k"), &p("attn_v")])?,
             o: self.matmul(&p("attn_output"))?,
             q_norm: self.dense(&p("attn_q_norm"))?,
             k_norm: self.dense(&p("attn_k_norm"))?,
             post_attn_norm: self.dense(&p("post_attention_norm"))?,
             ffn_norm: self.dense(&p("ffn_norm"))?,
-            gate: self.matmul(&p("ffn_gate"))?,
-            up: self.matmul(&p("ffn_up"))?,
+            gate_up: self.stacked(&[&p("ffn_gate"), &p("ffn_up")])?,
             down: self.matmul(&p("ffn_down"))?,
             post_ffw_norm: self.dense(&p("post_ffw_norm"))?,
             local,

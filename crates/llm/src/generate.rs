@@ -74,8 +74,12 @@ pub struct GenerationStats {
     pub prefill_secs: f64,
     /// Seconds of the later evaluations.
     pub decode_secs: f64,
-    /// Seconds spent computing grammar masks and forced tokens.
+    /// Seconds spent computing grammar masks and forced tokens. Masks are computed on a
+    /// second thread while the model runs, so most of this overlaps `decode_secs`.
     pub grammar_secs: f64,
+    /// Seconds the decoder waited for a mask after the model was done, plus the forced
+    /// tokens' time: the grammar's share of the wall time.
+    pub grammar_wait_secs: f64,
     /// Seconds spent on output logits and picking tokens.
     pub sampling_secs: f64,
 }
@@ -138,6 +142,8 @@ pub struct Constrainer {
     factory: ParserFactory,
     /// End-of-sequence and end-of-turn ids: picking one ends the output.
     stop_ids: Vec<u32>,
+    /// Compute each mask on a second thread while the model runs.
+    overlap_grammar: bool,
 }
 
 impl Constrainer {
@@ -154,7 +160,18 @@ impl Constrainer {
             tokenizer,
             factory,
             stop_ids,
+            overlap_grammar: false,
         })
+    }
+
+    /// Computes each grammar mask on a second thread while the model runs. Worth it when
+    /// a core is free for it; when the model's threads use every core, the two compete
+    /// and a step gets no faster.
+    pub fn overlapping_grammar(self, overlap: bool) -> Self {
+        Self {
+            overlap_grammar: overlap,
+            ..self
+        }
     }
 
     /// Generates at most `max_tokens` tokens after `prompt_ids` with `model`, every one
@@ -179,6 +196,7 @@ impl Constrainer {
                 ..GenerationStats::default()
             },
             stop_ids: &self.stop_ids,
+            overlap_grammar: self.overlap_grammar,
         };
         let (tokens, stop) = run.decode(prompt_ids, max_tokens)?;
         let mut stats = run.stats;
@@ -219,7 +237,8 @@ impl Engine {
                 detail: e.to_string(),
             })?;
         let model = pool.install(|| Gemma3::load(path, max_positions, &Device::Cpu))?;
-        let constrainer = Constrainer::new(tokenizer.clone())?;
+        let spare_core = std::thread::available_parallelism().is_ok_and(|n| n.get() > threads);
+        let constrainer = Constrainer::new(tokenizer.clone())?.overlapping_grammar(spare_core);
         let turn_markers = tokenizer
             .token_id("<start_of_turn>")
             .zip(tokenizer.token_id("<end_of_turn>"));
@@ -321,6 +340,7 @@ struct Run<'a, M> {
     sampling: Sampling,
     stats: GenerationStats,
     stop_ids: &'a [u32],
+    overlap_grammar: bool,
 }
 
 impl<M: LanguageModel> Run<'_, M> {
@@ -336,21 +356,26 @@ impl<M: LanguageModel> Run<'_, M> {
             let started = Instant::now();
             let forced = self.matcher.consume_ff_tokens();
             self.check_matcher()?;
-            self.stats.grammar_secs += started.elapsed().as_secs_f64();
+            let forced_secs = started.elapsed().as_secs_f64();
+            self.stats.grammar_secs += forced_secs;
+            self.stats.grammar_wait_secs += forced_secs;
             self.stats.forced_tokens += forced.len();
             output.extend_from_slice(&forced);
             pending.extend_from_slice(&forced);
-            if self.matcher.is_stopped() {
-                return Ok((output, Stop::Complete));
-            }
-            if output.len() >= max_tokens {
+            if output.len() > max_tokens {
                 output.truncate(max_tokens);
                 return Ok((output, Stop::Length));
             }
+            if self.matcher.is_stopped() {
+                return Ok((output, Stop::Complete));
+            }
+            if output.len() == max_tokens {
+                return Ok((output, Stop::Length));
+            }
 
-            let hidden = self.evaluate(&pending)?;
+            let (hidden, mask) = self.evaluate(&pending)?;
             pending.clear();
-            let next = self.pick(&hidden)?;
+            let next = self.pick(&hidden, &mask)?;
             self.matcher.consume_token(next).map_err(grammar_error)?;
             if self.stop_ids.contains(&next) {
                 return Ok((output, Stop::Complete));
@@ -360,27 +385,50 @@ impl<M: LanguageModel> Run<'_, M> {
         }
     }
 
-    fn evaluate(&mut self, tokens: &[u32]) -> Result<M::Hidden, ModelError> {
+    /// Runs the model on `tokens` and computes the grammar's mask for the next token. The
+    /// mask depends only on the tokens consumed so far, so with `overlap_grammar` another
+    /// thread computes it while the model runs, and only the part of the mask time that
+    /// outlasts the model is waited for.
+    fn evaluate(&mut self, tokens: &[u32]) -> Result<(M::Hidden, SimpleVob), ModelError> {
+        let Run {
+            model,
+            matcher,
+            stats,
+            overlap_grammar,
+            ..
+        } = self;
         let started = Instant::now();
-        let hidden = self.model.forward(tokens)?;
-        let secs = started.elapsed().as_secs_f64();
-        if self.stats.forwards == 0 {
-            self.stats.prefill_secs += secs;
+        let (hidden, forward_secs, mask, mask_secs) = if *overlap_grammar {
+            std::thread::scope(|scope| {
+                let worker = scope.spawn(|| timed(|| matcher.compute_mask()));
+                let hidden = model.forward(tokens);
+                let forward_secs = started.elapsed().as_secs_f64();
+                let (mask, mask_secs) = worker.join().expect("the mask thread never panics");
+                (hidden, forward_secs, mask, mask_secs)
+            })
         } else {
-            self.stats.decode_secs += secs;
+            let (hidden, forward_secs) = timed(|| model.forward(tokens));
+            let (mask, mask_secs) = timed(|| matcher.compute_mask());
+            (hidden, forward_secs, mask, mask_secs)
+        };
+        let hidden = hidden?;
+        let mask = mask.map_err(grammar_error)?;
+
+        stats.grammar_secs += mask_secs;
+        stats.grammar_wait_secs += started.elapsed().as_secs_f64() - forward_secs;
+        if stats.forwards == 0 {
+            stats.prefill_secs += forward_secs;
+        } else {
+            stats.decode_secs += forward_secs;
         }
-        self.stats.forwards += 1;
-        Ok(hidden)
+        stats.forwards += 1;
+        Ok((hidden, mask))
     }
 
     /// Chooses the next token among those the grammar allows.
-    fn pick(&mut self, hidden: &M::Hidden) -> Result<u32, ModelError> {
+    fn pick(&mut self, hidden: &M::Hidden, mask: &SimpleVob) -> Result<u32, ModelError> {
         let started = Instant::now();
-        let mask = self.matcher.compute_mask().map_err(grammar_error)?;
-        self.stats.grammar_secs += started.elapsed().as_secs_f64();
-
-        let started = Instant::now();
-        let allowed = allowed_ids(&mask);
+        let allowed = allowed_ids(mask);
         let choice = match allowed.len() {
             0 => {
                 return Err(ModelError::Grammar {
@@ -430,6 +478,13 @@ impl<M: LanguageModel> Run<'_, M> {
             None => Ok(()),
         }
     }
+}
+
+/// Runs `f` and returns its result with the seconds it took.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let started = Instant::now();
+    let value = f();
+    (value, started.elapsed().as_secs_f64())
 }
 
 /// Highest logit; the lowest id wins a tie, as llama.cpp's greedy sampler does.
