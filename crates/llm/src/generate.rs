@@ -1,6 +1,6 @@
 //! Constrained generation: a language model whose every token is allowed by a grammar.
 //!
-//! [`Constrainer`] holds llguidance's token trie and parser factory for one vocabulary (the
+//! [`Constrainer`] contains llguidance's token trie and parser factory for one vocabulary (the
 //! slow part of the grammar set-up, about half a second for a 262k vocabulary) and drives
 //! any [`LanguageModel`]. [`Engine`] bundles it with a Gemma 3 model read from a GGUF file
 //! and the threads it runs on. One request goes like this:
@@ -38,10 +38,10 @@ use crate::tokenizer::{EncodeOptions, TokenType, Tokenizer};
 /// rows instead of the whole vocabulary.
 const SPARSE_HEAD_LIMIT: usize = 4096;
 
-/// Longest sequence (prompt plus output) an engine accepts unless told otherwise.
+/// Default maximum sequence length of an engine (prompt plus output), in tokens.
 pub const DEFAULT_MAX_POSITIONS: usize = 8192;
 
-/// How the next token is chosen among the allowed ones.
+/// Sampling settings for choosing the next token among the allowed ones.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sampling {
     /// 0 picks the most likely token; above 0 samples from `softmax(logits / temperature)`.
@@ -50,7 +50,7 @@ pub struct Sampling {
     pub seed: u64,
 }
 
-/// Why generation ended.
+/// Reason generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
     /// The grammar is complete: the output is a whole document.
@@ -74,8 +74,8 @@ pub struct GenerationStats {
     pub prefill_secs: f64,
     /// Seconds of the later evaluations.
     pub decode_secs: f64,
-    /// Seconds spent computing grammar masks and forced tokens. Masks are computed on a
-    /// second thread while the model runs, so most of this overlaps `decode_secs`.
+    /// Seconds spent computing grammar masks and forced tokens. With an overlapping
+    /// grammar ([`Constrainer::overlapping_grammar`]) most of it overlaps `decode_secs`.
     pub grammar_secs: f64,
     /// Seconds the decoder waited for a mask after the model was done, plus the forced
     /// tokens' time: the grammar's share of the wall time.
@@ -91,7 +91,7 @@ pub struct Generation {
     pub text: String,
     /// The output token ids.
     pub tokens: Vec<u32>,
-    /// Why generation ended.
+    /// Reason generation ended.
     pub stop: Stop,
     /// Counters and timings.
     pub stats: GenerationStats,
@@ -99,7 +99,7 @@ pub struct Generation {
 
 /// A causal language model that [`Constrainer::generate`] can drive.
 pub trait LanguageModel {
-    /// What a forward pass leaves for reading logits (a hidden state).
+    /// State a forward pass leaves for reading logits (a hidden state).
     type Hidden;
 
     /// Forgets the sequence so far.
@@ -135,8 +135,8 @@ impl LanguageModel for Gemma3 {
     }
 }
 
-/// The grammar side of generation for one vocabulary: llguidance's parser factory over
-/// the tokenizer's token trie. Build it once per vocabulary; it is the slow part.
+/// Grammar side of generation for one vocabulary: llguidance's parser factory over the
+/// tokenizer's token trie. Build it once per vocabulary, because it is the slow part.
 pub struct Constrainer {
     tokenizer: Arc<Tokenizer>,
     factory: ParserFactory,
@@ -164,9 +164,9 @@ impl Constrainer {
         })
     }
 
-    /// Computes each grammar mask on a second thread while the model runs. Worth it when
-    /// a core is free for it; when the model's threads use every core, the two compete
-    /// and a step gets no faster.
+    /// Sets whether each grammar mask is computed on a second thread while the model
+    /// runs. This pays off when a core is free for it. When the model's threads use every
+    /// core, the two compete and a step gets no faster.
     pub fn overlapping_grammar(self, overlap: bool) -> Self {
         Self {
             overlap_grammar: overlap,
@@ -251,12 +251,12 @@ impl Engine {
         })
     }
 
-    /// The tokenizer built from the file's metadata.
+    /// Returns the tokenizer built from the file's metadata.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }
 
-    /// Longest sequence (prompt plus output) this engine accepts.
+    /// Returns the maximum sequence length (prompt plus output) this engine accepts.
     pub fn max_positions(&self) -> usize {
         self.model.max_positions()
     }
@@ -308,7 +308,7 @@ impl Engine {
             .install(|| constrainer.generate(model, prompt_ids, schema, max_tokens, sampling))
     }
 
-    /// Greedy continuation of `prompt_ids` without a grammar, `n` tokens long: the
+    /// Generates `n` tokens after `prompt_ids` greedily and without a grammar: the
     /// reference path that parity tests compare with llama.cpp.
     pub fn greedy_unconstrained(
         &mut self,
