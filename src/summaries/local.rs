@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use paperclip_llm::{DEFAULT_MAX_POSITIONS, Engine, ModelError, Stop};
+use paperclip_llm::{DEFAULT_MAX_POSITIONS, Engine, ModelError, Stop, string_slices};
 use sha2::{Digest, Sha256};
 
 use super::backend::{BackendError, Completion, CompletionRequest, FinishReason, SummaryBackend};
@@ -75,7 +75,7 @@ impl SummaryBackend for LocalBackend {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let engine = match slot.as_mut() {
                 Some(engine) => engine,
-                None => slot.insert(load(&config)?),
+                None => slot.insert(load(&config, &request.schema)?),
             };
             generate(engine, &request)
         })
@@ -86,14 +86,17 @@ impl SummaryBackend for LocalBackend {
     }
 }
 
-fn load(config: &LocalBackendConfig) -> Result<Engine, BackendError> {
+/// Loads the engine, with grammar slices for the string patterns of `schema` (the
+/// schema of the first request; later requests with other schemas are slower, not wrong).
+fn load(config: &LocalBackendConfig, schema: &serde_json::Value) -> Result<Engine, BackendError> {
     let started = Instant::now();
-    let engine = Engine::load(&config.model_path, config.threads, DEFAULT_MAX_POSITIONS).map_err(
-        |error| BackendError::ModelUnavailable {
-            path: config.model_path.display().to_string(),
-            detail: error.to_string(),
-        },
-    )?;
+    let unavailable = |error: ModelError| BackendError::ModelUnavailable {
+        path: config.model_path.display().to_string(),
+        detail: error.to_string(),
+    };
+    let engine = Engine::load(&config.model_path, config.threads, DEFAULT_MAX_POSITIONS)
+        .and_then(|engine| engine.with_slices(&string_slices(schema)))
+        .map_err(unavailable)?;
     tracing::info!(
         model = %config.model_path.display(),
         threads = config.threads,

@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use paperclip_llm::{DEFAULT_MAX_POSITIONS, Engine, GenerationStats, Sampling, Stop};
+use paperclip_llm::{
+    DEFAULT_MAX_POSITIONS, Engine, GenerationStats, Sampling, Stop, string_slices,
+};
 use serde_json::{Value, json};
 
 const USAGE: &str = "\
@@ -877,7 +879,9 @@ fn run_benchmark(options: &Options) -> Result<(), String> {
     );
 
     let started = Instant::now();
+    // The same grammar slices the product's local backend registers for this schema.
     let engine = Engine::load(&options.model, options.threads, DEFAULT_MAX_POSITIONS)
+        .and_then(|engine| engine.with_slices(&string_slices(&schema)))
         .map_err(|e| format!("failed to load {}: {e}", options.model.display()))?;
     println!(
         "in-process engine loaded in {:.1} s",

@@ -174,6 +174,19 @@ impl Constrainer {
         }
     }
 
+    /// Adds token slices: regexes of string contents the grammars will often allow, such
+    /// as [`string_slices`] of a schema. When the lexer accepts every string of a slice,
+    /// a mask takes the slice's tokens at once instead of checking them one by one. Inside
+    /// a string whose `pattern` allows almost any character, that cuts a mask from about
+    /// 2 ms to 0.1-0.4 ms for Gemma 3's 262,144 tokens. Rebuilding the slices takes about
+    /// a second, so do it once per engine.
+    pub fn with_slices(self, regexes: &[String]) -> Result<Self, ModelError> {
+        let mut slices = regexes.to_vec();
+        slices.extend(llguidance::earley::SlicedBiasComputer::general_slices());
+        let factory = self.factory.with_slices(&slices).map_err(grammar_error)?;
+        Ok(Self { factory, ..self })
+    }
+
     /// Generates at most `max_tokens` tokens after `prompt_ids` with `model`, every one
     /// allowed by `schema` compiled with compact whitespace; see the module docs.
     pub fn generate<M: LanguageModel>(
@@ -248,6 +261,14 @@ impl Engine {
             constrainer,
             pool,
             turn_markers,
+        })
+    }
+
+    /// Adds grammar slices; see [`Constrainer::with_slices`].
+    pub fn with_slices(self, regexes: &[String]) -> Result<Self, ModelError> {
+        Ok(Self {
+            constrainer: self.constrainer.with_slices(regexes)?,
+            ..self
         })
     }
 
@@ -500,10 +521,105 @@ fn allowed_ids(mask: &SimpleVob) -> Vec<u32> {
     ids
 }
 
+/// Returns token slices for the character classes of a schema's string patterns of the
+/// form `^[...]{a,b}$`, for [`Constrainer::with_slices`].
+pub fn string_slices(schema: &serde_json::Value) -> Vec<String> {
+    let mut classes = Vec::new();
+    visit_objects(schema, &mut |object| {
+        let pattern = object.get("pattern").and_then(serde_json::Value::as_str);
+        if let Some((class, _, _)) = pattern.and_then(single_class_pattern)
+            && !classes.contains(&class.to_string())
+        {
+            classes.push(class.to_string());
+        }
+    });
+    classes
+        .iter()
+        .flat_map(|class| [format!("{class}{{1,10}}"), format!("{class}{{1,30}}")])
+        .collect()
+}
+
+/// Splits a pattern `^[...]{a,b}$` (one bracket expression, repeated) into the bracket
+/// expression and the bounds. `None` for any other pattern.
+fn single_class_pattern(pattern: &str) -> Option<(&str, usize, usize)> {
+    let body = pattern.strip_prefix('^')?.strip_suffix('$')?;
+    let brace = body.rfind('{')?;
+    let (class, count) = body.split_at(brace);
+    let (low, high) = count
+        .strip_prefix('{')?
+        .strip_suffix('}')?
+        .split_once(',')?;
+    let (low, high) = (low.parse().ok()?, high.parse().ok()?);
+    let inner = class.strip_prefix('[')?.strip_suffix(']')?;
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next()?;
+            }
+            '[' | ']' => return None,
+            _ => {}
+        }
+    }
+    Some((class, low, high))
+}
+
+/// Removes `minLength` and `maxLength` where the object's `pattern` is one character class
+/// repeated within bounds that already imply them. The allowed strings are the same. The
+/// grammar then has a plain regular expression instead of an intersection with a length
+/// rule, which llguidance can match against token slices.
+fn drop_implied_lengths(schema: &mut serde_json::Value) {
+    visit_objects_mut(schema, &mut |object| {
+        let pattern = object.get("pattern").and_then(serde_json::Value::as_str);
+        let Some((_, low, high)) = pattern.and_then(single_class_pattern) else {
+            return;
+        };
+        let bound = |key: &str| object.get(key).and_then(serde_json::Value::as_u64);
+        let min_implied = bound("minLength").is_none_or(|min| min as usize <= low);
+        let max_implied = bound("maxLength").is_none_or(|max| max as usize >= high);
+        if min_implied && max_implied {
+            object.remove("minLength");
+            object.remove("maxLength");
+        }
+    });
+}
+
+fn visit_objects(
+    value: &serde_json::Value,
+    f: &mut dyn FnMut(&serde_json::Map<String, serde_json::Value>),
+) {
+    match value {
+        serde_json::Value::Object(object) => {
+            f(object);
+            object.values().for_each(|v| visit_objects(v, f));
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| visit_objects(v, f)),
+        _ => {}
+    }
+}
+
+fn visit_objects_mut(
+    value: &mut serde_json::Value,
+    f: &mut dyn FnMut(&mut serde_json::Map<String, serde_json::Value>),
+) {
+    match value {
+        serde_json::Value::Object(object) => {
+            f(object);
+            object.values_mut().for_each(|v| visit_objects_mut(v, f));
+        }
+        serde_json::Value::Array(items) => {
+            items.iter_mut().for_each(|v| visit_objects_mut(v, f));
+        }
+        _ => {}
+    }
+}
+
 /// The schema with llguidance's compact-output options: no whitespace between tokens
-/// and no line breaks, so the model cannot spend its budget on indentation.
+/// and no line breaks, so the model cannot spend its budget on indentation. Length
+/// keywords a pattern already implies are dropped ([`drop_implied_lengths`]).
 fn compact_schema(schema: &serde_json::Value) -> serde_json::Value {
     let mut schema = schema.clone();
+    drop_implied_lengths(&mut schema);
     if let Some(object) = schema.as_object_mut() {
         object.insert(
             "x-guidance".to_string(),
@@ -600,6 +716,45 @@ mod tests {
     fn argmax_prefers_the_lowest_id_on_ties() {
         let candidates = [(3, 1.0), (5, 2.0), (7, 2.0)];
         assert_eq!(argmax(candidates.into_iter()), (5, 2.0));
+    }
+
+    #[test]
+    fn single_class_patterns_are_recognized() {
+        let summary = r#"^[^\u0000-\u001F";\\]{1,100}$"#;
+        assert_eq!(
+            single_class_pattern(summary),
+            Some((r#"[^\u0000-\u001F";\\]"#, 1, 100))
+        );
+        assert_eq!(single_class_pattern("^[a-z]{2,5}$"), Some(("[a-z]", 2, 5)));
+        assert_eq!(single_class_pattern("^[a-z]+$"), None);
+        assert_eq!(single_class_pattern("^[a-z][0-9]{1,3}$"), None);
+        assert_eq!(single_class_pattern("[a-z]{1,3}"), None);
+        assert_eq!(single_class_pattern("^[[:alpha:]]{1,3}$"), None);
+    }
+
+    #[test]
+    fn implied_lengths_are_dropped_others_kept() {
+        let mut schema = serde_json::json!({"items": [
+            {"type": "string", "pattern": "^[a-z]{1,100}$", "minLength": 1, "maxLength": 100},
+            {"type": "string", "pattern": "^[a-z]{1,100}$", "maxLength": 50},
+            {"type": "string", "pattern": "^[a-z]+$", "maxLength": 100},
+        ]});
+
+        drop_implied_lengths(&mut schema);
+
+        assert_eq!(schema["items"][0].get("maxLength"), None);
+        assert_eq!(schema["items"][0].get("minLength"), None);
+        assert_eq!(schema["items"][1]["maxLength"], 50);
+        assert_eq!(schema["items"][2]["maxLength"], 100);
+    }
+
+    #[test]
+    fn slices_come_from_pattern_classes() {
+        let schema = serde_json::json!({"properties": {
+            "a": {"items": {"pattern": "^[a-z]{1,100}$"}},
+            "b": {"items": {"pattern": "^[a-z]{1,100}$"}},
+        }});
+        assert_eq!(string_slices(&schema), ["[a-z]{1,10}", "[a-z]{1,30}"]);
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub use error::ModelError;
 pub use gemma3::{Gemma3, Gemma3Config};
 pub use generate::{
     Constrainer, DEFAULT_MAX_POSITIONS, Engine, Generation, GenerationStats, LanguageModel,
-    Sampling, Stop,
+    Sampling, Stop, string_slices,
 };
 pub use gguf::{Gguf, GgufError};
 pub use tokenizer::{EncodeOptions, TokenId, Tokenizer, TokenizerError};
