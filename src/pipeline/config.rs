@@ -278,7 +278,7 @@ impl SummariesSection {
         self.server_url.as_deref().unwrap_or(DEFAULT_SERVER_URL)
     }
 
-    /// The GGUF file of the `local` backend: `model_path`, else the default location.
+    /// Returns the GGUF file of the `local` backend: `model_path`, else the default.
     pub fn local_model_path(&self) -> PathBuf {
         self.model_path.clone().unwrap_or_else(default_model_path)
     }
@@ -323,7 +323,7 @@ impl SummariesSection {
     }
 }
 
-/// Where `tools/fetch-summary-model.sh` puts the default summary model:
+/// Returns where `tools/fetch-summary-model.sh` puts the default summary model:
 /// `$PAPERCLIP_CACHE/models/`, or `~/.cache/paperclip/models/` without that variable.
 pub fn default_model_path() -> PathBuf {
     let cache = std::env::var_os("PAPERCLIP_CACHE")
@@ -659,7 +659,7 @@ impl PipelineConfig {
         Ok(())
     }
 
-    /// The prompt template of `[summaries]`: the `prompt` file, else the built-in one.
+    /// Returns the prompt template of `[summaries]`: the `prompt` file, else the built-in one.
     pub fn summary_prompt(&self) -> Result<crate::summaries::prompt::PromptTemplate, String> {
         use crate::summaries::prompt::PromptTemplate;
         let Some(path) = &self.summaries.prompt else {
@@ -677,7 +677,8 @@ impl PipelineConfig {
             .map_err(|e| format!("summaries.prompt = {:?}: {e}", path.display().to_string()))
     }
 
-    /// The GGUF file of the `local` summary backend, resolved against the pipeline file.
+    /// Returns the GGUF file of the `local` summary backend, resolved against the pipeline
+    /// file.
     pub fn summary_model_path(&self) -> PathBuf {
         match &self.summaries.model_path {
             Some(path) => self.resolve(path),

@@ -49,7 +49,7 @@ impl LocalBackend {
         })
     }
 
-    /// The model file.
+    /// Returns the model file.
     pub fn model_path(&self) -> &Path {
         &self.config.model_path
     }
@@ -86,8 +86,8 @@ impl SummaryBackend for LocalBackend {
     }
 }
 
-/// Loads the engine, with grammar slices for the string patterns of `schema` (the
-/// schema of the first request; later requests with other schemas are slower, not wrong).
+/// Loads the engine with grammar slices for the string patterns of `schema`, the schema
+/// of the first request. Later requests with other schemas are slower, not wrong.
 fn load(config: &LocalBackendConfig, schema: &serde_json::Value) -> Result<Engine, BackendError> {
     let started = Instant::now();
     let unavailable = |error: ModelError| BackendError::ModelUnavailable {

@@ -294,9 +294,9 @@ impl Breaker {
         self.consecutive_failed.load(Ordering::Relaxed) >= MAX_CONSECUTIVE_FAILED_KEYS
     }
 
-    /// Counts a failed key; a server that cannot be reached at all, or a model file that
-    /// cannot be loaded, opens the breaker at once, since every other request would fail
-    /// the same way.
+    /// Counts a failed key. A server that cannot be reached at all, or a model file that
+    /// cannot be loaded, opens the breaker at once, because every other request would
+    /// fail the same way.
     fn record(&self, record: &SummaryRecord) {
         if record.status == SummaryStatus::Failed {
             if matches!(

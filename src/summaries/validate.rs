@@ -11,7 +11,7 @@
 //! 5. what the schema cannot express: blank items and items that only name the telescope.
 //!
 //! An item that repeats an earlier item of its list (ignoring case and spacing) is dropped,
-//! not rejected: the list says the same without it, and small models that loop on one
+//! not rejected: the list means the same without it, and small models that loop on one
 //! phrase then still give a summary. The schema's minimum of one item still holds, since
 //! the first of the repeated items stays.
 //!

@@ -23,10 +23,10 @@ pub enum ModelError {
     Read {
         /// The file.
         path: PathBuf,
-        /// What went wrong.
+        /// Description of the failure.
         detail: String,
     },
-    /// The file holds a model this crate cannot run.
+    /// The file contains a model this crate cannot run.
     #[error(
         "the model's architecture is {found:?}, but the in-process engine runs `gemma3` models only; use a Gemma 3 GGUF file, or an OpenAI-compatible server for other models"
     )]
