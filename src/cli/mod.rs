@@ -66,11 +66,12 @@ pub enum Command {
     /// List and inspect run records (runs that failed included).
     #[command(subcommand)]
     Runs(RunsCommand),
-    /// Summarize a catalog's abstracts with a language model server, through the cache.
+    /// Summarize a catalog's abstracts with a language model, through the cache.
     ///
-    /// Each abstract goes to an OpenAI-compatible chat completions server with the summary
-    /// schema; every output is checked, and every outcome is stored in the summary cache
-    /// under the data directory, so a second run requests only what failed.
+    /// Each abstract goes to a GGUF model run in this process (the default) or, with
+    /// --server, to an OpenAI-compatible chat completions server, under the summary schema.
+    /// Every output is checked, and every outcome is stored in the summary cache under the
+    /// data directory, so a second run requests only what failed.
     /// Exits with status 1 when a proposal is left without a summary.
     Summarize(SummarizeArgs),
 }

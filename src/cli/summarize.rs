@@ -50,6 +50,10 @@ struct ProposalLine {
 }
 
 pub async fn summarize(global: &GlobalArgs, args: &SummarizeArgs) -> Result<()> {
+    let temperature = args.temperature;
+    if !(temperature.is_finite() && (0.0..=2.0).contains(&temperature)) {
+        bail!("--temperature {temperature} is outside 0..=2; use 0 for greedy decoding");
+    }
     let proposals = read_catalog(&args.catalog, args.limit)?;
     let backend = backend(args)?;
     let summarizer = Summarizer::with_prompt(prompt_template(args.prompt.as_deref())?)?;
@@ -58,7 +62,8 @@ pub async fn summarize(global: &GlobalArgs, args: &SummarizeArgs) -> Result<()> 
         concurrency: usize::try_from(args.concurrency).unwrap_or(1),
         max_attempts: args.max_attempts,
         sampling: Sampling {
-            temperature: args.temperature,
+            // Adding 0.0 turns -0.0 into 0.0, so both give the same cache key.
+            temperature: temperature + 0.0,
             seed: args.seed,
         },
         retry_delay: Duration::from_secs(1),

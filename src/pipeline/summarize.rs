@@ -81,7 +81,8 @@ impl SummaryStage {
                 config.summary_prompt().map_err(PipelineError::Invalid)?,
             )?,
             sampling: Sampling {
-                temperature: section.temperature,
+                // Adding 0.0 turns -0.0 into 0.0, so both give the same cache key.
+                temperature: section.temperature + 0.0,
                 seed: section.seed,
             },
             section: section.clone(),

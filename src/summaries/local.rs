@@ -39,8 +39,10 @@ pub struct LocalBackend {
 }
 
 impl LocalBackend {
-    /// Checks that the model file exists and hashes it; the weights load on first use.
+    /// Checks that the model file exists and is a Gemma 3 GGUF file (its header and
+    /// metadata only), and hashes it. The weights load on first use.
     pub fn new(config: LocalBackendConfig) -> Result<Self, BackendError> {
+        check_header(&config.model_path)?;
         let model_sha256 = sha256_file(&config.model_path)?;
         Ok(Self {
             config,
@@ -148,6 +150,26 @@ fn model_error(error: ModelError) -> BackendError {
     BackendError::Model {
         detail: error.to_string(),
     }
+}
+
+/// Reads the GGUF header and metadata of `path` and checks the architecture, so a file
+/// that is not a usable model fails before any request, like a missing one.
+fn check_header(path: &Path) -> Result<(), BackendError> {
+    let unavailable = |detail: String| BackendError::ModelUnavailable {
+        path: path.display().to_string(),
+        detail,
+    };
+    let gguf = paperclip_llm::Gguf::open(path).map_err(|e| unavailable(e.to_string()))?;
+    let architecture = gguf
+        .get("general.architecture")
+        .and_then(|value| value.as_str())
+        .unwrap_or("none");
+    if architecture != "gemma3" {
+        return Err(unavailable(format!(
+            "its architecture is {architecture:?}, and the in-process backend runs gemma3 models only; use a Gemma 3 GGUF file, or an OpenAI-compatible server for other models"
+        )));
+    }
+    Ok(())
 }
 
 /// SHA-256 of the model file, hex.

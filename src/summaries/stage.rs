@@ -8,7 +8,8 @@
 //!   (`truncated`) doubles the token budget of the next attempt, up to four times the
 //!   schema's budget. Other rejections are retried at once;
 //! - the last outcome of every requested key is appended to the cache, in batches of
-//!   [`FLUSH_ROWS`], so an interrupted run keeps what it finished;
+//!   [`FLUSH_ROWS`] or after [`FLUSH_SECS`] seconds, whichever comes first, so an
+//!   interrupted run keeps what it finished up to the last commit;
 //! - no single abstract stops the stage: outcomes are `ok`, `rejected` or `failed`, and
 //!   only a cache that cannot be read or written is an error;
 //! - after [`MAX_CONSECUTIVE_FAILED_KEYS`] keys in a row end with a backend error (a server
@@ -35,6 +36,10 @@ use super::validate::{OutputChecker, RejectReason, Rejection};
 
 /// Outcomes appended to the cache per commit.
 pub const FLUSH_ROWS: usize = 32;
+
+/// Longest time finished outcomes wait for a commit, in seconds. A slow model finishes
+/// few summaries per minute, so without it an interrupted run could lose all of them.
+pub const FLUSH_SECS: u64 = 20;
 
 /// Keys in a row that end with a backend error before the stage stops sending requests.
 pub const MAX_CONSECUTIVE_FAILED_KEYS: u32 = 8;
@@ -252,11 +257,14 @@ async fn run_jobs(
         .buffer_unordered(settings.concurrency);
     let mut pending = Vec::new();
     let mut calls = 0;
+    let mut last_flush = Instant::now();
     while let Some((record, job_calls)) = results.next().await {
         calls += u64::from(job_calls);
         pending.push(record);
-        if pending.len() >= FLUSH_ROWS {
+        let due = last_flush.elapsed() >= Duration::from_secs(FLUSH_SECS);
+        if pending.len() >= FLUSH_ROWS || due {
             cache.append(std::mem::take(&mut pending)).await?;
+            last_flush = Instant::now();
         }
     }
     cache.append(pending).await?;

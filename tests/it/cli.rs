@@ -160,3 +160,49 @@ fn unsafe_data_dir_is_rejected_before_writing() {
     assert!(stderr.contains("without any of # ? % [ ]"), "{stderr}");
     assert!(!data_dir.join("datasets").exists(), "nothing is written");
 }
+
+#[test]
+fn summarize_rejects_bad_temperature() {
+    let dir = tempfile::tempdir().unwrap();
+    for value in ["NaN", "inf", "2.5"] {
+        let output = paperclip(
+            dir.path(),
+            &["summarize", "--catalog", "none.cat", "--temperature", value],
+        );
+        assert_eq!(output.status.code(), Some(1), "{value}");
+        let message = text(&output.stderr);
+        assert!(message.contains("is outside 0..=2"), "{value}: {message}");
+    }
+}
+
+#[test]
+fn summarize_rejects_a_file_that_is_not_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("fake.gguf");
+    std::fs::write(&fake, "not a model").unwrap();
+    let catalog = dir.path().join("one.cat");
+    std::fs::write(
+        &catalog,
+        "Prop. Type: GO\nCategory: STARS\nID: 1\nCycle: 20\nTitle: T\nPI: P\n\nWe observe stars.\n",
+    )
+    .unwrap();
+
+    let output = paperclip(
+        dir.path(),
+        &[
+            "summarize",
+            "--catalog",
+            catalog.to_str().unwrap(),
+            "--model-path",
+            fake.to_str().unwrap(),
+        ],
+    );
+
+    assert_eq!(output.status.code(), Some(1));
+    let message = text(&output.stderr);
+    assert!(message.contains("cannot use the model file"), "{message}");
+    assert!(
+        !dir.path().join("summaries").exists(),
+        "no cache is written"
+    );
+}
