@@ -54,6 +54,7 @@ pub async fn summarize(global: &GlobalArgs, args: &SummarizeArgs) -> Result<()> 
     if !(temperature.is_finite() && (0.0..=2.0).contains(&temperature)) {
         bail!("--temperature {temperature} is outside 0..=2; use 0 for greedy decoding");
     }
+
     let proposals = read_catalog(&args.catalog, args.limit)?;
     let backend = backend(args)?;
     let summarizer = Summarizer::with_prompt(prompt_template(args.prompt.as_deref())?)?;
@@ -100,7 +101,7 @@ pub async fn summarize(global: &GlobalArgs, args: &SummarizeArgs) -> Result<()> 
     Ok(())
 }
 
-/// The `--prompt` template, or the built-in one.
+/// Reads the `--prompt` template, or returns the built-in one.
 fn prompt_template(path: Option<&Path>) -> Result<PromptTemplate> {
     let Some(path) = path else {
         return Ok(PromptTemplate::current());
@@ -152,7 +153,7 @@ fn read_catalog(path: &Path, limit: Option<u64>) -> Result<Vec<ProposalText>> {
         .collect())
 }
 
-/// The backend the flags choose; see [`SummarizeArgs::backend`].
+/// Builds the backend the flags choose; see [`SummarizeArgs::backend`].
 fn backend(args: &SummarizeArgs) -> Result<Box<dyn SummaryBackend>> {
     let kind = args.backend.as_deref().unwrap_or(if args.server.is_some() {
         "http"

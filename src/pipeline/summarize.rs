@@ -225,7 +225,7 @@ fn backend(config: &PipelineConfig, plan_only: bool) -> Result<Arc<dyn SummaryBa
     Ok(Arc::new(backend))
 }
 
-/// The `http` backend. A plan sends no request, so it does not need the API key.
+/// Builds the `http` backend. A plan sends no request, so it does not need the API key.
 fn http_backend(section: &SummariesSection, plan_only: bool) -> Result<Arc<dyn SummaryBackend>> {
     let mut config =
         HttpBackendConfig::new(section.server_url().to_string(), section.model.clone());

@@ -37,7 +37,7 @@ use super::validate::{OutputChecker, RejectReason, Rejection};
 /// Outcomes appended to the cache per commit.
 pub const FLUSH_ROWS: usize = 32;
 
-/// Longest time finished outcomes wait for a commit, in seconds. A slow model finishes
+/// Maximum time finished outcomes wait for a commit, in seconds. A slow model finishes
 /// few summaries per minute, so without it an interrupted run could lose all of them.
 pub const FLUSH_SECS: u64 = 20;
 

@@ -16,8 +16,8 @@
 //! the first of the repeated items stays.
 //!
 //! Invariants: a rejection always carries a stable code and a detail that states where the
-//! output went wrong; dropping repeats is the only change the checker makes to an output;
-//! the caller keeps the raw text.
+//! output went wrong. Dropping repeats is the only change the checker makes to an output,
+//! and the caller keeps the raw text.
 
 use serde::{Deserialize, Serialize};
 

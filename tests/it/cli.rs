@@ -176,7 +176,7 @@ fn summarize_rejects_bad_temperature() {
 }
 
 #[test]
-fn summarize_rejects_a_file_that_is_not_a_model() {
+fn summarize_rejects_non_model_file() {
     let dir = tempfile::tempdir().unwrap();
     let fake = dir.path().join("fake.gguf");
     std::fs::write(&fake, "not a model").unwrap();

@@ -256,7 +256,7 @@ fn summary_pipeline(dir: &Path, server_url: &str) -> PipelineConfig {
     )
 }
 
-/// The project's pipeline with summary captions and `settings` in `[summaries]`.
+/// Loads the project's pipeline with summary captions and `settings` in `[summaries]`.
 fn summary_pipeline_with(dir: &Path, settings: &str) -> PipelineConfig {
     let original = std::fs::read_to_string(pipeline_path()).unwrap();
     let sql_dir = repo_root().join("sql");

@@ -24,8 +24,8 @@ def leave(code: int) -> None:
     """Exits without running interpreter teardown.
 
     The `deltalake` package can abort at interpreter shutdown ("terminate called without an
-    active exception", delta-rs issue 2184) after every check passed, which would turn a
-    passing check into a failure. Flushing and leaving through `os._exit` skips that teardown.
+    active exception") after every check passed, which would turn a passing check into a
+    failure. Flushing and leaving through `os._exit` skips that teardown.
     """
     sys.stdout.flush()
     sys.stderr.flush()

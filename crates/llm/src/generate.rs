@@ -614,7 +614,7 @@ fn visit_objects_mut(
     }
 }
 
-/// The schema with llguidance's compact-output options: no whitespace between tokens
+/// Returns the schema with llguidance's compact-output options: no whitespace between tokens
 /// and no line breaks, so the model cannot spend its budget on indentation. Length
 /// keywords a pattern already implies are dropped ([`drop_implied_lengths`]).
 fn compact_schema(schema: &serde_json::Value) -> serde_json::Value {
@@ -684,7 +684,7 @@ fn token_bytes(tokenizer: &Tokenizer, id: u32) -> Vec<u8> {
     }
 }
 
-/// The byte of a `<0xXX>` token.
+/// Returns the byte of a `<0xXX>` token.
 fn byte_token_value(text: &str) -> Option<u8> {
     let hex = text.strip_prefix("<0x")?.strip_suffix('>')?;
     u8::from_str_radix(hex, 16).ok()

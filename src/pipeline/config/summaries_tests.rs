@@ -73,7 +73,7 @@ fn bad_summary_settings_rejected() {
 }
 
 #[test]
-fn backend_defaults_to_local_unless_a_server_is_named() {
+fn backend_default_follows_server_url() {
     let kind = |extra: &str| {
         let config = load(&format!("[summaries]\nenabled = true\n{extra}")).unwrap();
         config.summaries.backend_kind().to_string()
