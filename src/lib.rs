@@ -16,3 +16,4 @@ pub mod snapshots;
 pub mod sql;
 pub mod store;
 pub mod summaries;
+pub mod train;

@@ -66,6 +66,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Runs(RunsCommand::Show { run_id }) => super::runs::show(global, &run_id),
         Command::Summarize(args) => super::summarize::summarize(global, &args).await,
+        Command::Train(args) => super::train::train(global, &args).await,
     }
 }
 

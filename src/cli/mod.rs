@@ -7,6 +7,7 @@ mod progress;
 mod runs;
 mod serve;
 mod summarize;
+mod train;
 
 use std::path::PathBuf;
 
@@ -74,6 +75,30 @@ pub enum Command {
     /// data directory, so a second run requests only what failed.
     /// Exits with status 1 when a proposal is left without a summary.
     Summarize(SummarizeArgs),
+    /// Fine-tune CLIP on a published dataset version, as a training config file says.
+    ///
+    /// Writes checkpoints (Hugging Face model folders plus optimizer state) and a run record
+    /// under <data dir>/training/<run id>/; `paperclip sql` shows them as
+    /// paperclip.training_runs and paperclip.training_metrics.
+    Train(TrainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Training config (TOML), for example configs/paperclip-vit-b16.toml.
+    pub config: PathBuf,
+    /// Dataset to train on, `NAME` or `NAME@N`, instead of the config's data.dataset.
+    #[arg(long, value_name = "NAME[@N]")]
+    pub dataset: Option<String>,
+    /// Total steps instead of the config's training.steps.
+    #[arg(long, value_name = "N")]
+    pub steps: Option<u64>,
+    /// Continue a run from one of its checkpoint folders, at that checkpoint's step.
+    #[arg(long, value_name = "CHECKPOINT_DIR")]
+    pub resume: Option<PathBuf>,
+    /// Stop after this step; the run stays resumable with --resume.
+    #[arg(long, value_name = "STEP")]
+    pub stop_after: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,8 @@
 //! `paperclip.stages` (one row per stage of each run: ran, fresh or failed, and why) and
 //! `paperclip.skips` (one row per skipped item of each run, with its reason). When LLM
 //! summaries were made, `paperclip.summaries` holds every attempt with its status.
+//! Training runs are `paperclip.training_runs` (one row per run) and
+//! `paperclip.training_metrics` (one row per metric per logged step).
 //!
 //! Example: `SELECT count(*) FROM "hst-paperclip".v1.samples`.
 
@@ -63,6 +65,9 @@ async fn register_run_log(ctx: &SessionContext, data_dir: &Path) -> Result<()> {
     schema.register_table("runs".into(), Arc::new(runs))?;
     if let Some(summaries) = crate::summaries::cache::table_provider(data_dir, ctx).await? {
         schema.register_table("summaries".into(), summaries)?;
+    }
+    for (name, table) in crate::train::tables::training_tables(data_dir)? {
+        schema.register_table(name, table)?;
     }
     let catalog = ctx.catalog("datafusion").ok_or_else(|| {
         PipelineError::Invalid("the SQL session has no default catalog".to_string())

@@ -8,7 +8,7 @@ mod leftovers;
 mod materialize;
 mod model_output;
 pub mod plan;
-mod publish;
+pub(crate) mod publish;
 pub mod refresh;
 pub mod report;
 pub mod run;

@@ -130,7 +130,7 @@ fn replace_shard_column(batch: &RecordBatch, shard_of_row: &[String]) -> Result<
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
-fn write_skips(path: &Path, skips: &[Skip]) -> Result<()> {
+pub(crate) fn write_skips(path: &Path, skips: &[Skip]) -> Result<()> {
     let batch = tables::skips_batch(skips);
     let file = std::fs::File::create(path).map_err(|e| PipelineError::io(path, e))?;
     let mut writer =

@@ -1,19 +1,8 @@
 //! The `paperclip` binary as a user runs it: exit codes, messages and JSON output.
 
-use std::process::{Command, Output};
 
+use crate::support::paperclip;
 use crate::support::pipeline_path;
-
-fn paperclip(data_dir: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_paperclip"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("PAPERCLIP_DATA_DIR")
-        .output()
-        .expect("the binary runs")
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -16,6 +16,7 @@ use paperclip::dataset::versions::{
 use paperclip::pipeline::PipelineConfig;
 use paperclip_archive::server::ServeOptions;
 
+use crate::support::paperclip;
 use crate::support::{count_files, pipeline_path, query, repo_root, run_config, serve_snapshot};
 
 const DATASET: &str = "hst-paperclip";
@@ -485,17 +486,6 @@ async fn lost_log_versions_are_not_listed() {
         .unwrap();
     assert!(problems.is_empty(), "{problems:?}");
     assert!(gc(&paths, keep_last(3), false).await.is_noop());
-}
-
-fn paperclip(data_dir: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_paperclip"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("PAPERCLIP_DATA_DIR")
-        .output()
-        .expect("the binary runs")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

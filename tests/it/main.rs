@@ -11,3 +11,4 @@ mod schedule;
 mod sql_files;
 mod summaries;
 mod support;
+mod train;

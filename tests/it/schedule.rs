@@ -20,6 +20,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, error::TryRecvError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::support::paperclip;
 use crate::support::{pipeline_path, serve_snapshot};
 
 /// Noon UTC; with `0 3 * * *` in Berlin (CET, UTC+1) the next due time is 02:00 UTC.
@@ -169,17 +170,6 @@ fn assert_finished(event: EventKind, expected: RunOutcome, expected_attempt: u32
     };
     assert_eq!((outcome, attempt), (expected, expected_attempt));
     run_id
-}
-
-fn paperclip(data_dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_paperclip"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("PAPERCLIP_DATA_DIR")
-        .output()
-        .expect("the binary runs")
 }
 
 fn runs_list_json(data_dir: &Path) -> serde_json::Value {

@@ -99,3 +99,16 @@ pub async fn serve_snapshot(
         .await
         .expect("server binds")
 }
+
+/// Runs the `paperclip` binary with a data directory, without inherited log or data-dir
+/// settings.
+pub fn paperclip(data_dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_paperclip"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("PAPERCLIP_DATA_DIR")
+        .output()
+        .expect("the binary runs")
+}

@@ -1,0 +1,144 @@
+//! `paperclip train`: runs the training stage with a progress bar and prints the outcome.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use paperclip::train::record::RunRecord;
+use paperclip::train::trainer::{StepReport, TrainObserver, ValReport};
+use paperclip::train::{TrainConfig, TrainOptions, train as run_training};
+
+use super::commands::print_value;
+use super::{GlobalArgs, TrainArgs};
+
+/// Draws a bar with loss and samples per second; prints validations and warnings above it.
+struct TrainBar {
+    bar: Option<ProgressBar>,
+    quiet: bool,
+}
+
+impl TrainBar {
+    fn new(quiet: bool) -> Self {
+        Self { bar: None, quiet }
+    }
+
+    fn println(&self, line: &str) {
+        if self.quiet {
+            return;
+        }
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+impl TrainObserver for TrainBar {
+    fn started(&mut self, record: &RunRecord, first_step: u64) {
+        self.println(&format!(
+            "run {}: {}@v{} ({} train, {} val samples), {} parameters on {}{}",
+            record.run_id,
+            record.dataset,
+            record.dataset_version,
+            record.train_samples,
+            record.val_samples,
+            record.parameters,
+            record.device,
+            if first_step > 0 {
+                format!(", resuming at step {first_step}")
+            } else {
+                String::new()
+            }
+        ));
+        if self.quiet || !std::io::stderr().is_terminal() {
+            return;
+        }
+        let bar = ProgressBar::new(record.steps_total);
+        bar.set_style(
+            ProgressStyle::with_template("train [{bar:30}] {pos}/{len} {msg} eta {eta}")
+                .expect("template is valid")
+                .progress_chars("=> "),
+        );
+        bar.set_position(first_step);
+        self.bar = Some(bar);
+    }
+
+    fn step(&mut self, report: &StepReport) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(report.step);
+            bar.set_message(format!(
+                "loss {:.4} lr {:.2e} {:.1} samples/s",
+                report.loss, report.lr, report.samples_per_sec
+            ));
+        }
+    }
+
+    fn validated(&mut self, report: &ValReport) {
+        let shown: Vec<String> = report
+            .metrics
+            .iter()
+            .filter(|(name, _)| name.starts_with("top") || name == "loss")
+            .map(|(name, value)| format!("{name} {value:.4}"))
+            .collect();
+        self.println(&format!(
+            "step {}: validation {}",
+            report.step,
+            shown.join(", ")
+        ));
+    }
+
+    fn checkpointed(&mut self, dir: &Path) {
+        self.println(&format!("checkpoint {}", dir.display()));
+    }
+
+    fn warn(&mut self, message: &str) {
+        self.println(&format!("warning: {message}"));
+    }
+}
+
+/// Runs `paperclip train`.
+pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> Result<()> {
+    let mut config = TrainConfig::load(&args.config)?;
+    if let Some(dataset) = &args.dataset {
+        config.data.dataset = dataset.clone();
+    }
+    if let Some(steps) = args.steps {
+        config.training.steps = steps;
+    }
+    config
+        .check()
+        .map_err(|message| anyhow::anyhow!("invalid training settings: {message}"))?;
+
+    let options = TrainOptions {
+        data_dir: global.data_dir.clone(),
+        config_path: args.config.clone(),
+        config,
+        resume: args.resume.clone(),
+        stop_after: args.stop_after,
+    };
+    let mut bar = TrainBar::new(global.json);
+    let outcome = run_training(&options, &mut bar)
+        .await
+        .with_context(|| format!("training with {} failed", args.config.display()))?;
+    if let Some(bar) = &bar.bar {
+        bar.finish_and_clear();
+    }
+
+    let record = &outcome.record;
+    print_value(global, record, || {
+        format!(
+            "run {} {} after {} of {} steps\nrecord: {}\nlast checkpoint: {}\nbest checkpoint: {}",
+            record.run_id,
+            record.status,
+            record.steps_done,
+            record.steps_total,
+            outcome.run_dir.join("run.json").display(),
+            record.last_checkpoint.as_deref().unwrap_or("none"),
+            record
+                .best_checkpoint
+                .as_deref()
+                .unwrap_or("none (no validation)"),
+        )
+    })
+}

@@ -1,0 +1,21 @@
+//! The training stage: fine-tunes CLIP on a published dataset version.
+//!
+//! Data flow: [`config`] (the TOML file) → [`resolve`] (geometry, weights, vocabulary)
+//! → [`data`] (shards of one version → augmented, tokenized batches, prefetched) →
+//! [`trainer`] (steps, validation) → [`checkpoints`] (Hugging Face model folders plus
+//! optimizer state) and [`record`] (the run record and metrics, queryable with SQL).
+//! The model, loss and optimizer live in the `paperclip-clip` crate.
+
+pub mod checkpoints;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod record;
+pub mod resolve;
+pub mod synthetic;
+pub mod tables;
+pub mod trainer;
+
+pub use config::TrainConfig;
+pub use error::TrainError;
+pub use trainer::{TrainObserver, TrainOptions, TrainOutcome, train};

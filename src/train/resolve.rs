@@ -1,0 +1,175 @@
+//! Finds the model geometry, the starting weights and the tokenizer vocabulary on disk.
+//!
+//! Nothing is downloaded: weights come from a path or from a Hugging Face hub cache that
+//! the user filled earlier (`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
+//! `~/.cache/huggingface/hub`). A hub name resolves to the snapshot `refs/main` points
+//! at, or to the only snapshot when there is no ref.
+
+use std::path::{Path, PathBuf};
+
+use paperclip_clip::ClipConfig;
+use paperclip_clip::checkpoint::{CONFIG_FILE, WEIGHTS_FILE};
+use paperclip_clip::tokenizer::ClipTokenizer;
+
+use super::config::ModelConfig;
+use super::error::TrainError;
+
+/// The CLIP BPE merges file open_clip ships.
+pub const VOCABULARY_FILE: &str = "bpe_simple_vocab_16e6.txt.gz";
+
+/// What [`resolve_model`] found.
+#[derive(Debug, Clone)]
+pub struct ResolvedModel {
+    /// Geometry.
+    pub config: ClipConfig,
+    /// Where the geometry came from (a preset name or a file).
+    pub config_source: String,
+    /// Starting weights; random initialization when `None`.
+    pub weights: Option<PathBuf>,
+}
+
+/// Resolves `[model]` into a geometry and an optional weights file.
+pub fn resolve_model(model: &ModelConfig) -> Result<ResolvedModel, TrainError> {
+    let weights = model.weights.as_deref().map(find_weights).transpose()?;
+    let beside_weights = weights
+        .as_ref()
+        .and_then(|w| w.parent())
+        .map(|dir| dir.join(CONFIG_FILE))
+        .filter(|path| path.is_file());
+
+    let (config, config_source) = match (&model.architecture, beside_weights) {
+        (Some(name), _) if !name.ends_with(".json") => (ClipConfig::preset(name)?, name.clone()),
+        (Some(path), _) => (ClipConfig::from_json_file(Path::new(path))?, path.clone()),
+        (None, Some(path)) => (
+            ClipConfig::from_json_file(&path)?,
+            path.display().to_string(),
+        ),
+        (None, None) => (ClipConfig::preset("vit-b-16")?, "vit-b-16".to_string()),
+    };
+    Ok(ResolvedModel {
+        config,
+        config_source,
+        weights,
+    })
+}
+
+/// A weights file from a file path, a model directory or a hub cache name.
+fn find_weights(text: &str) -> Result<PathBuf, TrainError> {
+    let path = PathBuf::from(text);
+    if path.is_file() {
+        return Ok(path);
+    }
+    if path.is_dir() {
+        let file = path.join(WEIGHTS_FILE);
+        return if file.is_file() {
+            Ok(file)
+        } else {
+            Err(TrainError::Data(format!(
+                "model.weights = {text:?} is a directory without {WEIGHTS_FILE}; point it at \
+                 a safetensors file or a model directory"
+            )))
+        };
+    }
+    if let Some(file) = hub_snapshot(text).map(|dir| dir.join(WEIGHTS_FILE))
+        && file.is_file()
+    {
+        return Ok(file);
+    }
+    Err(TrainError::Data(format!(
+        "model.weights = {text:?} is neither a file, a model directory, nor a model in the \
+         Hugging Face cache {}; download it once with internet (for example \
+         `huggingface-cli download {text}`) or give a path",
+        hub_cache_dir().display()
+    )))
+}
+
+/// The hub cache directory, from the same variables `huggingface_hub` reads.
+pub fn hub_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HF_HUB_CACHE") {
+        return PathBuf::from(dir);
+    }
+    if let Some(home) = std::env::var_os("HF_HOME") {
+        return PathBuf::from(home).join("hub");
+    }
+    home_dir().join(".cache").join("huggingface").join("hub")
+}
+
+fn home_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The snapshot folder of `owner/name` in the hub cache.
+fn hub_snapshot(name: &str) -> Option<PathBuf> {
+    let (owner, model) = name.split_once('/')?;
+    let repo = hub_cache_dir().join(format!("models--{owner}--{model}"));
+    let snapshots = repo.join("snapshots");
+    if let Ok(revision) = std::fs::read_to_string(repo.join("refs").join("main")) {
+        let dir = snapshots.join(revision.trim());
+        if dir.is_dir() {
+            return Some(dir);
+        }
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&snapshots)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    (dirs.len() == 1).then(|| dirs.remove(0))
+}
+
+/// The vocabulary: the configured path, else a merges file next to the weights, else the
+/// paperclip cache (`$PAPERCLIP_CACHE` or `~/.cache/paperclip`)`/clip/`.
+pub fn resolve_vocabulary(
+    model: &ModelConfig,
+    weights: Option<&Path>,
+) -> Result<PathBuf, TrainError> {
+    if let Some(path) = &model.vocabulary {
+        return if path.is_file() {
+            Ok(path.clone())
+        } else {
+            Err(TrainError::Data(format!(
+                "model.vocabulary = {} does not exist; give the path of CLIP's {VOCABULARY_FILE} \
+                 or a merges.txt",
+                path.display()
+            )))
+        };
+    }
+    let mut candidates = Vec::new();
+    if let Some(dir) = weights.and_then(Path::parent) {
+        candidates.push(dir.join(VOCABULARY_FILE));
+        candidates.push(dir.join("merges.txt"));
+    }
+    let cache = std::env::var_os("PAPERCLIP_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home_dir().join(".cache").join("paperclip"));
+    candidates.push(cache.join("clip").join(VOCABULARY_FILE));
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            TrainError::Data(format!(
+                "no CLIP vocabulary found (looked for {}); run tools/fetch-clip-vocabulary.sh or \
+             set model.vocabulary",
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+}
+
+/// Loads the tokenizer from open_clip's gzip merges file or a plain `merges.txt`.
+pub fn load_tokenizer(path: &Path) -> Result<ClipTokenizer, TrainError> {
+    if path.extension().is_some_and(|e| e == "gz") {
+        return Ok(ClipTokenizer::from_bpe_gz(path)?);
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(ClipTokenizer::from_merges_text(&text)?)
+}

@@ -1,0 +1,333 @@
+//! The training stage end to end: a synthetic shapes dataset published as a dataset
+//! version, a tiny CLIP trained on it from random weights, checkpoints, exact resumes and
+//! the run record in SQL.
+
+use std::path::{Path, PathBuf};
+
+use crate::support::paperclip;
+use paperclip::train::synthetic::{ShapesSpec, publish_shapes};
+use paperclip::train::trainer::{Quiet, StepReport, TrainObserver, ValReport};
+use paperclip::train::{TrainConfig, TrainOptions, train};
+
+/// A tiny model: 32-pixel images in 8-pixel patches, two blocks per tower.
+const TINY_MODEL: &str = r#"{
+  "projection_dim": 32,
+  "text_config": {"vocab_size": 517, "hidden_size": 64, "intermediate_size": 128,
+                  "num_hidden_layers": 2, "num_attention_heads": 4,
+                  "max_position_embeddings": 32, "eos_token_id": 2},
+  "vision_config": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                    "num_attention_heads": 4, "image_size": 32, "patch_size": 8}
+}"#;
+
+/// Writes the model config, a vocabulary of single characters plus three merges
+/// and a training config; returns the config path.
+fn write_config(dir: &Path, dataset: &str, steps: u64, extra: &str) -> PathBuf {
+    std::fs::write(dir.join("tiny.json"), TINY_MODEL).unwrap();
+    std::fs::write(
+        dir.join("merges.txt"),
+        "#version: a few merges\nt h\nth e</w>\ni n</w>\n",
+    )
+    .unwrap();
+    let text = format!(
+        r#"
+[data]
+dataset = "{dataset}"
+loader_threads = 1
+
+[model]
+architecture = "tiny.json"
+vocabulary = "merges.txt"
+init_seed = 1
+
+[loss]
+temperature = "standard"
+
+[optimizer]
+lr = 2e-3
+warmup_steps = 20
+weight_decay = 1e-4
+
+[training]
+batch_size = 32
+steps = {steps}
+seed = 7
+augment = "center_crop"
+log_every = 10
+
+[validation]
+every = 100
+batch_size = 32
+{extra}
+"#
+    );
+    let path = dir.join("train.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn options(data_dir: &Path, config_path: &Path) -> TrainOptions {
+    TrainOptions {
+        data_dir: data_dir.to_path_buf(),
+        config_path: config_path.to_path_buf(),
+        config: TrainConfig::load(config_path).expect("config loads"),
+        resume: None,
+        stop_after: None,
+    }
+}
+
+#[derive(Default)]
+struct Recorder {
+    steps: Vec<StepReport>,
+    validations: Vec<ValReport>,
+}
+
+impl TrainObserver for Recorder {
+    fn step(&mut self, report: &StepReport) {
+        self.steps.push(report.clone());
+    }
+    fn validated(&mut self, report: &ValReport) {
+        self.validations.push(report.clone());
+    }
+}
+
+fn metric(report: &ValReport, name: &str) -> f64 {
+    report
+        .metrics
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| *v)
+        .unwrap_or_else(|| panic!("no metric {name} in {:?}", report.metrics))
+}
+
+async fn shapes(data_dir: &Path, train_samples: usize) {
+    let spec = ShapesSpec {
+        name: "shapes".into(),
+        train_samples,
+        val_samples: 128,
+        image_px: 32,
+        seed: 11,
+    };
+    publish_shapes(data_dir, &spec)
+        .await
+        .expect("shapes dataset publishes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_clip_learns_shapes_to_five_times_chance() {
+    let dir = tempfile::tempdir().unwrap();
+    shapes(dir.path(), 2048).await;
+    let config = write_config(dir.path(), "shapes", 400, "");
+
+    let mut recorder = Recorder::default();
+    let outcome = train(&options(dir.path(), &config), &mut recorder)
+        .await
+        .expect("training runs");
+
+    assert_eq!(outcome.record.status, "finished");
+    let first = recorder.validations.first().expect("validation at step 0");
+    let last = recorder.validations.last().expect("validation at the end");
+    assert_eq!((first.step, last.step), (0, 400));
+    let chance = 1.0 / 32.0;
+    let top1 = metric(last, "top1_text_to_image");
+    let top1_back = metric(last, "top1_image_to_text");
+    eprintln!(
+        "top-1 text->image {top1:.3}, image->text {top1_back:.3} (chance {chance:.3}); \
+         loss {:.3} -> {:.3}",
+        first.loss, last.loss
+    );
+    assert!(top1 >= 5.0 * chance, "top-1 {top1} below 5x chance");
+    assert!(last.loss < first.loss, "validation loss did not fall");
+}
+
+/// Final weights of a run, by parameter name.
+fn final_weights(run_dir: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let record = paperclip::train::record::RunRecord::load(run_dir).unwrap();
+    let last = PathBuf::from(record.last_checkpoint.expect("a checkpoint"));
+    candle_core::safetensors::load(last.join("model.safetensors"), &candle_core::Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .map(|(name, t)| (name, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    shapes(dir.path(), 96).await;
+    let config = write_config(dir.path(), "shapes", 6, "[checkpoints]\nevery = 3\n");
+
+    let straight = train(&options(dir.path(), &config), &mut Quiet)
+        .await
+        .unwrap();
+
+    let mut first = options(dir.path(), &config);
+    first.stop_after = Some(3);
+    let stopped = train(&first, &mut Quiet).await.unwrap();
+    assert_eq!(stopped.record.status, "stopped");
+    assert_eq!(stopped.record.steps_done, 3);
+    let checkpoint = PathBuf::from(stopped.record.last_checkpoint.clone().unwrap());
+
+    let mut second = options(dir.path(), &config);
+    second.resume = Some(checkpoint);
+    let resumed = train(&second, &mut Quiet).await.unwrap();
+    assert_eq!(resumed.record.run_id, stopped.record.run_id);
+    assert_eq!(resumed.record.status, "finished");
+
+    let a = final_weights(&straight.run_dir);
+    let b = final_weights(&resumed.run_dir);
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, values) in &a {
+        assert_eq!(values, &b[name], "{name} differs after the resume");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_with_a_changed_learning_rate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    shapes(dir.path(), 64).await;
+    let config = write_config(dir.path(), "shapes", 2, "");
+    let mut first = options(dir.path(), &config);
+    first.stop_after = Some(1);
+    let stopped = train(&first, &mut Quiet).await.unwrap();
+
+    let mut second = options(dir.path(), &config);
+    second.config.optimizer.lr = 1.0;
+    second.resume = Some(PathBuf::from(stopped.record.last_checkpoint.unwrap()));
+    let error = train(&second, &mut Quiet).await.unwrap_err().to_string();
+    assert!(error.contains("cannot resume from"), "{error}");
+    assert!(error.contains("start a new run"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_record_and_metrics_are_sql_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    shapes(dir.path(), 64).await;
+    let config = write_config(dir.path(), "shapes", 2, "");
+    let outcome = train(&options(dir.path(), &config), &mut Quiet)
+        .await
+        .unwrap();
+
+    let ctx = datafusion::prelude::SessionContext::new();
+    paperclip::dataset::catalog::register_datasets(&ctx, dir.path())
+        .await
+        .unwrap();
+    let batches = ctx
+        .sql(
+            "SELECT r.run_id, r.dataset, r.dataset_version, r.status, count(m.metric) AS n \
+             FROM paperclip.training_runs r JOIN paperclip.training_metrics m USING (run_id) \
+             WHERE m.split = 'val' GROUP BY 1, 2, 3, 4",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
+    assert!(text.contains(&outcome.record.run_id), "{text}");
+    assert!(text.contains("| shapes "), "{text}");
+    assert!(text.contains("finished"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_caption_field_names_the_fields_that_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    shapes(dir.path(), 64).await;
+    let config = write_config(dir.path(), "shapes", 2, "");
+    let mut opts = options(dir.path(), &config);
+    opts.config.data.caption_field = "summary".into();
+    let error = train(&opts, &mut Quiet).await.unwrap_err().to_string();
+    assert!(error.contains("no text field \"summary\""), "{error}");
+    assert!(error.contains("caption"), "{error}");
+}
+
+#[test]
+fn the_cli_trains_on_a_dataset_built_by_paperclip_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let pipeline = crate::support::pipeline_path();
+    let run = paperclip(
+        &data,
+        &["run", pipeline.to_str().unwrap(), "--archive", "embedded"],
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    // The embedded archive's previews are 512 pixels; the tiny model takes 32.
+    let config = write_config(
+        dir.path(),
+        "hst-paperclip",
+        2,
+        "[checkpoints]\nevery = 1\nkeep_best = 1\n",
+    );
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            "augment = \"center_crop\"",
+            "augment = \"paper\"\nresize_px = 64",
+        )
+        .replace("every = 100", "every = 1");
+    std::fs::write(&config, text).unwrap();
+
+    let output = paperclip(&data, &["--json", "train", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let record: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(record["status"], "finished");
+    assert_eq!(record["dataset"], "hst-paperclip");
+    assert_eq!(record["dataset_version"], 1);
+    assert_eq!(record["steps_done"], 2);
+
+    let last = PathBuf::from(record["last_checkpoint"].as_str().unwrap());
+    for file in [
+        "model.safetensors",
+        "config.json",
+        "optimizer.safetensors",
+        "trainer_state.json",
+    ] {
+        assert!(
+            last.join(file).is_file(),
+            "{file} missing in {}",
+            last.display()
+        );
+    }
+    let hf: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(last.join("config.json")).unwrap()).unwrap();
+    assert_eq!(hf["model_type"], "clip");
+    assert_eq!(hf["vision_config"]["image_size"], 32);
+
+    let sql = paperclip(
+        &data,
+        &[
+            "sql",
+            "SELECT metric, count(*) AS n FROM paperclip.training_metrics WHERE split = 'val' AND metric = 'loss' GROUP BY metric",
+        ],
+    );
+    let table = String::from_utf8_lossy(&sql.stdout);
+    assert!(
+        sql.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sql.stderr)
+    );
+    // Validation at steps 0, 1 and 2.
+    assert!(table.contains("| loss   | 3 "), "{table}");
+}
+
+#[test]
+fn an_unknown_setting_is_an_error_that_lists_the_valid_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[data]\ndataset = \"x\"\n[optimizer]\nlearning_rate = 1e-4\n",
+    )
+    .unwrap();
+    let error = TrainConfig::load(&path).unwrap_err().to_string();
+    assert!(error.contains("learning_rate"), "{error}");
+    assert!(error.contains("`lr`"), "{error}");
+    assert!(error.contains("bad.toml"), "{error}");
+}
