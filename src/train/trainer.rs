@@ -15,8 +15,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use paperclip_clip::ClipModel;
 use paperclip_clip::loss::{Positives, ScaleMode, contrastive_loss, logits};
-use paperclip_clip::metrics::{diagonal_ranks, top_k_accuracy, transpose};
-use paperclip_clip::model::l2_normalize;
+use paperclip_clip::metrics::{diagonal_ranks, embedding_variance, top_k_accuracy, transpose};
 use paperclip_clip::optim::{AdamW, AdamWConfig, Schedule, clip_grad_norm, grad_norm};
 use paperclip_clip::tokenizer::ClipTokenizer;
 
@@ -490,15 +489,6 @@ fn batch_tensors(session: &Session, batch: &Batch) -> Result<(Tensor, Tensor), T
     let pixels = Tensor::from_slice(&batch.pixels, (n, 3, size, size), &session.device)?;
     let ids = Tensor::from_slice(&batch.ids, (n, context), &session.device)?;
     Ok((pixels, ids))
-}
-
-/// Mean over dimensions of the per-dimension variance across the batch, for normalized
-/// embeddings: about 1/dim for spread-out embeddings, near 0 when all rows coincide.
-fn embedding_variance(features: &Tensor) -> Result<f64, TrainError> {
-    let normalized = l2_normalize(&features.detach())?;
-    let centered = normalized.broadcast_sub(&normalized.mean_keepdim(0)?)?;
-    let variance = centered.sqr()?.mean_all()?;
-    Ok(f64::from(variance.to_scalar::<f32>()?))
 }
 
 fn warn_on_collapse(

@@ -1,6 +1,5 @@
 //! The `paperclip` binary as a user runs it: exit codes, messages and JSON output.
 
-
 use crate::support::paperclip;
 use crate::support::pipeline_path;
 

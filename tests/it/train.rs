@@ -331,3 +331,31 @@ fn an_unknown_setting_is_an_error_that_lists_the_valid_names() {
     assert!(error.contains("`lr`"), "{error}");
     assert!(error.contains("bad.toml"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diverging_run_stops_with_the_step_and_the_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    shapes(dir.path(), 64).await;
+    let config = write_config(dir.path(), "shapes", 5, "");
+    let mut opts = options(dir.path(), &config);
+    // Weights of about 1e30 after the first step overflow f32 in the next forward pass.
+    opts.config.optimizer.lr = 1e30;
+    opts.config.optimizer.warmup_steps = 0;
+    opts.config.validation.every = 0;
+
+    let error = train(&opts, &mut Quiet).await.unwrap_err().to_string();
+    assert!(error.contains("at step 1"), "{error}");
+    assert!(error.contains("shapes_train_"), "{error}");
+    assert!(error.contains("optimizer.lr"), "{error}");
+
+    let records = paperclip::train::record::read_run_records(dir.path());
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].status, "failed");
+    assert!(
+        records[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("at step 1")
+    );
+}

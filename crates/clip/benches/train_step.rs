@@ -1,7 +1,7 @@
 //! Training-step benchmark of the candle CLIP: forward through both towers, the symmetric
-//! InfoNCE loss with the paper temperature (cosine similarities times the raw stored
-//! `logit_scale`), backward, and one AdamW step (lr 1e-5, weight decay 1e-3, betas 0.9 and
-//! 0.999, eps 1e-8), all in f32.
+//! InfoNCE loss with [`ScaleMode::Paper`] (cosine similarities times the raw stored
+//! `logit_scale`, as the PAPERCLIP training code did), backward, and one AdamW step
+//! (lr 1e-5, weight decay 1e-3, betas 0.9 and 0.999, eps 1e-8), all in f32.
 //!
 //! `benches/clip_train_step.py` times the same step with `transformers.CLIPModel` and
 //! `torch.optim.AdamW`, and `benches/training.sh` runs both and writes the comparison.
@@ -172,7 +172,8 @@ fn parse_count(name: &str, text: &str, min: usize) -> Result<usize, String> {
     }
 }
 
-/// A config name (a file `benches/configs/NAME.json` of the repository) or a path.
+/// Resolves `--config`: an existing file path, else the repository's
+/// `benches/configs/{config}.json`.
 fn resolve_config(config: &str) -> Result<PathBuf, String> {
     let as_path = PathBuf::from(config);
     if as_path.is_file() {
@@ -355,7 +356,7 @@ impl Trainer {
     }
 }
 
-/// Seeded pixels `[batch, 3, size, size]` (standard normal, the scale of CLIP-normalized
+/// Builds seeded pixels `[batch, 3, size, size]` (standard normal, the scale of CLIP-normalized
 /// pixels) and token ids `[batch, context]`: the start id, random ids in `1..START_OF_TEXT_ID`,
 /// the end id at a random position in `1..context`, then zeros.
 fn make_inputs(
@@ -419,7 +420,7 @@ impl StepStats {
     }
 }
 
-/// Peak resident set size of this process (`VmHWM` in `/proc/self/status`), in MiB, or
+/// Reads the peak resident set size of this process (`VmHWM` in `/proc/self/status`), in MiB, or
 /// `None` where that file does not exist (outside Linux).
 fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

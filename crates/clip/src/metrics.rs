@@ -38,6 +38,16 @@ pub fn transpose(scores: &[Vec<f32>]) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// Mean over dimensions of the variance across rows of the L2-normalized rows of
+/// `features` (`[batch, dim]`): about 1/dim for spread-out embeddings, 0 when every row
+/// points the same way. A falling value is the usual sign of a collapsing model.
+pub fn embedding_variance(features: &candle_core::Tensor) -> Result<f64, crate::ClipError> {
+    let normalized = crate::model::l2_normalize(&features.detach())?;
+    let centered = normalized.broadcast_sub(&normalized.mean_keepdim(0)?)?;
+    let variance = centered.sqr()?.mean_all()?;
+    Ok(f64::from(variance.to_scalar::<f32>()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,6 +63,18 @@ mod tests {
         assert_eq!(top_k_accuracy(&[1, 2, 3], 1), 1.0 / 3.0);
         assert_eq!(top_k_accuracy(&[1, 2, 3], 2), 2.0 / 3.0);
         assert_eq!(diagonal_ranks(&transpose(&scores)), vec![1, 2, 2]);
+    }
+
+    #[test]
+    fn identical_embeddings_have_zero_variance() {
+        use candle_core::{Device, Tensor};
+
+        let same = Tensor::ones((8, 16), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(embedding_variance(&same).unwrap(), 0.0);
+
+        let spread = Tensor::randn(0f32, 1f32, (512, 16), &Device::Cpu).unwrap();
+        let variance = embedding_variance(&spread).unwrap();
+        assert!((variance - 1.0 / 16.0).abs() < 0.01, "{variance}");
     }
 
     #[test]
