@@ -70,7 +70,7 @@ fn find_weights(text: &str) -> Result<PathBuf, TrainError> {
             )))
         };
     }
-    if let Some(file) = hub_snapshot(text).map(|dir| dir.join(WEIGHTS_FILE))
+    if let Some(file) = hub_snapshot(&hub_cache_dir(), text).map(|dir| dir.join(WEIGHTS_FILE))
         && file.is_file()
     {
         return Ok(file);
@@ -100,10 +100,10 @@ fn home_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// The snapshot folder of `owner/name` in the hub cache.
-fn hub_snapshot(name: &str) -> Option<PathBuf> {
+/// The snapshot folder of `owner/name` in the hub cache `cache`.
+fn hub_snapshot(cache: &Path, name: &str) -> Option<PathBuf> {
     let (owner, model) = name.split_once('/')?;
-    let repo = hub_cache_dir().join(format!("models--{owner}--{model}"));
+    let repo = cache.join(format!("models--{owner}--{model}"));
     let snapshots = repo.join("snapshots");
     if let Ok(revision) = std::fs::read_to_string(repo.join("refs").join("main")) {
         let dir = snapshots.join(revision.trim());
@@ -172,4 +172,33 @@ pub fn load_tokenizer(path: &Path) -> Result<ClipTokenizer, TrainError> {
         source,
     })?;
     Ok(ClipTokenizer::from_merges_text(&text)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hub_snapshot;
+
+    #[test]
+    fn hub_names_resolve_to_the_snapshot_main_points_at() {
+        let cache = tempfile::tempdir().unwrap();
+        let repo = cache.path().join("models--openai--clip-vit-base-patch16");
+        for revision in ["aaa111", "bbb222"] {
+            std::fs::create_dir_all(repo.join("snapshots").join(revision)).unwrap();
+        }
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), "bbb222\n").unwrap();
+
+        let found = hub_snapshot(cache.path(), "openai/clip-vit-base-patch16").unwrap();
+        assert!(found.ends_with("snapshots/bbb222"), "{}", found.display());
+        assert!(hub_snapshot(cache.path(), "openai/clip-vit-large-patch14").is_none());
+        assert!(hub_snapshot(cache.path(), "no-slash").is_none());
+    }
+
+    #[test]
+    fn a_single_snapshot_is_used_without_a_ref() {
+        let cache = tempfile::tempdir().unwrap();
+        let snapshot = cache.path().join("models--me--tiny/snapshots/ccc333");
+        std::fs::create_dir_all(&snapshot).unwrap();
+        assert_eq!(hub_snapshot(cache.path(), "me/tiny").unwrap(), snapshot);
+    }
 }

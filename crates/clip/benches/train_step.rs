@@ -31,6 +31,10 @@ use paperclip_clip::rng::Rng;
 use paperclip_clip::{ClipConfig, ClipModel};
 use serde_json::json;
 
+/// The allocator of the `paperclip` binary, so the bench measures what training runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "\
 usage: cargo bench -p paperclip-clip --bench train_step -- [OPTIONS]
 

@@ -48,12 +48,24 @@ impl Linear {
     }
 
     /// Applies the layer to the last dimension of `x`.
+    ///
+    /// Leading dimensions are flattened into one, so the product is a single 2-D matrix
+    /// product: its backward pass gives the weight gradient in one product instead of one
+    /// per batch row summed afterwards.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, ClipError> {
-        let y = x.broadcast_matmul(&self.weight.t()?)?;
-        Ok(match &self.bias {
-            Some(bias) => y.broadcast_add(bias)?,
-            None => y,
-        })
+        let dims = x.dims().to_vec();
+        let (in_dim, leading) = dims.split_last().ok_or_else(|| {
+            ClipError::Input("a linear layer needs at least one dimension".to_string())
+        })?;
+        let rows: usize = leading.iter().product();
+        let flat = x.reshape((rows, *in_dim))?;
+        let mut y = flat.matmul(&self.weight.t()?)?;
+        if let Some(bias) = &self.bias {
+            y = y.broadcast_add(bias)?;
+        }
+        let mut out_dims = leading.to_vec();
+        out_dims.push(y.dim(1)?);
+        Ok(y.reshape(out_dims)?)
     }
 }
 
