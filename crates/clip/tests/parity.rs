@@ -98,6 +98,7 @@ fn check_forward(
     ];
     for (name, ours) in checks {
         let diff = max_abs_diff(&ours, &forward[name]);
+        eprintln!("{name}: max abs difference {diff:e}");
         assert!(diff <= 1e-4, "{name}: max abs difference {diff:e} > 1e-4");
     }
 }
