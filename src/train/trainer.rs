@@ -134,6 +134,13 @@ pub async fn train(
 ) -> Result<TrainOutcome, TrainError> {
     let (mut session, first_step) = set_up(options).await?;
     observer.started(&session.record, first_step);
+    let batch_size = session.config.training.batch_size;
+    let samples = session.train.samples.len();
+    if samples < batch_size {
+        observer.warn(&format!(
+            "training.batch_size = {batch_size} exceeds the {samples} training samples, so              each batch holds some samples twice and counts their copies as negatives;              lower training.batch_size"
+        ));
+    }
     let end_step = options
         .stop_after
         .map_or(session.config.training.steps, |s| {

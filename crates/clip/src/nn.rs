@@ -125,10 +125,8 @@ pub fn log_softmax_last(x: &Tensor) -> Result<Tensor, ClipError> {
 
 fn activate(x: &Tensor, activation: Activation) -> Result<Tensor, ClipError> {
     Ok(match activation {
-        Activation::QuickGelu => {
-            let sigmoid = ((x * -1.702)?.exp()? + 1.0)?.recip()?;
-            (x * sigmoid)?
-        }
+        // candle's sigmoid has a backward pass (unlike its fused LayerNorm).
+        Activation::QuickGelu => (x * candle_nn::ops::sigmoid(&(x * 1.702)?)?)?,
         Activation::Gelu => x.gelu_erf()?,
     })
 }
