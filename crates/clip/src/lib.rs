@@ -22,6 +22,7 @@ pub mod checkpoint;
 pub mod chunk;
 pub mod config;
 pub mod error;
+pub mod fused;
 pub mod loss;
 pub mod metrics;
 pub mod model;

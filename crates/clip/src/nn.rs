@@ -100,20 +100,11 @@ impl LayerNorm {
 
     /// Normalizes `x` over its last dimension.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, ClipError> {
-        let centered = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
-        let variance = centered.sqr()?.mean_keepdim(D::Minus1)?;
-        let normalized = centered.broadcast_div(&(variance + self.eps)?.sqrt()?)?;
+        let normalized = crate::fused::standardize_last(x, self.eps)?;
         Ok(normalized
             .broadcast_mul(&self.weight)?
             .broadcast_add(&self.bias)?)
     }
-}
-
-/// Softmax over the last dimension, stabilized by the row maximum.
-pub fn softmax_last(x: &Tensor) -> Result<Tensor, ClipError> {
-    let shifted = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?;
-    let exp = shifted.exp()?;
-    Ok(exp.broadcast_div(&exp.sum_keepdim(D::Minus1)?)?)
 }
 
 /// Log-softmax over the last dimension.
@@ -252,7 +243,7 @@ impl Attention {
         if let Some(mask) = mask {
             scores = scores.broadcast_add(mask)?;
         }
-        let weights = softmax_last(&scores)?;
+        let weights = crate::fused::softmax_last(&scores)?;
 
         let context = weights
             .matmul(&v)?
