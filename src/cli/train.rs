@@ -16,11 +16,17 @@ use super::{GlobalArgs, TrainArgs};
 struct TrainBar {
     bar: Option<ProgressBar>,
     quiet: bool,
+    /// Without a terminal, a line every this many steps replaces the bar.
+    log_every: u64,
 }
 
 impl TrainBar {
-    fn new(quiet: bool) -> Self {
-        Self { bar: None, quiet }
+    fn new(quiet: bool, log_every: u64) -> Self {
+        Self {
+            bar: None,
+            quiet,
+            log_every: log_every.max(1),
+        }
     }
 
     fn println(&self, line: &str) {
@@ -65,12 +71,20 @@ impl TrainObserver for TrainBar {
     }
 
     fn step(&mut self, report: &StepReport) {
-        if let Some(bar) = &self.bar {
-            bar.set_position(report.step);
-            bar.set_message(format!(
-                "loss {:.4} lr {:.2e} {:.1} samples/s",
-                report.loss, report.lr, report.samples_per_sec
-            ));
+        let message = format!(
+            "loss {:.4} lr {:.2e} {:.1} samples/s",
+            report.loss, report.lr, report.samples_per_sec
+        );
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(report.step);
+                bar.set_message(message);
+            }
+            None if report.step.is_multiple_of(self.log_every) => self.println(&format!(
+                "step {}/{}: {message}",
+                report.step, report.total_steps
+            )),
+            None => {}
         }
     }
 
@@ -117,7 +131,7 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> Result<()> {
         resume: args.resume.clone(),
         stop_after: args.stop_after,
     };
-    let mut bar = TrainBar::new(global.json);
+    let mut bar = TrainBar::new(global.json, options.config.training.log_every);
     let outcome = run_training(&options, &mut bar)
         .await
         .with_context(|| format!("training with {} failed", args.config.display()))?;
@@ -126,7 +140,17 @@ pub async fn train(global: &GlobalArgs, args: &TrainArgs) -> Result<()> {
     }
 
     let record = &outcome.record;
-    print_value(global, record, || {
+    let mut value = serde_json::to_value(record)?;
+    if let (Some(object), Some(validation)) = (value.as_object_mut(), &outcome.last_validation) {
+        let metrics: serde_json::Map<String, serde_json::Value> = validation
+            .metrics
+            .iter()
+            .map(|(name, v)| (name.clone(), serde_json::json!(v)))
+            .collect();
+        object.insert("last_validation_step".into(), validation.step.into());
+        object.insert("last_validation".into(), metrics.into());
+    }
+    print_value(global, &value, || {
         format!(
             "run {} {} after {} of {} steps\nrecord: {}\nlast checkpoint: {}\nbest checkpoint: {}",
             record.run_id,

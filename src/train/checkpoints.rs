@@ -68,6 +68,7 @@ pub fn write_checkpoint(
     let moments: HashMap<String, Tensor> = optimizer.state().into_iter().collect();
     let optimizer_path = tmp_dir.join(OPTIMIZER_FILE);
     candle_core::safetensors::save(&moments, &optimizer_path)?;
+    paperclip_clip::checkpoint::make_readable(&optimizer_path)?;
     let state_path = tmp_dir.join(STATE_FILE);
     let text = serde_json::to_string_pretty(state).unwrap_or_default();
     std::fs::write(&state_path, text).map_err(|source| io(&state_path, source))?;
@@ -141,8 +142,27 @@ fn list_checkpoints(run_dir: &Path) -> Vec<(u64, PathBuf)> {
     found
 }
 
+/// Removes the checkpoints after `step`, and unfinished checkpoint folders.
+pub fn remove_after(run_dir: &Path, step: u64) -> Result<(), TrainError> {
+    for (found, dir) in list_checkpoints(run_dir) {
+        if found > step {
+            std::fs::remove_dir_all(&dir).map_err(|source| io(&dir, source))?;
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(checkpoints_dir(run_dir)) else {
+        return Ok(());
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        if entry.file_name().to_string_lossy().ends_with(".tmp") {
+            let path = entry.path();
+            std::fs::remove_dir_all(&path).map_err(|source| io(&path, source))?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes checkpoints that are neither the newest nor among the `keep_best` lowest
-/// validation losses; returns the best one.
+/// validation losses; returns the best of the kept ones.
 pub fn apply_retention(run_dir: &Path, keep_best: usize) -> Result<Option<PathBuf>, TrainError> {
     let checkpoints = list_checkpoints(run_dir);
     let Some((newest, _)) = checkpoints.last().cloned() else {
@@ -167,7 +187,11 @@ pub fn apply_retention(run_dir: &Path, keep_best: usize) -> Result<Option<PathBu
             std::fs::remove_dir_all(dir).map_err(|source| io(dir, source))?;
         }
     }
-    Ok(scored.first().map(|(_, _, dir)| dir.clone()))
+    Ok(scored
+        .into_iter()
+        .take(keep_best)
+        .next()
+        .map(|(_, _, dir)| dir))
 }
 
 fn io(path: &Path, source: std::io::Error) -> TrainError {

@@ -17,6 +17,33 @@ use sha2::{Digest, Sha256};
 
 use super::error::TrainError;
 
+/// The most steps a run may have.
+pub const MAX_STEPS: u64 = 1_000_000_000;
+
+fn diff_json(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    match (a, b) {
+        (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for key in keys {
+                let name = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                let null = serde_json::Value::Null;
+                diff_json(
+                    &name,
+                    x.get(key).unwrap_or(&null),
+                    y.get(key).unwrap_or(&null),
+                    out,
+                );
+            }
+        }
+        _ if a != b => out.push(prefix.to_string()),
+        _ => {}
+    }
+}
+
 /// A whole training config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,8 +116,8 @@ pub struct ModelConfig {
     /// Seed of the random initialization.
     #[serde(default)]
     pub init_seed: u64,
-    /// The CLIP BPE merges file (`bpe_simple_vocab_16e6.txt.gz`); found next to the
-    /// weights or in the hub cache when absent.
+    /// The CLIP BPE merges file (`bpe_simple_vocab_16e6.txt.gz`) or a `merges.txt`; when
+    /// absent, looked for next to the weights, then in the paperclip cache.
     #[serde(default)]
     pub vocabulary: Option<PathBuf>,
 }
@@ -373,13 +400,23 @@ impl TrainConfig {
     }
 
     fn resolve_paths(&mut self, base: &Path) {
+        // Absolute, normalized paths, so the same file gives the same config fingerprint
+        // however the config file was named on the command line.
         let resolve = |text: &str| -> String {
             let path = Path::new(text);
-            if path.is_relative() && (text.starts_with('.') || base.join(path).exists()) {
-                base.join(path).display().to_string()
-            } else {
-                text.to_string()
-            }
+            let joined =
+                if path.is_relative() && (text.starts_with('.') || base.join(path).exists()) {
+                    base.join(path)
+                } else if path.is_absolute() || path.exists() {
+                    path.to_path_buf()
+                } else {
+                    return text.to_string();
+                };
+            std::fs::canonicalize(&joined)
+                .or_else(|_| std::path::absolute(&joined))
+                .unwrap_or(joined)
+                .display()
+                .to_string()
         };
         if let Some(architecture) = &self.model.architecture
             && architecture.ends_with(".json")
@@ -404,8 +441,41 @@ impl TrainConfig {
                 t.batch_size
             ));
         }
-        if t.steps == 0 {
-            return Err("training.steps = 0; set at least 1".into());
+        if t.steps == 0 || t.steps > MAX_STEPS {
+            return Err(format!(
+                "training.steps = {} is out of range; use 1 to {MAX_STEPS}",
+                t.steps
+            ));
+        }
+        if !(o.eps > 0.0 && o.eps.is_finite()) {
+            return Err(format!(
+                "optimizer.eps = {} must be a positive number such as 1e-8",
+                o.eps
+            ));
+        }
+        if !(o.weight_decay >= 0.0 && o.weight_decay.is_finite()) {
+            return Err(format!(
+                "optimizer.weight_decay = {} must be 0 or a positive number",
+                o.weight_decay
+            ));
+        }
+        if !(t.collapse_variance >= 0.0 && t.collapse_variance.is_finite()) {
+            return Err(format!(
+                "training.collapse_variance = {} must be 0 (off) or a positive number",
+                t.collapse_variance
+            ));
+        }
+        if t.log_every == 0 {
+            return Err("training.log_every = 0; use at least 1".into());
+        }
+        if t.resize_px == Some(0) {
+            return Err("training.resize_px = 0; use a side in pixels or remove the key".into());
+        }
+        if self.validation.max_batches == Some(0) {
+            return Err(
+                "validation.max_batches = 0; remove it to use every batch, or set at least 1"
+                    .into(),
+            );
         }
         if !(o.lr > 0.0 && o.lr.is_finite()) {
             return Err(format!("optimizer.lr = {} must be a positive number", o.lr));
@@ -442,10 +512,18 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// SHA-256 over every setting except the step count, the cadences and the loader's
-    /// resources, which do not change what a given step computes.
+    /// SHA-256 of [`TrainConfig::step_settings`].
     pub fn fingerprint(&self) -> String {
+        let text = serde_json::to_string(&self.step_settings()).unwrap_or_default();
+        hex::encode(Sha256::digest(text.as_bytes()))
+    }
+
+    /// Every setting that changes what a given step computes, as JSON. Left out: the
+    /// dataset (checked by name and version on its own), the step count (unless the
+    /// cosine schedule depends on it), cadences and the loader's resources.
+    pub fn step_settings(&self) -> serde_json::Value {
         let mut relevant = self.clone();
+        relevant.data.dataset = String::new();
         if relevant.optimizer.schedule == Decay::Constant {
             // The cosine schedule depends on the run length; the constant one does not.
             relevant.training.steps = 0;
@@ -455,8 +533,19 @@ impl TrainConfig {
         relevant.data.loader_threads = 0;
         relevant.validation = ValidationConfig::default();
         relevant.checkpoints = CheckpointConfig::default();
-        let text = serde_json::to_string(&relevant).unwrap_or_default();
-        hex::encode(Sha256::digest(text.as_bytes()))
+        serde_json::to_value(&relevant).unwrap_or_default()
+    }
+
+    /// Dotted names of the step settings that differ between two configs.
+    pub fn differing_settings(&self, other: &TrainConfig) -> Vec<String> {
+        let mut names = Vec::new();
+        diff_json(
+            "",
+            &self.step_settings(),
+            &other.step_settings(),
+            &mut names,
+        );
+        names
     }
 
     /// The dataset name and the requested version (`latest` when not given).

@@ -3,9 +3,8 @@
 //!
 //! Invariants:
 //! - Every random choice of step `s` (which samples, which rotation, flip and crop, which
-//!   caption chunk) is a pure function of the run's seed and `s`. Batch `s` holds stream
-//!   positions `s·B .. (s+1)·B`, where the stream is the concatenation of one seeded
-//!   permutation of the split per epoch. A run resumed at step `s` therefore sees exactly
+//!   caption chunk) is a pure function of the run's seed and `s`: each epoch is one seeded
+//!   permutation of the split, cut into whole batches (see [`train_indices`]). A run resumed at step `s` therefore sees exactly
 //!   the batches the uninterrupted run would have seen, with no generator state to save.
 //! - Shards are indexed once (member offsets); image bytes are read from the shard files
 //!   when a batch needs them, so memory holds only the decoded images that fit in
@@ -328,21 +327,34 @@ pub struct Batch {
     pub keys: Vec<String>,
 }
 
-/// Sample indices of training step `step`: stream positions through seeded per-epoch
-/// permutations.
+/// Sample indices of training step `step`.
+///
+/// Each epoch is a seeded permutation of the split cut into `len / batch_size` whole
+/// batches; the `len % batch_size` samples left at the end of a permutation sit that epoch
+/// out, so no batch holds a sample twice. A split smaller than one batch is the exception:
+/// its batches run through the permutations one after the other and repeat samples.
 pub fn train_indices(len: usize, batch_size: usize, seed: u64, step: u64) -> Vec<usize> {
+    let permutation = |epoch: u64| {
+        let mut order: Vec<usize> = (0..len).collect();
+        Rng::derived(seed, &format!("epoch-{epoch}")).shuffle(&mut order);
+        order
+    };
+    if len >= batch_size {
+        let per_epoch = (len / batch_size) as u64;
+        let order = permutation(step / per_epoch);
+        let start = (step % per_epoch) as usize * batch_size;
+        return order[start..start + batch_size].to_vec();
+    }
     let mut permutations: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
     let start = step * batch_size as u64;
     (0..batch_size as u64)
         .map(|i| {
             let position = start + i;
             let epoch = position / len as u64;
-            let permutation = permutations.entry(epoch).or_insert_with(|| {
-                let mut order: Vec<usize> = (0..len).collect();
-                Rng::derived(seed, &format!("epoch-{epoch}")).shuffle(&mut order);
-                order
-            });
-            permutation[(position % len as u64) as usize]
+            let order = permutations
+                .entry(epoch)
+                .or_insert_with(|| permutation(epoch));
+            order[(position % len as u64) as usize]
         })
         .collect()
 }
@@ -469,5 +481,31 @@ fn produce(
         if sender.send(batch).is_err() || failed {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::train_indices;
+
+    #[test]
+    fn batches_never_repeat_a_sample_when_the_split_is_larger() {
+        for step in 0..50 {
+            let mut batch = train_indices(10, 4, 3, step);
+            batch.sort_unstable();
+            batch.dedup();
+            assert_eq!(batch.len(), 4, "step {step}");
+        }
+    }
+
+    #[test]
+    fn an_epoch_uses_whole_batches_of_one_permutation() {
+        let first: Vec<usize> = (0..2).flat_map(|s| train_indices(10, 4, 3, s)).collect();
+        let mut seen = first.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), 8);
+        // Step 2 starts the second epoch with another permutation.
+        assert_ne!(train_indices(10, 4, 3, 2), train_indices(10, 4, 3, 0));
     }
 }

@@ -44,12 +44,52 @@ pub enum TrainError {
          Lower optimizer.lr, set optimizer.max_grad_norm, or check these samples"
     )]
     NonFiniteLoss {
-        /// The 0-based step.
+        /// The 1-based step.
         step: u64,
         /// The loss value.
         loss: f64,
         /// Sample keys of the batch.
         keys: String,
+    },
+
+    /// The gradients stopped being finite numbers.
+    #[error(
+        "the gradient norm is {norm} at step {step} (samples {keys}); the run stopped. \
+         Check optimizer.eps and optimizer.weight_decay, lower optimizer.lr, or set \
+         optimizer.max_grad_norm"
+    )]
+    NonFiniteGradient {
+        /// The 1-based step.
+        step: u64,
+        /// The global gradient norm.
+        norm: f64,
+        /// Sample keys of the batch.
+        keys: String,
+    },
+
+    /// The parameters stopped being finite numbers; the checkpoint was not written.
+    #[error(
+        "parameter {name} holds a NaN or infinite value after step {step}, so its \
+         checkpoint was not written; resume from an earlier checkpoint with a lower \
+         optimizer.lr"
+    )]
+    NonFiniteParameter {
+        /// The step after which the check ran.
+        step: u64,
+        /// The first parameter found.
+        name: String,
+    },
+
+    /// A stop signal (Ctrl-C, SIGTERM) ended the run.
+    #[error(
+        "training stopped by a signal after step {step}{}",
+        checkpoint.as_ref().map_or(String::new(), |dir| format!("; resume with --resume {}", dir.display()))
+    )]
+    Interrupted {
+        /// Steps completed.
+        step: u64,
+        /// The checkpoint to resume from.
+        checkpoint: Option<PathBuf>,
     },
 
     /// A checkpoint that cannot be resumed from.

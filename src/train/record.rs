@@ -167,6 +167,22 @@ impl MetricLog {
     }
 }
 
+/// Rewrites a run's `metrics.jsonl` without the rows after `step`.
+pub fn truncate_metrics(run_dir: &Path, step: u64) -> Result<(), TrainError> {
+    let path = run_dir.join("metrics.jsonl");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|line| serde_json::from_str::<MetricRow>(line).is_ok_and(|row| row.step <= step))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let tmp = run_dir.join("metrics.jsonl.tmp");
+    std::fs::write(&tmp, kept).map_err(|source| io(&tmp, source))?;
+    std::fs::rename(&tmp, &path).map_err(|source| io(&path, source))
+}
+
 fn io(path: &Path, source: std::io::Error) -> TrainError {
     TrainError::Io {
         path: path.to_path_buf(),

@@ -130,7 +130,7 @@ pub fn resolve_vocabulary(
             Ok(path.clone())
         } else {
             Err(TrainError::Data(format!(
-                "model.vocabulary = {} does not exist; give the path of CLIP's {VOCABULARY_FILE} \
+                "model.vocabulary = {} is not a file; give the path of CLIP's {VOCABULARY_FILE} \
                  or a merges.txt",
                 path.display()
             )))
@@ -141,7 +141,9 @@ pub fn resolve_vocabulary(
         candidates.push(dir.join(VOCABULARY_FILE));
         candidates.push(dir.join("merges.txt"));
     }
+    // An empty PAPERCLIP_CACHE counts as unset, as in tools/fetch-clip-vocabulary.sh.
     let cache = std::env::var_os("PAPERCLIP_CACHE")
+        .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| home_dir().join(".cache").join("paperclip"));
     candidates.push(cache.join("clip").join(VOCABULARY_FILE));

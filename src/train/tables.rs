@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::json::reader::ReaderBuilder;
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use serde::Serialize;
 
@@ -54,13 +53,24 @@ fn metrics_schema() -> Schema {
     ])
 }
 
+/// Builds a table from rows; a row that does not fit the schema is left out with a
+/// warning, so one bad record cannot break every query.
 fn table<T: Serialize>(schema: Schema, rows: &[T]) -> Result<Arc<MemTable>> {
     let schema = Arc::new(schema);
     let mut decoder = ReaderBuilder::new(Arc::clone(&schema)).build_decoder()?;
-    decoder.serialize(rows)?;
-    let batch = decoder
-        .flush()?
-        .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&schema)));
+    let mut batches = Vec::new();
+    for row in rows {
+        if let Err(error) = decoder.serialize(std::slice::from_ref(row)) {
+            tracing::warn!(%error, "training record left out of the SQL tables");
+            // A failed row leaves the decoder in an unknown state; start a new one.
+            decoder = ReaderBuilder::new(Arc::clone(&schema)).build_decoder()?;
+            continue;
+        }
+        if let Some(batch) = decoder.flush()? {
+            batches.push(batch);
+        }
+    }
+    let batch = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
     Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
 }
 

@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -124,6 +125,10 @@ struct Session {
     record: RunRecord,
     metrics: MetricLog,
     mode: ScaleMode,
+    /// Found while setting up, shown once training starts.
+    warnings: Vec<String>,
+    /// Held while the session runs, so two processes never write one run folder.
+    _lock: std::fs::File,
 }
 
 /// Trains as the config says and returns the final record; the record is kept up to date
@@ -134,12 +139,8 @@ pub async fn train(
 ) -> Result<TrainOutcome, TrainError> {
     let (mut session, first_step) = set_up(options).await?;
     observer.started(&session.record, first_step);
-    let batch_size = session.config.training.batch_size;
-    let samples = session.train.samples.len();
-    if samples < batch_size {
-        observer.warn(&format!(
-            "training.batch_size = {batch_size} exceeds the {samples} training samples, so              each batch holds some samples twice and counts their copies as negatives;              lower training.batch_size"
-        ));
+    for warning in std::mem::take(&mut session.warnings) {
+        observer.warn(&warning);
     }
     let end_step = options
         .stop_after
@@ -147,8 +148,12 @@ pub async fn train(
             s.min(session.config.training.steps)
         });
 
-    let result =
-        tokio::task::block_in_place(|| run_steps(&mut session, first_step, end_step, observer));
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = tokio::spawn(watch_stop_signals(stop.clone()));
+    let result = tokio::task::block_in_place(|| {
+        run_steps(&mut session, (first_step, end_step), &stop, observer)
+    });
+    watcher.abort();
     match result {
         Ok(last_validation) => {
             session.record.status = if end_step >= session.config.training.steps {
@@ -165,13 +170,38 @@ pub async fn train(
             })
         }
         Err(error) => {
-            session.record.status = "failed".into();
+            session.record.status = match error {
+                TrainError::Interrupted { .. } => "interrupted".into(),
+                _ => "failed".into(),
+            };
             session.record.error = Some(error.to_string());
             session.record.updated_at = now();
             session.record.save(&session.run_dir)?;
             Err(error)
         }
     }
+}
+
+/// Sets `stop` on SIGINT (Ctrl-C) or SIGTERM, so the loop can end with a checkpoint.
+async fn watch_stop_signals(stop: Arc<AtomicBool>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
 }
 
 fn now() -> String {
@@ -207,9 +237,12 @@ async fn set_up(options: &TrainOptions) -> Result<(Session, u64), TrainError> {
 
     let (dataset, version_text) = config.dataset_and_version();
     let resume_state = options.resume.as_deref().map(read_state).transpose()?;
-    let version_text = match &resume_state {
-        Some(state) => state.dataset_version.to_string(),
-        None => version_text,
+    let version_text = match (&resume_state, options.resume.as_deref()) {
+        (Some(state), Some(dir)) => {
+            check_resume_target(dir, state, &dataset, &version_text, options)?;
+            state.dataset_version.to_string()
+        }
+        _ => version_text,
     };
     let version = open_version(&options.data_dir, &dataset, &version_text).await?;
 
@@ -258,6 +291,19 @@ async fn set_up(options: &TrainOptions) -> Result<(Session, u64), TrainError> {
     } else {
         None
     };
+    let mut warnings = Vec::new();
+    let batch_size = config.training.batch_size;
+    if train.samples.len() < batch_size {
+        warnings.push(format!(
+            "training.batch_size = {batch_size} exceeds the {} training samples, so each \
+             batch holds some samples twice and counts the copies as negatives; lower \
+             training.batch_size",
+            train.samples.len()
+        ));
+    }
+    check_geometry(&train, resolved.config.vision.image_size)?;
+    check_captions(&train, &data.caption_field, &mut warnings)?;
+    let val = usable_validation(val, &config, &mut warnings);
 
     let o = &config.optimizer;
     let mut optimizer = AdamW::new(
@@ -279,19 +325,19 @@ async fn set_up(options: &TrainOptions) -> Result<(Session, u64), TrainError> {
     let fingerprint = config.fingerprint();
     let (record, first_step, run_dir) = match (&options.resume, &resume_state) {
         (Some(dir), Some(state)) => {
-            if state.config_fingerprint != fingerprint {
-                return Err(TrainError::Resume {
-                    path: dir.clone(),
-                    message: "the config differs from the one the run started with in a \
-                              setting that changes what a step computes (only training.steps, \
-                              log, validation, checkpoint and loader settings may change); \
-                              start a new run instead"
-                        .into(),
-                });
-            }
-            restore(dir, &model, &mut optimizer, state, &device)?;
             let run_dir = super::record::RunRecord::dir(&options.data_dir, &state.run_id);
-            let mut record = RunRecord::load(&run_dir)?;
+            let mut record = RunRecord::load(&run_dir).map_err(|_| TrainError::Resume {
+                path: dir.clone(),
+                message: format!(
+                    "its run {} has no record under {}; resume with the --data-dir the run \
+                     used",
+                    state.run_id,
+                    options.data_dir.display()
+                ),
+            })?;
+            check_same_settings(dir, state, &record, &config, &fingerprint)?;
+            restore(dir, &model, &mut optimizer, state, &device)?;
+            discard_later_steps(&run_dir, state.step)?;
             record.status = "running".into();
             record.error = None;
             record.steps_total = config.training.steps;
@@ -333,6 +379,11 @@ async fn set_up(options: &TrainOptions) -> Result<(Session, u64), TrainError> {
             (record, 0, run_dir)
         }
     };
+    std::fs::create_dir_all(&run_dir).map_err(|source| TrainError::Io {
+        path: run_dir.clone(),
+        source,
+    })?;
+    let lock = lock_run(&run_dir, &record.run_id)?;
     record.save(&run_dir)?;
     let metrics = MetricLog::open(&run_dir, &record.run_id)?;
     let mode = config.loss.temperature;
@@ -351,6 +402,8 @@ async fn set_up(options: &TrainOptions) -> Result<(Session, u64), TrainError> {
             record,
             metrics,
             mode,
+            warnings,
+            _lock: lock,
         },
         first_step,
     ))
@@ -368,10 +421,20 @@ fn train_recipe(session: &Session) -> BatchRecipe {
     }
 }
 
+/// What the step loop remembers between steps.
+#[derive(Default)]
+struct LoopState {
+    last_validation: Option<ValReport>,
+    /// The step of `last_validation`.
+    validated_at: Option<u64>,
+    /// Embedding variances of the session's first step, the reference of the collapse check.
+    first_variances: Option<(f64, f64)>,
+}
+
 fn run_steps(
     session: &mut Session,
-    first_step: u64,
-    end_step: u64,
+    (first_step, end_step): (u64, u64),
+    stop: &AtomicBool,
     observer: &mut dyn TrainObserver,
 ) -> Result<Option<ValReport>, TrainError> {
     let prefetcher = Prefetcher::start(
@@ -382,69 +445,126 @@ fn run_steps(
         session.config.data.loader_threads,
         2,
     )?;
-    let mut last_validation = None;
-    let mut last_val_loss = None;
-    let validate_every = session.config.validation.every;
-
-    if first_step == 0 && validate_every > 0 && session.val.is_some() {
-        let report = validate(session, 0)?;
-        observer.validated(&report);
-        last_val_loss = Some(report.loss);
-        last_validation = Some(report);
+    let mut state = LoopState::default();
+    if first_step == 0 && session.val.is_some() {
+        run_validation(session, 0, &mut state, observer)?;
     }
 
     let mut clock = Instant::now();
     for step in first_step..end_step {
+        if stop.load(Ordering::Relaxed) {
+            return Err(interrupted(session, step, first_step, &state, observer)?);
+        }
         let batch = prefetcher.next_batch().ok_or_else(|| {
             TrainError::Data("the batch loader stopped early; see the log for the cause".into())
         })??;
-        let report = train_step(session, batch, observer)?;
-        let elapsed_secs = clock.elapsed().as_secs_f64();
+        let report = train_step(session, batch, &mut state, observer)?;
         let report = StepReport {
-            samples_per_sec: session.config.training.batch_size as f64 / elapsed_secs.max(1e-9),
+            samples_per_sec: session.config.training.batch_size as f64
+                / clock.elapsed().as_secs_f64().max(1e-9),
             ..report
         };
         observer.step(&report);
-        let done = step + 1;
-        session.record.steps_done = done;
-
-        if done % session.config.training.log_every.max(1) == 0 || done == end_step {
-            session.metrics.log(
-                done,
-                "train",
-                &[
-                    ("loss", report.loss),
-                    ("lr", report.lr),
-                    ("grad_norm", report.grad_norm),
-                    ("logit_scale", report.logit_scale),
-                    ("samples_per_sec", report.samples_per_sec),
-                ],
-            )?;
-        }
-        let validate_now =
-            validate_every > 0 && done % validate_every == 0 && session.val.is_some();
-        if validate_now {
-            let report = validate(session, done)?;
-            observer.validated(&report);
-            last_val_loss = Some(report.loss);
-            last_validation = Some(report);
-        }
-        if done % session.config.checkpoints.every == 0 || done == end_step {
-            let val_loss = if validate_now { last_val_loss } else { None };
-            let dir = checkpoint(session, done, val_loss)?;
-            observer.checkpointed(&dir);
-        }
+        after_step(session, &report, end_step, &mut state, observer)?;
         // Validation and checkpoint time does not count against the step rate.
         clock = Instant::now();
     }
-    Ok(last_validation)
+    Ok(state.last_validation)
+}
+
+/// Logs, validates and checkpoints after a step, as the cadences say.
+fn after_step(
+    session: &mut Session,
+    report: &StepReport,
+    end_step: u64,
+    state: &mut LoopState,
+    observer: &mut dyn TrainObserver,
+) -> Result<(), TrainError> {
+    let done = report.step;
+    session.record.steps_done = done;
+    let last = done == end_step;
+    if done.is_multiple_of(session.config.training.log_every) || last {
+        session.metrics.log(
+            done,
+            "train",
+            &[
+                ("loss", report.loss),
+                ("lr", report.lr),
+                ("grad_norm", report.grad_norm),
+                ("logit_scale", report.logit_scale),
+                ("samples_per_sec", report.samples_per_sec),
+            ],
+        )?;
+    }
+
+    let every = session.config.validation.every;
+    let checkpoint_now = done.is_multiple_of(session.config.checkpoints.every) || last;
+    // A checkpoint is always validated, so keep_best ranks every checkpoint.
+    if session.val.is_some() && (done.is_multiple_of(every.max(1)) || checkpoint_now) {
+        run_validation(session, done, state, observer)?;
+    }
+    if checkpoint_now {
+        let val_loss = state
+            .last_validation
+            .as_ref()
+            .filter(|_| state.validated_at == Some(done))
+            .map(|v| v.loss);
+        let dir = checkpoint(session, done, val_loss)?;
+        observer.checkpointed(&dir);
+    }
+    Ok(())
+}
+
+fn run_validation(
+    session: &mut Session,
+    step: u64,
+    state: &mut LoopState,
+    observer: &mut dyn TrainObserver,
+) -> Result<(), TrainError> {
+    let report = validate(session, step)?;
+    observer.validated(&report);
+    state.validated_at = Some(step);
+    state.last_validation = Some(report);
+    Ok(())
+}
+
+/// Writes a checkpoint at the last finished step after a stop signal and returns the
+/// error that ends the run.
+fn interrupted(
+    session: &mut Session,
+    step: u64,
+    first_step: u64,
+    state: &LoopState,
+    observer: &mut dyn TrainObserver,
+) -> Result<TrainError, TrainError> {
+    let written = session
+        .record
+        .last_checkpoint
+        .as_ref()
+        .is_some_and(|dir| dir.ends_with(&format!("step-{step:07}")));
+    let checkpoint = if step > first_step && !written {
+        let val_loss = state
+            .last_validation
+            .as_ref()
+            .filter(|_| state.validated_at == Some(step))
+            .map(|v| v.loss);
+        let dir = checkpoint(session, step, val_loss)?;
+        observer.checkpointed(&dir);
+        Some(dir)
+    } else {
+        session.record.last_checkpoint.as_ref().map(PathBuf::from)
+    };
+    Ok(TrainError::Interrupted { step, checkpoint })
 }
 
 fn train_step(
     session: &mut Session,
     batch: Batch,
+    state: &mut LoopState,
     observer: &mut dyn TrainObserver,
 ) -> Result<StepReport, TrainError> {
+    // Messages count steps from 1, as checkpoints and metrics do.
+    let step = batch.step + 1;
     let (pixels, ids) = batch_tensors(session, &batch)?;
     let model = &session.model;
     let images = model.image_features(&pixels)?;
@@ -463,24 +583,31 @@ fn train_step(
     let loss_value = f64::from(loss.to_scalar::<f32>()?);
     if !loss_value.is_finite() {
         return Err(TrainError::NonFiniteLoss {
-            step: batch.step,
+            step,
             loss: loss_value,
             keys: batch.keys.join(", "),
         });
     }
-    warn_on_collapse(session, &images, &texts, batch.step, observer)?;
+    warn_on_collapse(session, (&images, &texts), step, state, observer)?;
 
     let mut grads = loss.backward()?;
     let norm = match session.config.optimizer.max_grad_norm {
         Some(max_norm) => clip_grad_norm(model.params(), &mut grads, max_norm)?,
         None => grad_norm(model.params(), &grads)?,
     };
+    if !norm.is_finite() {
+        return Err(TrainError::NonFiniteGradient {
+            step,
+            norm,
+            keys: batch.keys.join(", "),
+        });
+    }
     let lr = session.schedule.lr(batch.step);
     session.optimizer.step(model.params(), &grads, lr)?;
 
     let scale = paperclip_clip::loss::logit_multiplier(model.logit_scale(), session.mode)?;
     Ok(StepReport {
-        step: batch.step + 1,
+        step,
         total_steps: session.config.training.steps,
         loss: loss_value,
         lr,
@@ -499,24 +626,33 @@ fn batch_tensors(session: &Session, batch: &Batch) -> Result<(Tensor, Tensor), T
     Ok((pixels, ids))
 }
 
+/// Warns when the batch's embeddings vary less than `training.collapse_variance` and less
+/// than a tenth of what they did at the session's first step. The second condition keeps
+/// a freshly initialized model, whose embeddings start close together, from warning.
 fn warn_on_collapse(
     session: &Session,
-    images: &Tensor,
-    texts: &Tensor,
+    (images, texts): (&Tensor, &Tensor),
     step: u64,
+    state: &mut LoopState,
     observer: &mut dyn TrainObserver,
 ) -> Result<(), TrainError> {
     let threshold = session.config.training.collapse_variance;
-    let image_variance = embedding_variance(images)?;
-    let text_variance = embedding_variance(texts)?;
-    if image_variance < threshold || text_variance < threshold {
-        let message = format!(
-            "step {step}: embeddings are collapsing (variance per dimension: images \
-             {image_variance:.2e}, texts {text_variance:.2e}, warning below {threshold:.0e}); \
-             lower optimizer.lr or check that captions differ"
+    let current = (embedding_variance(images)?, embedding_variance(texts)?);
+    let first = *state.first_variances.get_or_insert(current);
+    let collapsed = |now: f64, start: f64| now < threshold && now < 0.1 * start;
+    if collapsed(current.0, first.0) || collapsed(current.1, first.1) {
+        tracing::debug!(
+            step,
+            image_variance = current.0,
+            text_variance = current.1,
+            "embedding collapse"
         );
-        tracing::warn!(step, image_variance, text_variance, "embedding collapse");
-        observer.warn(&message);
+        observer.warn(&format!(
+            "step {step}: embeddings are collapsing (variance per dimension: images {:.2e}, \
+             texts {:.2e}, at the session's first step {:.2e} and {:.2e}); lower \
+             optimizer.lr or check that captions differ",
+            current.0, current.1, first.0, first.1
+        ));
     }
     Ok(())
 }
@@ -585,6 +721,9 @@ fn checkpoint(
     step: u64,
     val_loss: Option<f64>,
 ) -> Result<PathBuf, TrainError> {
+    if let Some(name) = first_non_finite(&session.model)? {
+        return Err(TrainError::NonFiniteParameter { step, name });
+    }
     let state = TrainerState {
         run_id: session.record.run_id.clone(),
         step,
@@ -602,4 +741,186 @@ fn checkpoint(
     session.record.updated_at = now();
     session.record.save(&session.run_dir)?;
     Ok(dir)
+}
+
+/// Checks that a resume continues the checkpoint's dataset and still has steps to take.
+fn check_resume_target(
+    dir: &Path,
+    state: &TrainerState,
+    dataset: &str,
+    version_text: &str,
+    options: &TrainOptions,
+) -> Result<(), TrainError> {
+    let fail = |message: String| {
+        Err(TrainError::Resume {
+            path: dir.to_path_buf(),
+            message,
+        })
+    };
+    if dataset != state.dataset {
+        return fail(format!(
+            "the checkpoint trained on dataset {:?} but data.dataset names {dataset:?}; resume \
+             with the checkpoint's dataset or start a new run",
+            state.dataset
+        ));
+    }
+    let pinned = version_text.trim_start_matches('v');
+    if version_text != "latest" && pinned != state.dataset_version.to_string() {
+        return fail(format!(
+            "the checkpoint trained on {}@{} but data.dataset asks for version {version_text}; \
+             drop the version or start a new run",
+            state.dataset, state.dataset_version
+        ));
+    }
+    let end_step = options
+        .stop_after
+        .map_or(options.config.training.steps, |s| {
+            s.min(options.config.training.steps)
+        });
+    if end_step <= state.step {
+        return fail(format!(
+            "the checkpoint is at step {} and this session would stop at step {end_step}; \
+             raise --steps or --stop-after above {}",
+            state.step, state.step
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a resume whose step settings differ from the run's, naming the settings.
+fn check_same_settings(
+    dir: &Path,
+    state: &TrainerState,
+    record: &RunRecord,
+    config: &TrainConfig,
+    fingerprint: &str,
+) -> Result<(), TrainError> {
+    if state.config_fingerprint == fingerprint {
+        return Ok(());
+    }
+    let differing = serde_json::from_str::<TrainConfig>(&record.config_json)
+        .map(|original| original.differing_settings(config))
+        .unwrap_or_default();
+    let named = if differing.is_empty() {
+        "a setting".to_string()
+    } else {
+        differing.join(", ")
+    };
+    Err(TrainError::Resume {
+        path: dir.to_path_buf(),
+        message: format!(
+            "{named} differs from the run's config, and it changes what a step computes \
+             (only training.steps, logging, validation, checkpoint and loader settings may \
+             change); restore it or start a new run"
+        ),
+    })
+}
+
+/// Drops what an earlier session wrote after `step`: its checkpoints and metric rows. A
+/// resume from an earlier checkpoint starts a new history from there.
+fn discard_later_steps(run_dir: &Path, step: u64) -> Result<(), TrainError> {
+    super::checkpoints::remove_after(run_dir, step)?;
+    super::record::truncate_metrics(run_dir, step)
+}
+
+/// The first parameter with a NaN or infinite element, if any.
+fn first_non_finite(model: &ClipModel) -> Result<Option<String>, TrainError> {
+    for (name, var) in model.params().iter() {
+        let sum = var.as_tensor().sum_all()?.to_scalar::<f32>()?;
+        if !sum.is_finite() {
+            // An overflowing sum of finite values also lands here; check elementwise.
+            let values = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            if values.iter().any(|v| !v.is_finite()) {
+                return Ok(Some(name.to_string()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Takes the run folder's lock, or fails when another process trains the same run.
+fn lock_run(run_dir: &Path, run_id: &str) -> Result<std::fs::File, TrainError> {
+    let path = run_dir.join(".lock");
+    let file = std::fs::File::create(&path).map_err(|source| TrainError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(TrainError::Data(format!(
+            "run {run_id} is being trained by another process (lock {}); wait for it to end",
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(source)) => Err(TrainError::Io { path, source }),
+    }
+}
+
+/// Fails before any step when the first training image cannot give a crop of the
+/// model's image size.
+fn check_geometry(train: &SplitData, image_size: usize) -> Result<(), TrainError> {
+    let image = train.image(0)?;
+    let side = image.width_px().max(image.height_px());
+    if side < image_size {
+        return Err(TrainError::Data(format!(
+            "training images are {side} pixels after resizing but the model takes \
+             {image_size}; set training.resize_px to at least {image_size} or remove it"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a caption field that is empty for every training sample, and warns when some
+/// captions are empty.
+fn check_captions(
+    train: &SplitData,
+    field: &str,
+    warnings: &mut Vec<String>,
+) -> Result<(), TrainError> {
+    let empty = train
+        .samples
+        .iter()
+        .filter(|s| s.caption.trim().is_empty())
+        .count();
+    let total = train.samples.len();
+    if empty == total {
+        return Err(TrainError::Data(format!(
+            "data.caption_field = {field:?} is empty or null in all {total} training samples; \
+             choose a field with text, such as \"caption\""
+        )));
+    }
+    if empty > 0 {
+        warnings.push(format!(
+            "{empty} of {total} training samples have an empty {field:?}; they train with an \
+             empty caption"
+        ));
+    }
+    Ok(())
+}
+
+/// Turns validation off when the split has fewer than 2 samples, and warns when it is
+/// smaller than one validation batch.
+fn usable_validation(
+    val: Option<SplitData>,
+    config: &TrainConfig,
+    warnings: &mut Vec<String>,
+) -> Option<SplitData> {
+    let val = val?;
+    let samples = val.samples.len();
+    let batch = config.validation.batch_size;
+    if samples < 2 {
+        warnings.push(format!(
+            "the {:?} split has {samples} sample, too few to rank; validation is off for \
+             this run",
+            val.split
+        ));
+        return None;
+    }
+    if samples < batch {
+        warnings.push(format!(
+            "the {:?} split has {samples} samples, fewer than validation.batch_size = \
+             {batch}; validation ranks within one batch of {samples}",
+            val.split
+        ));
+    }
+    Some(val)
 }

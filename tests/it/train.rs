@@ -270,7 +270,12 @@ fn the_cli_trains_on_a_dataset_built_by_paperclip_run() {
             "augment = \"center_crop\"",
             "augment = \"paper\"\nresize_px = 64",
         )
-        .replace("every = 100", "every = 1");
+        .replace("every = 100", "every = 1")
+        // The embedded archive has one validation sample, too few to rank.
+        .replace(
+            "loader_threads = 1",
+            "loader_threads = 1\nval_split = \"train\"",
+        );
     std::fs::write(&config, text).unwrap();
 
     let output = paperclip(&data, &["--json", "train", config.to_str().unwrap()]);
@@ -344,7 +349,7 @@ async fn a_diverging_run_stops_with_the_step_and_the_samples() {
     opts.config.validation.every = 0;
 
     let error = train(&opts, &mut Quiet).await.unwrap_err().to_string();
-    assert!(error.contains("at step 1"), "{error}");
+    assert!(error.contains("at step 2"), "{error}");
     assert!(error.contains("shapes_train_"), "{error}");
     assert!(error.contains("optimizer.lr"), "{error}");
 
@@ -356,6 +361,215 @@ async fn a_diverging_run_stops_with_the_step_and_the_samples() {
             .error
             .as_deref()
             .unwrap_or("")
-            .contains("at step 1")
+            .contains("at step 2")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_best_zero_keeps_only_the_newest_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    shapes(dir.path(), 96).await;
+    let config = write_config(
+        dir.path(),
+        "shapes",
+        6,
+        "[checkpoints]\nevery = 2\nkeep_best = 0\n",
+    );
+    let finished = train(&options(dir.path(), &config), &mut Quiet)
+        .await
+        .unwrap();
+
+    assert_eq!(finished.record.best_checkpoint, None);
+    let names: Vec<String> = std::fs::read_dir(finished.run_dir.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["step-0000006".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_with_no_steps_left_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    shapes(dir.path(), 64).await;
+    let config = write_config(dir.path(), "shapes", 4, "");
+    let mut first = options(dir.path(), &config);
+    first.stop_after = Some(3);
+    let stopped = train(&first, &mut Quiet).await.unwrap();
+
+    let mut again = options(dir.path(), &config);
+    again.resume = Some(PathBuf::from(stopped.record.last_checkpoint.unwrap()));
+    again.stop_after = Some(2);
+    let error = train(&again, &mut Quiet).await.unwrap_err().to_string();
+    assert!(error.contains("the checkpoint is at step 3"), "{error}");
+    assert!(error.contains("above 3"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_checkpoint_replaces_the_later_ones_and_their_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    shapes(dir.path(), 96).await;
+    let config = write_config(
+        dir.path(),
+        "shapes",
+        6,
+        "[checkpoints]\nevery = 2\nkeep_best = 5\n",
+    );
+    let finished = train(&options(dir.path(), &config), &mut Quiet)
+        .await
+        .unwrap();
+    let checkpoints = finished.run_dir.join("checkpoints");
+    assert!(checkpoints.join("step-0000006").is_dir());
+
+    let mut resumed = options(dir.path(), &config);
+    resumed.resume = Some(checkpoints.join("step-0000002"));
+    resumed.stop_after = Some(3);
+    let outcome = train(&resumed, &mut Quiet).await.unwrap();
+
+    let last = PathBuf::from(outcome.record.last_checkpoint.unwrap());
+    assert!(last.ends_with("step-0000003"), "{}", last.display());
+    assert!(last.is_dir());
+    assert!(!checkpoints.join("step-0000004").exists());
+    assert!(!checkpoints.join("step-0000006").exists());
+
+    let metrics = std::fs::read_to_string(finished.run_dir.join("metrics.jsonl")).unwrap();
+    let steps: Vec<u64> = metrics
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(steps.iter().all(|&s| s <= 3), "{steps:?}");
+    let train_rows_at_3 = metrics
+        .lines()
+        .filter(|l| {
+            l.contains("\"step\":3")
+                && l.contains("\"split\":\"train\"")
+                && l.contains("\"metric\":\"loss\"")
+        })
+        .count();
+    assert_eq!(train_rows_at_3, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_names_the_setting_that_changed_and_accepts_another_path_spelling() {
+    let dir = tempfile::tempdir().unwrap();
+    shapes(dir.path(), 64).await;
+    let config = write_config(dir.path(), "shapes", 3, "");
+    let mut first = options(dir.path(), &config);
+    first.stop_after = Some(1);
+    let stopped = train(&first, &mut Quiet).await.unwrap();
+    let checkpoint = PathBuf::from(stopped.record.last_checkpoint.unwrap());
+
+    let respelled = dir.path().join(".").join("train.toml");
+    let mut changed = options(dir.path(), &respelled);
+    changed.config.training.seed = 8;
+    changed.resume = Some(checkpoint.clone());
+    let error = train(&changed, &mut Quiet).await.unwrap_err().to_string();
+    assert!(error.contains("training.seed differs"), "{error}");
+
+    let mut same = options(dir.path(), &respelled);
+    same.resume = Some(checkpoint);
+    let outcome = train(&same, &mut Quiet).await.unwrap();
+    assert_eq!(outcome.record.status, "finished");
+}
+
+#[test]
+fn a_step_count_beyond_the_limit_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.toml");
+    std::fs::write(
+        &path,
+        "[data]\ndataset = \"x\"\n[training]\nsteps = 18446744073709551615\n",
+    )
+    .unwrap();
+    let error = TrainConfig::load(&path).unwrap_err().to_string();
+    assert!(error.contains("training.steps"), "{error}");
+}
+
+#[test]
+fn the_shipped_training_configs_load() {
+    for name in ["paperclip-vit-b16.toml", "smoke-cpu.toml"] {
+        let path = crate::support::repo_root().join("configs").join(name);
+        let config = TrainConfig::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(config.data.dataset, "hst-paperclip", "{name}");
+    }
+    let paper =
+        TrainConfig::load(&crate::support::repo_root().join("configs/paperclip-vit-b16.toml"))
+            .unwrap();
+    assert_eq!(paper.training.batch_size, 32);
+    assert_eq!(paper.optimizer.lr, 1e-5);
+    assert_eq!(paper.optimizer.warmup_steps, 2000);
+    assert_eq!(paper.optimizer.weight_decay, 1e-3);
+    assert_eq!(paper.training.steps, 20_000);
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_ends_a_run_with_a_checkpoint_to_resume_from() {
+    use std::io::{BufRead, BufReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let pipeline = crate::support::pipeline_path();
+    let run = paperclip(
+        &data,
+        &["run", pipeline.to_str().unwrap(), "--archive", "embedded"],
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let config = write_config(dir.path(), "hst-paperclip", 100_000, "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            "augment = \"center_crop\"",
+            "augment = \"paper\"\nresize_px = 64",
+        )
+        .replace("log_every = 10", "log_every = 1")
+        .replace("batch_size = 32\nsteps", "batch_size = 4\nsteps");
+    std::fs::write(&config, text).unwrap();
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_paperclip"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["train", config.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.starts_with("step 3/") {
+            break;
+        }
+    }
+    // SAFETY: kill(2) with a valid pid of our own child and SIGTERM has no memory effects.
+    unsafe { libc_kill(child.id() as i32, 15) };
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    let stderr = [seen, rest].concat().join("\n");
+
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("training stopped by a signal after step"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("resume with --resume"), "{stderr}");
+    let records = paperclip::train::record::read_run_records(&data);
+    assert_eq!(records[0].status, "interrupted");
+    let last = PathBuf::from(records[0].last_checkpoint.clone().expect("a checkpoint"));
+    assert!(last.join("model.safetensors").is_file());
+}
+
+#[cfg(unix)]
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
 }

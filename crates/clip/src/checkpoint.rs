@@ -22,6 +22,7 @@ pub fn save_model(model: &ClipModel, dir: &Path) -> Result<(), ClipError> {
     let weights = dir.join(WEIGHTS_FILE);
     let weights_tmp = dir.join(format!("{WEIGHTS_FILE}.tmp"));
     model.params().save(&weights_tmp)?;
+    make_readable(&weights_tmp)?;
     std::fs::rename(&weights_tmp, &weights).map_err(|err| io_error(&weights, err))?;
 
     let config = dir.join(CONFIG_FILE);
@@ -30,6 +31,20 @@ pub fn save_model(model: &ClipModel, dir: &Path) -> Result<(), ClipError> {
         .map_err(|err| ClipError::Input(format!("cannot render config.json: {err}")))?;
     std::fs::write(&config_tmp, text).map_err(|err| io_error(&config_tmp, err))?;
     std::fs::rename(&config_tmp, &config).map_err(|err| io_error(&config, err))?;
+    Ok(())
+}
+
+/// Gives a file written by the safetensors writer (mode 0600) the usual 0644, like the
+/// config next to it, so other users of a shared machine can load the checkpoint.
+pub fn make_readable(path: &Path) -> Result<(), ClipError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+            .map_err(|err| io_error(path, err))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
     Ok(())
 }
 
