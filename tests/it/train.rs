@@ -242,10 +242,10 @@ async fn a_missing_caption_field_names_the_fields_that_exist() {
     assert!(error.contains("caption"), "{error}");
 }
 
-#[test]
-fn the_cli_trains_on_a_dataset_built_by_paperclip_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+/// Publishes the embedded archive's dataset under `dir/data` with the CLI; returns the
+/// data directory.
+fn embedded_dataset(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
     let pipeline = crate::support::pipeline_path();
     let run = paperclip(
         &data,
@@ -256,6 +256,13 @@ fn the_cli_trains_on_a_dataset_built_by_paperclip_run() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
+    data
+}
+
+#[test]
+fn the_cli_trains_on_a_dataset_built_by_paperclip_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = embedded_dataset(dir.path());
 
     // The embedded archive's previews are 512 pixels; the tiny model takes 32.
     let config = write_config(
@@ -511,17 +518,7 @@ fn sigterm_ends_a_run_with_a_checkpoint_to_resume_from() {
     use std::io::{BufRead, BufReader};
 
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let pipeline = crate::support::pipeline_path();
-    let run = paperclip(
-        &data,
-        &["run", pipeline.to_str().unwrap(), "--archive", "embedded"],
-    );
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let data = embedded_dataset(dir.path());
     let config = write_config(dir.path(), "hst-paperclip", 100_000, "");
     let text = std::fs::read_to_string(&config)
         .unwrap()
