@@ -34,10 +34,9 @@ usage: benches/training.sh [OPTIONS]
   --batch N            image-caption pairs per step (default 32)
   --threads N          CPU threads of each side (default: nproc)
   --seed N             seed of the weights and inputs (default 0)
-  --device cpu|cuda    where both sides run (default cpu). The Rust side needs a build of
-                       candle-core with its `cuda` feature, which this workspace does not
-                       enable, so with cuda it is reported as not run unless
-                       --cargo-features turns such a feature on.
+  --device cpu|cuda    where both sides run (default cpu). The Rust side needs
+                       --cargo-features cuda (and the CUDA toolkit to build it); without
+                       it, the Rust row is reported as not run.
   --attention MODE     PyTorch attention: default (transformers' choice, sdpa in 5.25.0),
                        sdpa or eager (the plain matmul-softmax-matmul that candle computes)
   --cargo-features L   passed to `cargo bench --features`
@@ -53,7 +52,10 @@ idle_limit=0.5
 idle_wait_secs=${PAPERCLIP_IDLE_WAIT_SECS:-120}
 python=${PAPERCLIP_REF_PYTHON:-.venv-ref/bin/python}
 report_path=target/bench-training.md
-command_line="benches/training.sh$(printf ' %q' "$@")"
+command_line="benches/training.sh"
+if [ $# -gt 0 ]; then
+  command_line+=$(printf ' %q' "$@")
+fi
 
 config=small
 steps=""

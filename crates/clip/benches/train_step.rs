@@ -45,8 +45,8 @@ usage: cargo bench -p paperclip-clip --bench train_step -- [OPTIONS]
   --warmup N          untimed steps before the timed ones (default 3)
   --steps N           timed steps (default 20)
   --seed N            seed of the weights and inputs (default 0)
-  --device cpu|cuda   where the model runs (default cpu); cuda needs candle-core built
-                      with its `cuda` feature, which this workspace does not enable
+  --device cpu|cuda   where the model runs (default cpu); cuda needs a build with the
+                      crate's `cuda` feature (`--features cuda`, needs the CUDA toolkit)
 
 The thread count comes from RAYON_NUM_THREADS (or CANDLE_NUM_THREADS); without either,
 candle uses one thread per physical core. benches/training.sh sets both.";
@@ -84,8 +84,8 @@ fn main() -> ExitCode {
         Err(DeviceError::NoCuda) => {
             eprintln!(
                 "error: --device cuda needs a CUDA build, but this build of candle-core has no \
-                 CUDA support. Build it with candle-core's `cuda` feature enabled (this \
-                 workspace defines no feature for that yet), or use --device cpu."
+                 CUDA support. Build with `--features cuda` (needs the CUDA toolkit), or use \
+                 --device cpu."
             );
             return ExitCode::from(EXIT_NO_CUDA);
         }
