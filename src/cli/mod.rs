@@ -97,7 +97,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "CHECKPOINT_DIR")]
     pub resume: Option<PathBuf>,
     /// Stop after this step; the run stays resumable with --resume.
-    #[arg(long, value_name = "STEP")]
+    #[arg(long, value_name = "STEP", value_parser = clap::value_parser!(u64).range(1..))]
     pub stop_after: Option<u64>,
 }
 

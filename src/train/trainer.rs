@@ -204,6 +204,12 @@ async fn watch_stop_signals(stop: Arc<AtomicBool>) {
     stop.store(true, Ordering::Relaxed);
 }
 
+/// The absolute form of a directory, so paths in run records do not depend on the working
+/// directory of the process that wrote them.
+fn absolute_dir(dir: &Path) -> PathBuf {
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
 fn now() -> String {
     chrono::Utc::now().to_rfc3339()
 }
@@ -301,6 +307,25 @@ async fn set_up(options: &TrainOptions) -> Result<(Session, u64), TrainError> {
             train.samples.len()
         ));
     }
+    if config.optimizer.warmup_steps > config.training.steps {
+        warnings.push(format!(
+            "optimizer.warmup_steps = {} exceeds training.steps = {}, so the learning rate \
+             never reaches optimizer.lr",
+            config.optimizer.warmup_steps, config.training.steps
+        ));
+    }
+    if config.loss.positives == PositivesConfig::Proposal
+        && train
+            .samples
+            .iter()
+            .all(|s| s.proposal_id == train.samples[0].proposal_id)
+    {
+        return Err(TrainError::Data(format!(
+            "loss.positives = \"proposal\" but every training sample has proposal id {}, so \
+             every pair would be a positive; use positives = \"diagonal\" for this dataset",
+            train.samples[0].proposal_id
+        )));
+    }
     check_geometry(&train, resolved.config.vision.image_size)?;
     check_captions(&train, &data.caption_field, &mut warnings)?;
     let val = usable_validation(val, &config, &mut warnings);
@@ -325,7 +350,7 @@ async fn set_up(options: &TrainOptions) -> Result<(Session, u64), TrainError> {
     let fingerprint = config.fingerprint();
     let (record, first_step, run_dir) = match (&options.resume, &resume_state) {
         (Some(dir), Some(state)) => {
-            let run_dir = super::record::RunRecord::dir(&options.data_dir, &state.run_id);
+            let run_dir = RunRecord::dir(&absolute_dir(&options.data_dir), &state.run_id);
             let mut record = RunRecord::load(&run_dir).map_err(|_| TrainError::Resume {
                 path: dir.clone(),
                 message: format!(
@@ -350,12 +375,15 @@ async fn set_up(options: &TrainOptions) -> Result<(Session, u64), TrainError> {
                 chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
                 std::process::id()
             );
-            let run_dir = RunRecord::dir(&options.data_dir, &run_id);
+            let run_dir = RunRecord::dir(&absolute_dir(&options.data_dir), &run_id);
             let record = RunRecord {
                 run_id,
                 status: "running".into(),
                 error: None,
-                config_path: options.config_path.display().to_string(),
+                config_path: std::path::absolute(&options.config_path)
+                    .unwrap_or_else(|_| options.config_path.clone())
+                    .display()
+                    .to_string(),
                 config_json: serde_json::to_string(&config).unwrap_or_default(),
                 config_fingerprint: fingerprint,
                 dataset: version.dataset.clone(),
