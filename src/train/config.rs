@@ -203,10 +203,25 @@ pub struct TrainingConfig {
     /// `cpu`, or `cuda` / `cuda:N` in builds with the `cuda` feature.
     #[serde(default = "default_device")]
     pub device: String,
+    /// `fp32`, or `bf16`: activations in bf16 with f32 parameters, gradients and AdamW
+    /// state (for GPUs; on a CPU it is slower than fp32).
+    #[serde(default = "default_precision")]
+    pub precision: Precision,
     /// Warn when the mean per-dimension variance of the batch's normalized image or text
     /// embeddings falls below this value (a collapsed model maps everything to one point).
     #[serde(default = "default_collapse")]
     pub collapse_variance: f64,
+}
+
+/// Number format of the activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// Everything in f32.
+    Fp32,
+    /// Activations in bf16; parameters, gradients, AdamW state, LayerNorm statistics,
+    /// attention softmax and the loss in f32.
+    Bf16,
 }
 
 /// `[validation]`.
@@ -300,6 +315,9 @@ fn default_log_every() -> u64 {
 fn default_device() -> String {
     "cpu".into()
 }
+fn default_precision() -> Precision {
+    Precision::Fp32
+}
 fn default_collapse() -> f64 {
     1e-4
 }
@@ -353,6 +371,7 @@ impl Default for TrainingConfig {
             resize_px: None,
             log_every: default_log_every(),
             device: default_device(),
+            precision: default_precision(),
             collapse_variance: default_collapse(),
         }
     }

@@ -570,3 +570,19 @@ unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, signal: i32) -> i32;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bf16_run_trains_and_checkpoints_f32_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    shapes(dir.path(), 64).await;
+    let config = write_config(dir.path(), "shapes", 3, "");
+    let mut opts = options(dir.path(), &config);
+    opts.config.training.precision = paperclip::train::config::Precision::Bf16;
+    let mut recorder = Recorder::default();
+    let outcome = train(&opts, &mut recorder).await.unwrap();
+
+    assert_eq!(outcome.record.status, "finished");
+    assert!(recorder.steps.iter().all(|s| s.loss.is_finite()));
+    let weights = final_weights(&outcome.run_dir);
+    assert!(weights.values().flatten().all(|v| v.is_finite()));
+}

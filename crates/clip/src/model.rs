@@ -55,15 +55,16 @@ impl TextTower {
         })
     }
 
-    /// The hidden state at each row's end-of-text position, `[batch, hidden]`.
-    pub fn forward(&self, ids: &Tensor) -> Result<Tensor, ClipError> {
+    /// The hidden state at each row's end-of-text position, `[batch, hidden]`, computed in
+    /// `dtype` (f32, or bf16 for mixed precision).
+    pub fn forward(&self, ids: &Tensor, dtype: DType) -> Result<Tensor, ClipError> {
         let (batch, seq) = ids.dims2()?;
         let pool_rows = self.pool_positions(ids)?;
 
         let tokens = self.token_embedding.embedding(&ids.flatten_all()?)?;
         let tokens = tokens.reshape((batch, seq, self.config.hidden_size))?;
         let positions = self.position_embedding.narrow(0, 0, seq)?;
-        let x = tokens.broadcast_add(&positions)?;
+        let x = tokens.broadcast_add(&positions)?.to_dtype(dtype)?;
 
         let mask = causal_mask(seq, ids.device())?;
         let x = self.encoder.forward(&x, Some(&mask))?;
@@ -163,8 +164,8 @@ impl VisionTower {
         })
     }
 
-    /// The post-normalized class token, `[batch, hidden]`.
-    pub fn forward(&self, pixels: &Tensor) -> Result<Tensor, ClipError> {
+    /// The post-normalized class token, `[batch, hidden]`, computed in `dtype`.
+    pub fn forward(&self, pixels: &Tensor, dtype: DType) -> Result<Tensor, ClipError> {
         let (batch, channels, height, width) = pixels.dims4()?;
         let size = self.config.image_size;
         if channels != 3 || height != size || width != size {
@@ -175,13 +176,14 @@ impl VisionTower {
         }
         let hidden = self.config.hidden_size;
 
-        let patches = self.embed_patches(pixels)?;
+        let patches = self.embed_patches(&pixels.to_dtype(dtype)?)?;
         let class = self
             .class_embedding
+            .to_dtype(dtype)?
             .reshape((1, 1, hidden))?
             .broadcast_as((batch, 1, hidden))?;
         let x = Tensor::cat(&[&class, &patches], 1)?;
-        let x = x.broadcast_add(&self.position_embedding)?;
+        let x = x.broadcast_add(&self.position_embedding.to_dtype(dtype)?)?;
 
         let x = self.pre_norm.forward(&x)?;
         let x = self.encoder.forward(&x, None)?;
@@ -201,7 +203,10 @@ impl VisionTower {
             .permute((0, 2, 4, 1, 3, 5))?
             .contiguous()?
             .reshape((batch, grid * grid, 3 * patch * patch))?;
-        let kernel = self.patch_embedding.reshape((hidden, 3 * patch * patch))?;
+        let kernel = self
+            .patch_embedding
+            .to_dtype(pixels.dtype())?
+            .reshape((hidden, 3 * patch * patch))?;
         Ok(columns.broadcast_matmul(&kernel.t()?)?)
     }
 }
@@ -211,6 +216,8 @@ impl VisionTower {
 pub struct ClipModel {
     config: ClipConfig,
     params: Params,
+    /// Dtype of the towers' activations; parameters stay f32 (the master weights).
+    compute_dtype: DType,
     text: TextTower,
     vision: VisionTower,
     text_projection: Linear,
@@ -251,6 +258,7 @@ impl ClipModel {
         Ok(Self {
             config: config.clone(),
             params,
+            compute_dtype: DType::F32,
             text,
             vision,
             text_projection,
@@ -274,25 +282,50 @@ impl ClipModel {
         &self.logit_scale
     }
 
-    /// Projected image features, `[batch, projection_dim]`, not normalized.
+    /// Runs the towers in `dtype`: f32 (the default), or bf16 for mixed precision, where
+    /// matrix products and activations are bf16 while parameters, LayerNorm statistics,
+    /// attention softmax and the returned features stay f32.
+    pub fn set_compute_dtype(&mut self, dtype: DType) {
+        self.compute_dtype = dtype;
+    }
+
+    /// The dtype of the towers' activations.
+    pub fn compute_dtype(&self) -> DType {
+        self.compute_dtype
+    }
+
+    /// Projected image features, `[batch, projection_dim]`, f32, not normalized.
     pub fn image_features(&self, pixels: &Tensor) -> Result<Tensor, ClipError> {
-        self.visual_projection
-            .forward(&self.vision.forward(pixels)?)
+        let pooled = self.vision.forward(pixels, self.compute_dtype)?;
+        Ok(self
+            .visual_projection
+            .forward(&pooled)?
+            .to_dtype(DType::F32)?)
     }
 
     /// Projected text features, `[batch, projection_dim]`, not normalized.
     pub fn text_features(&self, ids: &Tensor) -> Result<Tensor, ClipError> {
-        self.text_projection.forward(&self.text.forward(ids)?)
+        let pooled = self.text.forward(ids, self.compute_dtype)?;
+        Ok(self
+            .text_projection
+            .forward(&pooled)?
+            .to_dtype(DType::F32)?)
     }
 
     /// The vision tower's pooled output before projection.
     pub fn vision_pooled(&self, pixels: &Tensor) -> Result<Tensor, ClipError> {
-        self.vision.forward(pixels)
+        Ok(self
+            .vision
+            .forward(pixels, self.compute_dtype)?
+            .to_dtype(DType::F32)?)
     }
 
     /// The text tower's pooled output before projection.
     pub fn text_pooled(&self, ids: &Tensor) -> Result<Tensor, ClipError> {
-        self.text.forward(ids)
+        Ok(self
+            .text
+            .forward(ids, self.compute_dtype)?
+            .to_dtype(DType::F32)?)
     }
 }
 

@@ -5,7 +5,7 @@
 //! composed of operations that do have one (matmul, broadcast arithmetic, exp, sums), and
 //! `tests/gradients.rs` checks that each parameter of a whole model receives a gradient.
 
-use candle_core::{D, Device, Tensor};
+use candle_core::{D, DType, Device, Tensor};
 
 use crate::config::Activation;
 use crate::error::ClipError;
@@ -59,9 +59,12 @@ impl Linear {
         })?;
         let rows: usize = leading.iter().product();
         let flat = x.reshape((rows, *in_dim))?;
-        let mut y = flat.matmul(&self.weight.t()?)?;
+        // Weights are kept in f32 and cast to the input's dtype (bf16 in mixed precision);
+        // the cast is differentiable, so gradients reach the f32 weights.
+        let weight = self.weight.to_dtype(x.dtype())?;
+        let mut y = flat.matmul(&weight.t()?)?;
         if let Some(bias) = &self.bias {
-            y = y.broadcast_add(bias)?;
+            y = y.broadcast_add(&bias.to_dtype(x.dtype())?)?;
         }
         let mut out_dims = leading.to_vec();
         out_dims.push(y.dim(1)?);
@@ -98,12 +101,14 @@ impl LayerNorm {
         })
     }
 
-    /// Normalizes `x` over its last dimension.
+    /// Normalizes `x` over its last dimension, in f32 whatever the dtype of `x`, and
+    /// returns the dtype of `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, ClipError> {
-        let normalized = crate::fused::standardize_last(x, self.eps)?;
-        Ok(normalized
+        let normalized = crate::fused::standardize_last(&x.to_dtype(DType::F32)?, self.eps)?;
+        let y = normalized
             .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)?)
+            .broadcast_add(&self.bias)?;
+        Ok(y.to_dtype(x.dtype())?)
     }
 }
 
@@ -239,11 +244,12 @@ impl Attention {
         let k = split(self.k.forward(x)?)?;
         let v = split(self.v.forward(x)?)?;
 
-        let mut scores = q.matmul(&k.t()?.contiguous()?)?;
+        // Scores, mask and softmax in f32, so a bf16 run cannot overflow there.
+        let mut scores = q.matmul(&k.t()?.contiguous()?)?.to_dtype(DType::F32)?;
         if let Some(mask) = mask {
             scores = scores.broadcast_add(mask)?;
         }
-        let weights = crate::fused::softmax_last(&scores)?;
+        let weights = crate::fused::softmax_last(&scores)?.to_dtype(v.dtype())?;
 
         let context = weights
             .matmul(&v)?

@@ -90,18 +90,23 @@ impl Params {
         self.vars.values().map(|var| var.elem_count()).sum()
     }
 
-    /// Copies the current values out, detached from the graph.
-    pub fn snapshot(&self) -> BTreeMap<String, Tensor> {
+    /// Copies the current values out, detached from the graph. The copies own their
+    /// storage: later optimizer steps, which update parameters in place, leave them as
+    /// they are.
+    pub fn snapshot(&self) -> Result<BTreeMap<String, Tensor>, ClipError> {
         self.vars
             .iter()
-            .map(|(name, var)| (name.clone(), var.as_detached_tensor()))
+            .map(|(name, var)| Ok((name.clone(), var.as_tensor().copy()?.detach())))
             .collect()
     }
 
     /// Writes every parameter to a safetensors file under its name.
     pub fn save(&self, path: &Path) -> Result<(), ClipError> {
-        let tensors: std::collections::HashMap<String, Tensor> =
-            self.snapshot().into_iter().collect();
+        let tensors: std::collections::HashMap<String, Tensor> = self
+            .vars
+            .iter()
+            .map(|(name, var)| (name.clone(), var.as_detached_tensor()))
+            .collect();
         candle_core::safetensors::save(&tensors, path).map_err(|err| ClipError::Io {
             path: path.to_path_buf(),
             message: err.to_string(),
