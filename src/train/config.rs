@@ -522,8 +522,11 @@ impl TrainConfig {
                     .into(),
             );
         }
-        if self.data.loader_threads == 0 {
-            return Err("data.loader_threads = 0; use at least 1".into());
+        if self.data.loader_threads == 0 || self.data.loader_threads > 256 {
+            return Err(format!(
+                "data.loader_threads = {} is out of range; use 1 to 256 (a few per core)",
+                self.data.loader_threads
+            ));
         }
         if self.checkpoints.every == 0 {
             return Err("checkpoints.every = 0; use at least 1".into());
