@@ -1,6 +1,6 @@
 //! `paperclip train`: runs the training stage with a progress bar and prints the outcome.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -35,7 +35,10 @@ impl TrainBar {
         }
         match &self.bar {
             Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+            // A closed stderr (a finished `head`, a dead log pipe) must not stop training.
+            None => {
+                let _ = writeln!(std::io::stderr(), "{line}");
+            }
         }
     }
 }

@@ -65,13 +65,18 @@ pub fn write_checkpoint(
     }
 
     save_model(model, &tmp_dir)?;
-    let moments: HashMap<String, Tensor> = optimizer.state().into_iter().collect();
-    let optimizer_path = tmp_dir.join(OPTIMIZER_FILE);
-    candle_core::safetensors::save(&moments, &optimizer_path)?;
-    paperclip_clip::checkpoint::make_readable(&optimizer_path)?;
     let state_path = tmp_dir.join(STATE_FILE);
     let text = serde_json::to_string_pretty(state).unwrap_or_default();
     std::fs::write(&state_path, text).map_err(|source| io(&state_path, source))?;
+    let moments: HashMap<String, Tensor> = optimizer.state().into_iter().collect();
+    let optimizer_path = tmp_dir.join(OPTIMIZER_FILE);
+    candle_core::safetensors::save(&moments, &optimizer_path).map_err(|err| {
+        TrainError::Data(format!(
+            "cannot write the optimizer state {}: {err}",
+            optimizer_path.display()
+        ))
+    })?;
+    paperclip_clip::checkpoint::copy_permissions(&state_path, &optimizer_path)?;
 
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(|source| io(&final_dir, source))?;

@@ -540,9 +540,10 @@ impl TrainConfig {
         hex::encode(Sha256::digest(text.as_bytes()))
     }
 
-    /// Every setting that changes what a given step computes, as JSON. Left out: the
-    /// dataset (checked by name and version on its own), the step count (unless the
-    /// cosine schedule depends on it), cadences and the loader's resources.
+    /// Every setting that changes what a given step computes or how checkpoints are ranked,
+    /// as JSON. Left out: the dataset (checked by name and version on its own), the step
+    /// count (unless the cosine schedule depends on it), cadences, the collapse warning
+    /// threshold and the loader's resources.
     pub fn step_settings(&self) -> serde_json::Value {
         let mut relevant = self.clone();
         relevant.data.dataset = String::new();
@@ -553,7 +554,10 @@ impl TrainConfig {
         relevant.training.log_every = 0;
         relevant.data.decoded_cache_mib = 0;
         relevant.data.loader_threads = 0;
-        relevant.validation = ValidationConfig::default();
+        // Validation batches and augmentation stay: checkpoints are ranked by validation
+        // loss, which is comparable only under the same validation settings.
+        relevant.validation.every = 0;
+        relevant.training.collapse_variance = 0.0;
         relevant.checkpoints = CheckpointConfig::default();
         serde_json::to_value(&relevant).unwrap_or_default()
     }

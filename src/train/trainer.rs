@@ -207,7 +207,9 @@ async fn watch_stop_signals(stop: Arc<AtomicBool>) {
 /// The absolute form of a directory, so paths in run records do not depend on the working
 /// directory of the process that wrote them.
 fn absolute_dir(dir: &Path) -> PathBuf {
-    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+    std::fs::canonicalize(dir)
+        .or_else(|_| std::path::absolute(dir))
+        .unwrap_or_else(|_| dir.to_path_buf())
 }
 
 fn now() -> String {
@@ -350,8 +352,8 @@ async fn set_up(options: &TrainOptions) -> Result<(Session, u64), TrainError> {
         decay: o.schedule,
     };
 
-    let fingerprint = config.fingerprint();
-    let (record, first_step, run_dir) = match (&options.resume, &resume_state) {
+    let fingerprint = run_fingerprint(&config, &resolved.config, &vocabulary)?;
+    let (record, first_step, run_dir, lock) = match (&options.resume, &resume_state) {
         (Some(dir), Some(state)) => {
             let run_dir = RunRecord::dir(&absolute_dir(&options.data_dir), &state.run_id);
             let mut record = RunRecord::load(&run_dir).map_err(|_| TrainError::Resume {
@@ -363,14 +365,34 @@ async fn set_up(options: &TrainOptions) -> Result<(Session, u64), TrainError> {
                     options.data_dir.display()
                 ),
             })?;
+            // Nothing in the run folder changes before the lock is held.
+            let lock = lock_run(&run_dir, &record.run_id)?;
             check_same_settings(dir, state, &record, &config, &fingerprint)?;
+            if record.dataset_fingerprint != version.fingerprint {
+                return Err(TrainError::Resume {
+                    path: dir.clone(),
+                    message: format!(
+                        "{}@{} now has fingerprint {} but the run trained on fingerprint {}: \
+                         the version was rebuilt; start a new run",
+                        version.dataset,
+                        version.version,
+                        version.fingerprint,
+                        record.dataset_fingerprint
+                    ),
+                });
+            }
             restore(dir, &model, &mut optimizer, state, &device)?;
             discard_later_steps(&run_dir, state.step)?;
             record.status = "running".into();
             record.error = None;
             record.steps_total = config.training.steps;
-            record.resumed_from = Some(dir.display().to_string());
-            (record, state.step, run_dir)
+            record.steps_done = state.step;
+            record.resumed_from = Some(absolute_dir(dir).display().to_string());
+            record.last_checkpoint = Some(absolute_dir(dir).display().to_string());
+            record.best_checkpoint =
+                super::checkpoints::apply_retention(&run_dir, config.checkpoints.keep_best)?
+                    .map(|best| best.display().to_string());
+            (record, state.step, run_dir, lock)
         }
         _ => {
             let run_id = format!(
@@ -379,6 +401,11 @@ async fn set_up(options: &TrainOptions) -> Result<(Session, u64), TrainError> {
                 std::process::id()
             );
             let run_dir = RunRecord::dir(&absolute_dir(&options.data_dir), &run_id);
+            std::fs::create_dir_all(&run_dir).map_err(|source| TrainError::Io {
+                path: run_dir.clone(),
+                source,
+            })?;
+            let lock = lock_run(&run_dir, &run_id)?;
             let record = RunRecord {
                 run_id,
                 status: "running".into(),
@@ -407,14 +434,9 @@ async fn set_up(options: &TrainOptions) -> Result<(Session, u64), TrainError> {
                 last_checkpoint: None,
                 best_checkpoint: None,
             };
-            (record, 0, run_dir)
+            (record, 0, run_dir, lock)
         }
     };
-    std::fs::create_dir_all(&run_dir).map_err(|source| TrainError::Io {
-        path: run_dir.clone(),
-        source,
-    })?;
-    let lock = lock_run(&run_dir, &record.run_id)?;
     record.save(&run_dir)?;
     let metrics = MetricLog::open(&run_dir, &record.run_id)?;
     let mode = config.loss.temperature;
@@ -484,7 +506,9 @@ fn run_steps(
     let mut clock = Instant::now();
     for step in first_step..end_step {
         if stop.load(Ordering::Relaxed) {
-            return Err(interrupted(session, step, first_step, &state, observer)?);
+            return Err(interrupted(
+                session, step, first_step, &mut state, observer,
+            )?);
         }
         let batch = prefetcher.next_batch().ok_or_else(|| {
             TrainError::Data("the batch loader stopped early; see the log for the cause".into())
@@ -565,7 +589,7 @@ fn interrupted(
     session: &mut Session,
     step: u64,
     first_step: u64,
-    state: &LoopState,
+    state: &mut LoopState,
     observer: &mut dyn TrainObserver,
 ) -> Result<TrainError, TrainError> {
     let written = session
@@ -574,6 +598,9 @@ fn interrupted(
         .as_ref()
         .is_some_and(|dir| dir.ends_with(&format!("step-{step:07}")));
     let checkpoint = if step > first_step && !written {
+        if session.val.is_some() && state.validated_at != Some(step) {
+            run_validation(session, step, state, observer)?;
+        }
         let val_loss = state
             .last_validation
             .as_ref()
@@ -833,16 +860,17 @@ fn check_same_settings(
         .map(|original| original.differing_settings(config))
         .unwrap_or_default();
     let named = if differing.is_empty() {
-        "a setting".to_string()
+        "the model geometry (the file model.architecture names) or the vocabulary file".to_string()
     } else {
         differing.join(", ")
     };
     Err(TrainError::Resume {
         path: dir.to_path_buf(),
         message: format!(
-            "{named} differs from the run's config, and it changes what a step computes \
-             (only training.steps, logging, validation, checkpoint and loader settings may \
-             change); restore it or start a new run"
+            "{named} differs from what the run started with, and it changes what a step \
+             computes (only logging, warning, validation cadence, checkpoint and loader \
+             settings may change, and training.steps with the constant schedule); restore \
+             it or start a new run"
         ),
     })
 }
@@ -867,6 +895,26 @@ fn first_non_finite(model: &ClipModel) -> Result<Option<String>, TrainError> {
         }
     }
     Ok(None)
+}
+
+/// The config fingerprint extended with the resolved model geometry and the vocabulary
+/// file's contents, so editing either file between sessions is caught on resume.
+fn run_fingerprint(
+    config: &TrainConfig,
+    model: &paperclip_clip::ClipConfig,
+    vocabulary: &Path,
+) -> Result<String, TrainError> {
+    use sha2::{Digest, Sha256};
+
+    let vocabulary_bytes = std::fs::read(vocabulary).map_err(|source| TrainError::Io {
+        path: vocabulary.to_path_buf(),
+        source,
+    })?;
+    let mut hasher = Sha256::new();
+    hasher.update(config.fingerprint().as_bytes());
+    hasher.update(serde_json::to_vec(model).unwrap_or_default());
+    hasher.update(Sha256::digest(&vocabulary_bytes));
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Takes the run folder's lock, or fails when another process trains the same run.

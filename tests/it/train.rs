@@ -586,3 +586,58 @@ async fn a_bf16_run_trains_and_checkpoints_f32_weights() {
     let weights = final_weights(&outcome.run_dir);
     assert!(weights.values().flatten().all(|v| v.is_finite()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_run_is_left_untouched_by_a_second_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    shapes(dir.path(), 96).await;
+    let config = write_config(
+        dir.path(),
+        "shapes",
+        6,
+        "[checkpoints]\nevery = 2\nkeep_best = 5\n",
+    );
+    let finished = train(&options(dir.path(), &config), &mut Quiet)
+        .await
+        .unwrap();
+    let checkpoints = finished.run_dir.join("checkpoints");
+    let metrics_before = std::fs::read_to_string(finished.run_dir.join("metrics.jsonl")).unwrap();
+
+    // Another process holds the run.
+    let lock = std::fs::File::create(finished.run_dir.join(".lock")).unwrap();
+    lock.try_lock().unwrap();
+    let mut resume = options(dir.path(), &config);
+    resume.resume = Some(checkpoints.join("step-0000002"));
+    let error = train(&resume, &mut Quiet).await.unwrap_err().to_string();
+    assert!(
+        error.contains("being trained by another process"),
+        "{error}"
+    );
+
+    assert!(checkpoints.join("step-0000006").is_dir());
+    let metrics_after = std::fs::read_to_string(finished.run_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics_before, metrics_after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_model_file_is_caught_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    shapes(dir.path(), 64).await;
+    let config = write_config(dir.path(), "shapes", 3, "");
+    let mut first = options(dir.path(), &config);
+    first.stop_after = Some(1);
+    let stopped = train(&first, &mut Quiet).await.unwrap();
+
+    let model_file = dir.path().join("tiny.json");
+    let edited = std::fs::read_to_string(&model_file).unwrap().replace(
+        "\"num_attention_heads\": 4, \"image_size\"",
+        "\"num_attention_heads\": 2, \"image_size\"",
+    );
+    assert_ne!(edited, TINY_MODEL);
+    std::fs::write(&model_file, edited).unwrap();
+
+    let mut resume = options(dir.path(), &config);
+    resume.resume = Some(PathBuf::from(stopped.record.last_checkpoint.unwrap()));
+    let error = train(&resume, &mut Quiet).await.unwrap_err().to_string();
+    assert!(error.contains("model geometry"), "{error}");
+}

@@ -19,33 +19,29 @@ pub const CONFIG_FILE: &str = "config.json";
 pub fn save_model(model: &ClipModel, dir: &Path) -> Result<(), ClipError> {
     std::fs::create_dir_all(dir).map_err(|err| io_error(dir, err))?;
 
-    let weights = dir.join(WEIGHTS_FILE);
-    let weights_tmp = dir.join(format!("{WEIGHTS_FILE}.tmp"));
-    model.params().save(&weights_tmp)?;
-    make_readable(&weights_tmp)?;
-    std::fs::rename(&weights_tmp, &weights).map_err(|err| io_error(&weights, err))?;
-
     let config = dir.join(CONFIG_FILE);
     let config_tmp = dir.join(format!("{CONFIG_FILE}.tmp"));
     let text = serde_json::to_string_pretty(&model.config().to_hf_json())
         .map_err(|err| ClipError::Input(format!("cannot render config.json: {err}")))?;
     std::fs::write(&config_tmp, text).map_err(|err| io_error(&config_tmp, err))?;
+
+    let weights = dir.join(WEIGHTS_FILE);
+    let weights_tmp = dir.join(format!("{WEIGHTS_FILE}.tmp"));
+    model.params().save(&weights_tmp)?;
+    copy_permissions(&config_tmp, &weights_tmp)?;
+    std::fs::rename(&weights_tmp, &weights).map_err(|err| io_error(&weights, err))?;
     std::fs::rename(&config_tmp, &config).map_err(|err| io_error(&config, err))?;
     Ok(())
 }
 
-/// Gives a file written by the safetensors writer (mode 0600) the usual 0644, like the
-/// config next to it, so other users of a shared machine can load the checkpoint.
-pub fn make_readable(path: &Path) -> Result<(), ClipError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
-            .map_err(|err| io_error(path, err))?;
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
+/// Gives `target` the permissions of `like`. The safetensors writer creates files with
+/// mode 0600; a file written with `std::fs::write` gets the process's umask, which is what
+/// a user expects of every file in a checkpoint.
+pub fn copy_permissions(like: &Path, target: &Path) -> Result<(), ClipError> {
+    let permissions = std::fs::metadata(like)
+        .map_err(|err| io_error(like, err))?
+        .permissions();
+    std::fs::set_permissions(target, permissions).map_err(|err| io_error(target, err))
 }
 
 fn io_error(path: &Path, err: std::io::Error) -> ClipError {
