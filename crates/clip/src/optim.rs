@@ -107,19 +107,14 @@ impl AdamW {
                 .get_mut(name)
                 .ok_or_else(|| ClipError::Input(format!("optimizer has no state for {name:?}")))?;
             let grad = grad.to_dtype(DType::F32)?;
-            let factors = StepFactors {
-                beta1,
-                beta2,
-                eps,
-                decay: 1.0 - lr * weight_decay,
-                bias2_sqrt,
-                step_size,
-            };
-            if var.device().is_cpu() && var.dtype() == DType::F32 {
-                step_on_cpu(var, &grad, moments, &factors)?;
-            } else {
-                step_with_tensor_ops(var, &grad, moments, &factors)?;
-            }
+
+            moments.first = ((&moments.first * beta1)? + (&grad * (1.0 - beta1))?)?;
+            moments.second = ((&moments.second * beta2)? + (grad.sqr()? * (1.0 - beta2))?)?;
+
+            let decayed = (var.as_tensor() * (1.0 - lr * weight_decay))?;
+            let denom = ((moments.second.sqrt()? / bias2_sqrt)? + eps)?;
+            let update = (moments.first.div(&denom)? * step_size)?;
+            var.set(&(decayed - update)?)?;
         }
         Ok(())
     }
@@ -168,71 +163,6 @@ impl AdamW {
         self.steps_taken = steps_taken;
         Ok(())
     }
-}
-
-/// The scalars of one AdamW step.
-struct StepFactors {
-    beta1: f64,
-    beta2: f64,
-    eps: f64,
-    /// `1 - lr · weight_decay`.
-    decay: f64,
-    bias2_sqrt: f64,
-    /// `lr / (1 - beta1^t)`.
-    step_size: f64,
-}
-
-/// One parameter's update with tensor operations, for any device.
-fn step_with_tensor_ops(
-    var: &candle_core::Var,
-    grad: &Tensor,
-    moments: &mut Moments,
-    f: &StepFactors,
-) -> Result<(), ClipError> {
-    moments.first = ((&moments.first * f.beta1)? + (grad * (1.0 - f.beta1))?)?;
-    moments.second = ((&moments.second * f.beta2)? + (grad.sqr()? * (1.0 - f.beta2))?)?;
-
-    let decayed = (var.as_tensor() * f.decay)?;
-    let denom = ((moments.second.sqrt()? / f.bias2_sqrt)? + f.eps)?;
-    let update = (moments.first.div(&denom)? * f.step_size)?;
-    var.set(&(decayed - update)?)?;
-    Ok(())
-}
-
-/// The same update as [`step_with_tensor_ops`], in one pass over each element on rayon: the
-/// tensor form makes about ten passes and as many temporary tensors per parameter.
-fn step_on_cpu(
-    var: &candle_core::Var,
-    grad: &Tensor,
-    moments: &mut Moments,
-    f: &StepFactors,
-) -> Result<(), ClipError> {
-    use rayon::prelude::*;
-
-    let shape = var.shape().clone();
-    let device = var.device().clone();
-    let mut values = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-    let grads = grad.flatten_all()?.to_vec1::<f32>()?;
-    let mut first = moments.first.flatten_all()?.to_vec1::<f32>()?;
-    let mut second = moments.second.flatten_all()?.to_vec1::<f32>()?;
-    let (beta1, beta2, eps) = (f.beta1 as f32, f.beta2 as f32, f.eps as f32);
-    let (decay, bias2_sqrt, step_size) = (f.decay as f32, f.bias2_sqrt as f32, f.step_size as f32);
-
-    values
-        .par_iter_mut()
-        .zip(first.par_iter_mut().zip(second.par_iter_mut()))
-        .zip(grads.par_iter())
-        .for_each(|((p, (m, v)), &g)| {
-            *m = *m * beta1 + g * (1.0 - beta1);
-            *v = *v * beta2 + g * g * (1.0 - beta2);
-            let denom = v.sqrt() / bias2_sqrt + eps;
-            *p = *p * decay - *m / denom * step_size;
-        });
-
-    var.set(&Tensor::from_vec(values, &shape, &device)?)?;
-    moments.first = Tensor::from_vec(first, &shape, &device)?;
-    moments.second = Tensor::from_vec(second, &shape, &device)?;
-    Ok(())
 }
 
 /// Global L2 norm of all gradients, as `torch.nn.utils.clip_grad_norm_` computes it.
@@ -307,50 +237,6 @@ impl Schedule {
                 let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
                 0.5 * self.peak_lr * (1.0 + (std::f64::consts::PI * progress).cos())
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use candle_core::{Device, Tensor, Var};
-
-    use super::{Moments, StepFactors, step_on_cpu, step_with_tensor_ops};
-
-    #[test]
-    fn the_cpu_kernel_matches_the_tensor_operations() {
-        let start = Tensor::randn(0f32, 1f32, (7, 5), &Device::Cpu).unwrap();
-        let grad = Tensor::randn(0f32, 1e-2f32, (7, 5), &Device::Cpu).unwrap();
-        let factors = StepFactors {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            decay: 1.0 - 1e-3 * 1e-3,
-            bias2_sqrt: (1.0f64 - 0.999f64.powi(3)).sqrt(),
-            step_size: 1e-3 / (1.0 - 0.9f64.powi(3)),
-        };
-        let run = |kernel: bool| {
-            let var = Var::from_tensor(&start).unwrap();
-            let mut moments = Moments {
-                first: (&grad * 0.5).unwrap(),
-                second: (grad.sqr().unwrap() * 0.25).unwrap(),
-            };
-            for _ in 0..3 {
-                if kernel {
-                    step_on_cpu(&var, &grad, &mut moments, &factors).unwrap();
-                } else {
-                    step_with_tensor_ops(&var, &grad, &mut moments, &factors).unwrap();
-                }
-            }
-            var.as_tensor()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-        };
-        let (kernel, tensor) = (run(true), run(false));
-        for (a, b) in kernel.iter().zip(&tensor) {
-            assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{a} vs {b}");
         }
     }
 }
