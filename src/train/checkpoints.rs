@@ -22,7 +22,7 @@ pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 /// Trainer state file inside a checkpoint.
 pub const STATE_FILE: &str = "trainer_state.json";
 
-/// What a resume needs besides the tensors.
+/// State a resume needs besides the tensors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainerState {
     /// The run the checkpoint belongs to.

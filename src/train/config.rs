@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::TrainError;
 
-/// The most steps a run may have.
+/// Maximum number of steps of a run.
 pub const MAX_STEPS: u64 = 1_000_000_000;
 
 fn diff_json(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
@@ -48,7 +48,7 @@ fn diff_json(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &m
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
-    /// Which dataset version and which fields of it.
+    /// Dataset version and the sample fields read from it.
     pub data: DataConfig,
     /// Model geometry and starting weights.
     #[serde(default)]

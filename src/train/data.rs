@@ -29,7 +29,7 @@ use super::error::TrainError;
 use crate::dataset::diff::resolve_version;
 use crate::dataset::versions::{DatasetPaths, VersionRecord};
 
-/// Where one sample's image lives and what its caption is.
+/// Location of one sample's image in its shard, and its caption.
 #[derive(Debug, Clone)]
 pub struct SampleRef {
     /// Sample key.

@@ -26,7 +26,7 @@ pub fn training_dir(data_dir: &Path) -> PathBuf {
 pub struct RunRecord {
     /// `train-<UTC time>-<pid>`.
     pub run_id: String,
-    /// `running`, `finished` or `failed`.
+    /// `running`, `finished`, `stopped`, `interrupted` or `failed`.
     pub status: String,
     /// The error that stopped a failed run.
     pub error: Option<String>,
@@ -44,7 +44,7 @@ pub struct RunRecord {
     pub dataset_fingerprint: String,
     /// paperclip's version.
     pub code_version: String,
-    /// Where the model geometry came from.
+    /// Source of the model geometry (a preset name or a file).
     pub model_config: String,
     /// Starting weights, when not random.
     pub initial_weights: Option<String>,

@@ -17,12 +17,12 @@ use super::error::TrainError;
 /// The CLIP BPE merges file open_clip ships.
 pub const VOCABULARY_FILE: &str = "bpe_simple_vocab_16e6.txt.gz";
 
-/// What [`resolve_model`] found.
+/// Result of [`resolve_model`].
 #[derive(Debug, Clone)]
 pub struct ResolvedModel {
     /// Geometry.
     pub config: ClipConfig,
-    /// Where the geometry came from (a preset name or a file).
+    /// Source of the geometry (a preset name or a file).
     pub config_source: String,
     /// Starting weights; random initialization when `None`.
     pub weights: Option<PathBuf>,
@@ -53,7 +53,7 @@ pub fn resolve_model(model: &ModelConfig) -> Result<ResolvedModel, TrainError> {
     })
 }
 
-/// A weights file from a file path, a model directory or a hub cache name.
+/// Finds the weights file for a file path, a model directory or a hub cache name.
 fn find_weights(text: &str) -> Result<PathBuf, TrainError> {
     let path = PathBuf::from(text);
     if path.is_file() {
@@ -83,7 +83,7 @@ fn find_weights(text: &str) -> Result<PathBuf, TrainError> {
     )))
 }
 
-/// The hub cache directory, from the same variables `huggingface_hub` reads.
+/// Returns the hub cache directory, from the same variables `huggingface_hub` reads.
 pub fn hub_cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("HF_HUB_CACHE") {
         return PathBuf::from(dir);
@@ -100,7 +100,7 @@ fn home_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// The snapshot folder of `owner/name` in the hub cache `cache`.
+/// Returns the snapshot folder of `owner/name` in the hub cache `cache`.
 fn hub_snapshot(cache: &Path, name: &str) -> Option<PathBuf> {
     let (owner, model) = name.split_once('/')?;
     let repo = cache.join(format!("models--{owner}--{model}"));

@@ -74,7 +74,7 @@ fn table<T: Serialize>(schema: Schema, rows: &[T]) -> Result<Arc<MemTable>> {
     Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
 }
 
-/// The two tables, read from `<data dir>/training/`.
+/// Builds the two tables from `<data dir>/training/`.
 pub fn training_tables(data_dir: &std::path::Path) -> Result<[(String, Arc<MemTable>); 2]> {
     Ok([
         (

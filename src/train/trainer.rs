@@ -27,7 +27,7 @@ use super::error::TrainError;
 use super::record::{MetricLog, RunRecord};
 use super::resolve::{resolve_model, resolve_vocabulary};
 
-/// What to train and where.
+/// Options of a training session: data, config and resume point.
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
     /// Data directory holding datasets and training runs.
@@ -38,7 +38,7 @@ pub struct TrainOptions {
     pub config: TrainConfig,
     /// Continue from this checkpoint folder instead of starting a new run.
     pub resume: Option<PathBuf>,
-    /// Stop after this step even when the config asks for more (the run stays resumable).
+    /// Stop after this step even when the config sets more (the run stays resumable).
     pub stop_after: Option<u64>,
 }
 
