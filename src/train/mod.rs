@@ -1,8 +1,9 @@
 //! The training stage: fine-tunes CLIP on a published dataset version.
 //!
 //! Data flow: [`config`] (the TOML file) → [`resolve`] (geometry, weights, vocabulary)
-//! → [`data`] (shards of one version → augmented, tokenized batches, prefetched) →
-//! [`trainer`] (steps, validation) → [`checkpoints`] (Hugging Face model folders plus
+//! → `preflight` (resume compatibility, the run lock, data checks) → [`data`] (shards
+//! of one version → augmented, tokenized batches, prefetched) → [`trainer`] (steps,
+//! validation) → [`checkpoints`] (Hugging Face model folders plus
 //! optimizer state) and [`record`] (the run record and metrics, queryable with SQL).
 //! The model, loss and optimizer live in the `paperclip-clip` crate.
 
@@ -10,6 +11,7 @@ pub mod checkpoints;
 pub mod config;
 pub mod data;
 pub mod error;
+mod preflight;
 pub mod record;
 pub mod resolve;
 pub mod synthetic;
