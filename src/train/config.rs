@@ -136,7 +136,7 @@ pub struct LossConfig {
     pub positives: PositivesConfig,
 }
 
-/// Which pairs of a batch are positives.
+/// Rule for which pairs of a batch are positives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PositivesConfig {
@@ -171,7 +171,7 @@ pub struct OptimizerConfig {
     /// AdamW epsilon.
     #[serde(default = "default_eps")]
     pub eps: f64,
-    /// Clip the global gradient norm to this value; off when absent (as the paper).
+    /// Clip the global gradient norm to this value; off when absent, as in the PAPERCLIP training code.
     #[serde(default)]
     pub max_grad_norm: Option<f64>,
 }
@@ -194,7 +194,7 @@ pub struct TrainingConfig {
     #[serde(default = "default_augment")]
     pub augment: AugmentMode,
     /// Resize stored images to this side before cropping (for small models); the stored
-    /// 512-pixel images are cropped directly when absent, as the paper did.
+    /// 512-pixel images are cropped directly when absent, as in the PAPERCLIP training code.
     #[serde(default)]
     pub resize_px: Option<usize>,
     /// Log the training loss every this many steps.
@@ -235,7 +235,7 @@ pub struct ValidationConfig {
     #[serde(default = "default_eval_batch")]
     pub batch_size: usize,
     /// Image preprocessing: `center_crop` (no randomness), or `paper` / `per_image` with a
-    /// fixed seed so every validation sees the same crops, as the original did.
+    /// fixed seed so every validation uses the same crops, as the PAPERCLIP training code did.
     #[serde(default = "default_eval_augment")]
     pub augment: AugmentMode,
     /// Use at most this many validation batches (all when absent).
@@ -540,7 +540,7 @@ impl TrainConfig {
         hex::encode(Sha256::digest(text.as_bytes()))
     }
 
-    /// Every setting that changes what a given step computes or how checkpoints are ranked,
+    /// Returns every setting that changes what a given step computes or how checkpoints are ranked,
     /// as JSON. Left out: the dataset (checked by name and version on its own), the step
     /// count (unless the cosine schedule depends on it), cadences, the collapse warning
     /// threshold and the loader's resources.

@@ -3,7 +3,7 @@
 //!
 //! Invariants:
 //! - Every random choice of step `s` (which samples, which rotation, flip and crop, which
-//!   caption chunk) is a pure function of the run's seed and `s`: each epoch is one seeded
+//!   caption chunk) is a pure function of the run's seed and `s`. Each epoch is one seeded
 //!   permutation of the split, cut into whole batches (see [`train_indices`]). A run resumed at step `s` therefore sees exactly
 //!   the batches the uninterrupted run would have seen, with no generator state to save.
 //! - Shards are indexed once (member offsets); image bytes are read from the shard files
@@ -137,12 +137,12 @@ impl SplitData {
         })
     }
 
-    /// Whether decoded images are kept in memory after their first use.
+    /// Returns whether decoded images are kept in memory after their first use.
     pub fn caches_decoded_images(&self) -> bool {
         self.cache.is_some()
     }
 
-    /// The decoded image of sample `index`.
+    /// Returns the decoded image of sample `index`.
     pub fn image(&self, index: usize) -> Result<Arc<RgbImage>, TrainError> {
         if let Some(cache) = &self.cache
             && let Some(image) = cache[index].get()
@@ -295,7 +295,7 @@ fn decode(sample: &SampleRef) -> Result<RgbImage, TrainError> {
     )?)
 }
 
-/// How one batch is assembled from a split.
+/// Recipe that assembles one batch from a split.
 #[derive(Debug, Clone)]
 pub struct BatchRecipe {
     /// Pairs per batch.
@@ -331,7 +331,7 @@ pub struct Batch {
 ///
 /// Each epoch is a seeded permutation of the split cut into `len / batch_size` whole
 /// batches; the `len % batch_size` samples left at the end of a permutation sit that epoch
-/// out, so no batch holds a sample twice. A split smaller than one batch is the exception:
+/// out, so no batch contains a sample twice. A split smaller than one batch is the exception:
 /// its batches run through the permutations one after the other and repeat samples.
 pub fn train_indices(len: usize, batch_size: usize, seed: u64, step: u64) -> Vec<usize> {
     let permutation = |epoch: u64| {
@@ -448,7 +448,7 @@ impl Prefetcher {
         })
     }
 
-    /// The next batch, in step order; `None` after the last step.
+    /// Returns the next batch in step order, or `None` after the last step.
     pub fn next_batch(&self) -> Option<Result<Batch, TrainError>> {
         self.receiver.recv().ok()
     }
@@ -489,7 +489,7 @@ mod tests {
     use super::train_indices;
 
     #[test]
-    fn batches_never_repeat_a_sample_when_the_split_is_larger() {
+    fn train_indices_never_repeat_within_batch() {
         for step in 0..50 {
             let mut batch = train_indices(10, 4, 3, step);
             batch.sort_unstable();
@@ -499,7 +499,7 @@ mod tests {
     }
 
     #[test]
-    fn an_epoch_uses_whole_batches_of_one_permutation() {
+    fn train_indices_cut_whole_batches_per_epoch() {
         let first: Vec<usize> = (0..2).flat_map(|s| train_indices(10, 4, 3, s)).collect();
         let mut seen = first.clone();
         seen.sort_unstable();

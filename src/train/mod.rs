@@ -5,6 +5,7 @@
 //! of one version → augmented, tokenized batches, prefetched) → [`trainer`] (steps,
 //! validation) → [`checkpoints`] (Hugging Face model folders plus
 //! optimizer state) and [`record`] (the run record and metrics, queryable with SQL).
+//! [`report`] holds the options, reports and observer a session exchanges with its caller.
 //! The model, loss and optimizer live in the `paperclip-clip` crate.
 
 pub mod checkpoints;
@@ -13,6 +14,7 @@ pub mod data;
 pub mod error;
 mod preflight;
 pub mod record;
+pub mod report;
 pub mod resolve;
 pub mod synthetic;
 pub mod tables;

@@ -73,7 +73,7 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
-    /// The run's folder.
+    /// Returns the run's folder.
     pub fn dir(data_dir: &Path, run_id: &str) -> PathBuf {
         training_dir(data_dir).join(run_id)
     }
@@ -190,7 +190,7 @@ fn io(path: &Path, source: std::io::Error) -> TrainError {
     }
 }
 
-/// Every run record under the data directory, oldest first; folders without a readable
+/// Reads every run record under the data directory, oldest first; folders without a readable
 /// `run.json` are skipped with a warning.
 pub fn read_run_records(data_dir: &Path) -> Vec<RunRecord> {
     let Ok(entries) = std::fs::read_dir(training_dir(data_dir)) else {
@@ -210,7 +210,7 @@ pub fn read_run_records(data_dir: &Path) -> Vec<RunRecord> {
         .collect()
 }
 
-/// Every metric row of every run; unreadable lines (a line cut by a kill) are skipped.
+/// Reads every metric row of every run; unreadable lines (a line cut by a kill) are skipped.
 pub fn read_metric_rows(data_dir: &Path) -> Vec<MetricRow> {
     let mut rows = Vec::new();
     for record in read_run_records(data_dir) {

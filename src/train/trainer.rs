@@ -31,89 +31,9 @@ use super::preflight::{
 use super::record::{MetricLog, RunRecord};
 use super::resolve::{resolve_model, resolve_vocabulary};
 
-/// Options of a training session: data, config and resume point.
-#[derive(Debug, Clone)]
-pub struct TrainOptions {
-    /// Data directory holding datasets and training runs.
-    pub data_dir: PathBuf,
-    /// The config file (recorded in the run record).
-    pub config_path: PathBuf,
-    /// The parsed config.
-    pub config: TrainConfig,
-    /// Continue from this checkpoint folder instead of starting a new run.
-    pub resume: Option<PathBuf>,
-    /// Stop after this step even when the config sets more (the run stays resumable).
-    pub stop_after: Option<u64>,
-}
-
-/// One training step's numbers.
-#[derive(Debug, Clone)]
-pub struct StepReport {
-    /// Steps completed, this one included.
-    pub step: u64,
-    /// Steps in the whole run.
-    pub total_steps: u64,
-    /// Loss of the batch.
-    pub loss: f64,
-    /// Learning rate used.
-    pub lr: f64,
-    /// Global gradient norm before clipping.
-    pub grad_norm: f64,
-    /// The logit multiplier after the step.
-    pub logit_scale: f64,
-    /// Image–caption pairs per second over this step, data wait included.
-    pub samples_per_sec: f64,
-}
-
-/// One validation's numbers.
-#[derive(Debug, Clone)]
-pub struct ValReport {
-    /// Steps completed when it ran.
-    pub step: u64,
-    /// Mean loss over the validation batches.
-    pub loss: f64,
-    /// `(name, value)` pairs such as `top5_text_to_image`.
-    pub metrics: Vec<(String, f64)>,
-}
-
-/// Receives progress; the CLI draws it, tests record it.
-pub trait TrainObserver {
-    /// The run is set up and about to take its first step.
-    fn started(&mut self, record: &RunRecord, first_step: u64) {
-        let _ = (record, first_step);
-    }
-    /// A step finished.
-    fn step(&mut self, report: &StepReport) {
-        let _ = report;
-    }
-    /// A validation finished.
-    fn validated(&mut self, report: &ValReport) {
-        let _ = report;
-    }
-    /// A checkpoint was written.
-    fn checkpointed(&mut self, dir: &Path) {
-        let _ = dir;
-    }
-    /// Something the user should know, such as a collapse warning.
-    fn warn(&mut self, message: &str) {
-        let _ = message;
-    }
-}
-
-/// An observer that ignores everything.
-pub struct Quiet;
-impl TrainObserver for Quiet {}
-
-/// How the run ended.
-#[derive(Debug, Clone)]
-pub struct TrainOutcome {
-    /// The final run record.
-    pub record: RunRecord,
-    /// The run folder.
-    pub run_dir: PathBuf,
-    /// The last validation, if any.
-    pub last_validation: Option<ValReport>,
-}
+pub use super::report::{
+    Quiet, StepReport, TrainObserver, TrainOptions, TrainOutcome, ValReport,
+};
 
 /// Everything a running session holds.
 struct Session {
@@ -135,7 +55,7 @@ struct Session {
     _lock: std::fs::File,
 }
 
-/// Trains as the config says and returns the final record; the record is kept up to date
+/// Trains as the config sets and returns the final record; the record is kept up to date
 /// on disk while the run goes, and marked failed with the error if it stops.
 pub async fn train(
     options: &TrainOptions,
@@ -208,7 +128,7 @@ async fn watch_stop_signals(stop: Arc<AtomicBool>) {
     stop.store(true, Ordering::Relaxed);
 }
 
-/// The absolute form of a directory, so paths in run records do not depend on the working
+/// Returns the absolute form of a directory, so paths in run records do not depend on the working
 /// directory of the process that wrote them.
 fn absolute_dir(dir: &Path) -> PathBuf {
     std::fs::canonicalize(dir)
@@ -478,7 +398,7 @@ fn train_recipe(session: &Session) -> BatchRecipe {
     }
 }
 
-/// What the step loop remembers between steps.
+/// State the step loop carries between steps.
 #[derive(Default)]
 struct LoopState {
     last_validation: Option<ValReport>,
@@ -531,7 +451,7 @@ fn run_steps(
     Ok(state.last_validation)
 }
 
-/// Logs, validates and checkpoints after a step, as the cadences say.
+/// Logs, validates and checkpoints after a step, as the cadences set.
 fn after_step(
     session: &mut Session,
     report: &StepReport,
@@ -805,7 +725,7 @@ fn checkpoint(
     Ok(dir)
 }
 
-/// The first parameter with a NaN or infinite element, if any.
+/// Returns the first parameter with a NaN or infinite element, if any.
 fn first_non_finite(model: &ClipModel) -> Result<Option<String>, TrainError> {
     for (name, var) in model.params().iter() {
         let sum = var.as_tensor().sum_all()?.to_scalar::<f32>()?;

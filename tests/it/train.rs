@@ -113,7 +113,7 @@ async fn shapes(data_dir: &Path, train_samples: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tiny_clip_learns_shapes_to_five_times_chance() {
+async fn training_learns_shapes_to_five_times_chance() {
     let dir = tempfile::tempdir().unwrap();
     shapes(dir.path(), 2048).await;
     let config = write_config(dir.path(), "shapes", 400, "");
@@ -151,7 +151,7 @@ fn final_weights(run_dir: &Path) -> std::collections::BTreeMap<String, Vec<f32>>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
+async fn resume_ends_with_uninterrupted_weights() {
     let dir = tempfile::tempdir().unwrap();
     shapes(dir.path(), 96).await;
     let config = write_config(dir.path(), "shapes", 6, "[checkpoints]\nevery = 3\n");
@@ -199,7 +199,7 @@ async fn resuming_with_a_changed_learning_rate_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_run_record_and_metrics_are_sql_tables() {
+async fn run_record_and_metrics_are_sql_tables() {
     let dir = tempfile::tempdir().unwrap();
     shapes(dir.path(), 64).await;
     let config = write_config(dir.path(), "shapes", 2, "");
@@ -231,7 +231,7 @@ async fn the_run_record_and_metrics_are_sql_tables() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_caption_field_names_the_fields_that_exist() {
+async fn caption_field_missing_lists_text_fields() {
     let dir = tempfile::tempdir().unwrap();
     shapes(dir.path(), 64).await;
     let config = write_config(dir.path(), "shapes", 2, "");
@@ -260,7 +260,7 @@ fn embedded_dataset(dir: &Path) -> PathBuf {
 }
 
 #[test]
-fn the_cli_trains_on_a_dataset_built_by_paperclip_run() {
+fn cli_trains_on_embedded_dataset() {
     let dir = tempfile::tempdir().unwrap();
     let data = embedded_dataset(dir.path());
 
@@ -330,7 +330,7 @@ fn the_cli_trains_on_a_dataset_built_by_paperclip_run() {
 }
 
 #[test]
-fn an_unknown_setting_is_an_error_that_lists_the_valid_names() {
+fn config_unknown_key_lists_valid_names() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(
@@ -345,7 +345,7 @@ fn an_unknown_setting_is_an_error_that_lists_the_valid_names() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_diverging_run_stops_with_the_step_and_the_samples() {
+async fn diverging_run_stops_naming_step_and_samples() {
     let dir = tempfile::tempdir().unwrap();
     shapes(dir.path(), 64).await;
     let config = write_config(dir.path(), "shapes", 5, "");
@@ -395,7 +395,7 @@ async fn keep_best_zero_keeps_only_the_newest_checkpoint() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resume_with_no_steps_left_is_refused() {
+async fn resume_without_steps_left_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     shapes(dir.path(), 64).await;
     let config = write_config(dir.path(), "shapes", 4, "");
@@ -412,7 +412,7 @@ async fn a_resume_with_no_steps_left_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_earlier_checkpoint_replaces_the_later_ones_and_their_metrics() {
+async fn resume_from_earlier_checkpoint_drops_later_history() {
     let dir = tempfile::tempdir().unwrap();
     shapes(dir.path(), 96).await;
     let config = write_config(
@@ -460,7 +460,7 @@ async fn an_earlier_checkpoint_replaces_the_later_ones_and_their_metrics() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resume_names_the_setting_that_changed_and_accepts_another_path_spelling() {
+async fn resume_names_changed_setting_and_accepts_path_spelling() {
     let dir = tempfile::tempdir().unwrap();
     shapes(dir.path(), 64).await;
     let config = write_config(dir.path(), "shapes", 3, "");
@@ -483,7 +483,7 @@ async fn a_resume_names_the_setting_that_changed_and_accepts_another_path_spelli
 }
 
 #[test]
-fn a_step_count_beyond_the_limit_is_rejected() {
+fn config_step_count_beyond_limit_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.toml");
     std::fs::write(
@@ -496,7 +496,7 @@ fn a_step_count_beyond_the_limit_is_rejected() {
 }
 
 #[test]
-fn the_shipped_training_configs_load() {
+fn shipped_training_configs_load() {
     for name in ["paperclip-vit-b16.toml", "smoke-cpu.toml"] {
         let path = crate::support::repo_root().join("configs").join(name);
         let config = TrainConfig::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));

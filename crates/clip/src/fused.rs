@@ -37,7 +37,7 @@ pub fn standardize_last(x: &Tensor, eps: f64) -> Result<Tensor, ClipError> {
     Ok(centered.broadcast_div(&(variance + eps)?.sqrt()?)?)
 }
 
-/// The contiguous f32 data of a CPU storage, or an error naming the op.
+/// Returns the contiguous f32 data of a CPU storage, or an error naming the op.
 fn contiguous_f32<'a>(
     storage: &'a CpuStorage,
     layout: &Layout,
@@ -54,7 +54,7 @@ fn contiguous_f32<'a>(
     Ok(&data[start..end])
 }
 
-/// The last dimension's size, at least 1.
+/// Returns the last dimension's size, at least 1.
 fn row_len(shape: &Shape) -> usize {
     shape.dims().last().copied().unwrap_or(1).max(1)
 }
@@ -231,7 +231,7 @@ mod tests {
     }
 
     #[test]
-    fn the_softmax_kernel_matches_the_composed_form() {
+    fn softmax_kernel_matches_composed_form() {
         let (value, grad) = compare(|x| softmax_last(x).unwrap());
         assert!(
             value < 1e-6 && grad < 1e-6,
@@ -240,7 +240,7 @@ mod tests {
     }
 
     #[test]
-    fn the_standardize_kernel_matches_the_composed_form() {
+    fn standardize_kernel_matches_composed_form() {
         let (value, grad) = compare(|x| standardize_last(x, 1e-5).unwrap());
         assert!(
             value < 1e-5 && grad < 1e-5,

@@ -1,7 +1,7 @@
 //! Contrastive losses over a batch of image and text embeddings.
 //!
 //! Both losses take unnormalized features, normalize them, scale the cosine similarities by
-//! the temperature parameter as the chosen [`ScaleMode`] says, and average the image→text
+//! the temperature parameter as the chosen [`ScaleMode`] sets, and average the image→text
 //! and text→image cross-entropies. With [`Positives::Diagonal`] this is CLIP's symmetric
 //! InfoNCE; with [`Positives::SameGroup`] every pair whose group ids match is a positive
 //! and the target of each row is spread evenly over them.
@@ -13,7 +13,7 @@ use crate::error::ClipError;
 use crate::model::l2_normalize;
 use crate::nn::log_softmax_last;
 
-/// How the stored temperature parameter turns into the logit multiplier.
+/// Rule that turns the stored temperature parameter into the logit multiplier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ScaleMode {
@@ -24,7 +24,7 @@ pub enum ScaleMode {
     Standard,
 }
 
-/// Which image–text pairs of a batch count as matches.
+/// Rule for which image–text pairs of a batch count as matches.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Positives {
     /// Only row i with column i.
@@ -33,7 +33,7 @@ pub enum Positives {
     SameGroup(Vec<i64>),
 }
 
-/// The logit multiplier for `mode` from the stored parameter, as a scalar tensor.
+/// Returns the logit multiplier for `mode` from the stored parameter, as a scalar tensor.
 pub fn logit_multiplier(logit_scale: &Tensor, mode: ScaleMode) -> Result<Tensor, ClipError> {
     Ok(match mode {
         ScaleMode::Paper => logit_scale.clone(),
@@ -54,7 +54,7 @@ pub fn logits(
     Ok(cosines.broadcast_mul(&logit_multiplier(logit_scale, mode)?)?)
 }
 
-/// The symmetric contrastive loss of one batch, a scalar tensor.
+/// Computes the symmetric contrastive loss of one batch, a scalar tensor.
 pub fn contrastive_loss(
     image_features: &Tensor,
     text_features: &Tensor,

@@ -55,7 +55,7 @@ impl TextTower {
         })
     }
 
-    /// The hidden state at each row's end-of-text position, `[batch, hidden]`, computed in
+    /// Returns the hidden state at each row's end-of-text position, `[batch, hidden]`, computed in
     /// `dtype` (f32, or bf16 for mixed precision).
     pub fn forward(&self, ids: &Tensor, dtype: DType) -> Result<Tensor, ClipError> {
         let (batch, seq) = ids.dims2()?;
@@ -164,7 +164,7 @@ impl VisionTower {
         })
     }
 
-    /// The post-normalized class token, `[batch, hidden]`, computed in `dtype`.
+    /// Returns the post-normalized class token, `[batch, hidden]`, computed in `dtype`.
     pub fn forward(&self, pixels: &Tensor, dtype: DType) -> Result<Tensor, ClipError> {
         let (batch, channels, height, width) = pixels.dims4()?;
         let size = self.config.image_size;
@@ -191,7 +191,7 @@ impl VisionTower {
         self.post_norm.forward(&class_out)
     }
 
-    /// The stride-`patch` convolution without bias, as a reshape and one matrix product.
+    /// Computes the stride-`patch` convolution without bias, as a reshape and one matrix product.
     fn embed_patches(&self, pixels: &Tensor) -> Result<Tensor, ClipError> {
         let batch = pixels.dim(0)?;
         let patch = self.config.patch_size;
@@ -226,7 +226,7 @@ pub struct ClipModel {
 }
 
 impl ClipModel {
-    /// A model with weights drawn from `seed` (Hugging Face's initial distributions).
+    /// Creates a model with weights drawn from `seed` (Hugging Face's initial distributions).
     pub fn random(config: &ClipConfig, seed: u64, device: &Device) -> Result<Self, ClipError> {
         config.validate("model")?;
         let mut params = Params::default();
@@ -272,12 +272,12 @@ impl ClipModel {
         &self.config
     }
 
-    /// Every trainable tensor by name.
+    /// Returns every trainable tensor by name.
     pub fn params(&self) -> &Params {
         &self.params
     }
 
-    /// The stored temperature parameter as a scalar tensor (log space in OpenAI weights).
+    /// Returns the stored temperature parameter as a scalar tensor (log space in OpenAI weights).
     pub fn logit_scale(&self) -> &Tensor {
         &self.logit_scale
     }
@@ -289,7 +289,7 @@ impl ClipModel {
         self.compute_dtype = dtype;
     }
 
-    /// The dtype of the towers' activations.
+    /// Returns the dtype of the towers' activations.
     pub fn compute_dtype(&self) -> DType {
         self.compute_dtype
     }
@@ -312,7 +312,7 @@ impl ClipModel {
             .to_dtype(DType::F32)?)
     }
 
-    /// The vision tower's pooled output before projection.
+    /// Returns the vision tower's pooled output before projection.
     pub fn vision_pooled(&self, pixels: &Tensor) -> Result<Tensor, ClipError> {
         Ok(self
             .vision
@@ -320,7 +320,7 @@ impl ClipModel {
             .to_dtype(DType::F32)?)
     }
 
-    /// The text tower's pooled output before projection.
+    /// Returns the text tower's pooled output before projection.
     pub fn text_pooled(&self, ids: &Tensor) -> Result<Tensor, ClipError> {
         Ok(self
             .text

@@ -55,7 +55,7 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    /// An optimizer with zero moments for every parameter.
+    /// Creates an optimizer with zero moments for every parameter.
     pub fn new(params: &Params, config: AdamWConfig) -> Result<Self, ClipError> {
         let moments = params
             .iter()
@@ -119,7 +119,7 @@ impl AdamW {
         Ok(())
     }
 
-    /// The moments by name (`{name}.exp_avg`, `{name}.exp_avg_sq`) for a checkpoint.
+    /// Returns the moments by name (`{name}.exp_avg`, `{name}.exp_avg_sq`) for a checkpoint.
     pub fn state(&self) -> BTreeMap<String, Tensor> {
         self.moments
             .iter()
@@ -201,7 +201,7 @@ pub fn clip_grad_norm(
     Ok(norm)
 }
 
-/// What the learning rate does after warm-up.
+/// Shape of the learning rate after warm-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decay {
@@ -225,7 +225,7 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// The learning rate of the 0-based `step`, as optax's `linear_schedule` (0 at step 0).
+    /// Returns the learning rate of the 0-based `step`, as optax's `linear_schedule` (0 at step 0).
     pub fn lr(&self, step: u64) -> f64 {
         if step < self.warmup_steps {
             return self.peak_lr * step as f64 / self.warmup_steps as f64;

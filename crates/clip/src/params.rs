@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use crate::error::ClipError;
 use crate::rng::Rng;
 
-/// How a parameter starts before any weights are loaded.
+/// Starting value of a parameter before any weights are loaded.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Init {
     /// Every element equals the value.
@@ -70,7 +70,7 @@ impl Params {
         self.vars.iter().map(|(name, var)| (name.as_str(), var))
     }
 
-    /// One parameter by name.
+    /// Returns one parameter by name.
     pub fn get(&self, name: &str) -> Option<&Var> {
         self.vars.get(name)
     }

@@ -25,7 +25,7 @@ fn scalar(t: &Tensor) -> f32 {
 }
 
 #[test]
-fn a_fresh_model_starts_at_the_clip_temperature() {
+fn model_starts_at_clip_temperature() {
     let model = ClipModel::random(&tiny_config(), 0, &Device::Cpu).unwrap();
     assert!((scalar(model.logit_scale()) - 2.6592).abs() < 1e-6);
 }
@@ -46,7 +46,7 @@ fn loaded_weights_bring_their_own_temperature() {
 }
 
 #[test]
-fn a_temperature_past_100_is_clamped_in_standard_mode() {
+fn temperature_past_100_clamps_in_standard_mode() {
     let model = ClipModel::random(&tiny_config(), 0, &Device::Cpu).unwrap();
     let var = model.params().get("logit_scale").unwrap();
     var.set(&Tensor::new(10f32, &Device::Cpu).unwrap()).unwrap();
@@ -83,7 +83,7 @@ fn a_temperature_past_100_is_clamped_in_standard_mode() {
 }
 
 #[test]
-fn rows_longer_than_the_context_are_rejected_with_the_fix() {
+fn text_rows_longer_than_context_are_rejected() {
     let model = ClipModel::random(&tiny_config(), 0, &Device::Cpu).unwrap();
     let mut row = vec![49406u32; 129];
     row.push(49407);
@@ -94,7 +94,7 @@ fn rows_longer_than_the_context_are_rejected_with_the_fix() {
 }
 
 #[test]
-fn pooling_reads_the_end_token_of_a_truncated_caption() {
+fn text_pooling_reads_end_token_of_truncated_caption() {
     let model = ClipModel::random(&tiny_config(), 0, &Device::Cpu).unwrap();
     // A caption cut at 77 tokens has its end token at the last position. Pooling reads
     // that position, so a change to an earlier token must change the embedding.
@@ -108,7 +108,7 @@ fn pooling_reads_the_end_token_of_a_truncated_caption() {
     assert_ne!(features[0], features[1]);
 }
 
-/// The open_clip model configs of the reference data, when present.
+/// Returns an open_clip model config of the reference data, when present.
 fn open_clip_config(name: &str) -> Option<std::path::PathBuf> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/data/clip/model_configs")
