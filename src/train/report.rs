@@ -90,4 +90,3 @@ pub struct TrainOutcome {
     /// The last validation, if any.
     pub last_validation: Option<ValReport>,
 }
-

@@ -31,9 +31,7 @@ use super::preflight::{
 use super::record::{MetricLog, RunRecord};
 use super::resolve::{resolve_model, resolve_vocabulary};
 
-pub use super::report::{
-    Quiet, StepReport, TrainObserver, TrainOptions, TrainOutcome, ValReport,
-};
+pub use super::report::{Quiet, StepReport, TrainObserver, TrainOptions, TrainOutcome, ValReport};
 
 /// Everything a running session holds.
 struct Session {
