@@ -36,8 +36,11 @@ pub enum RunLogError {
 pub struct RunSummary {
     pub run_id: String,
     pub dataset: String,
-    /// `ok`, `failed`, `unchanged` or `published vN`.
+    /// `published`, `unchanged`, `failed`, or `ok` for a run that neither published nor
+    /// compared (a plan).
     pub status: String,
+    /// The version published, or the latest version when nothing changed.
+    pub version: Option<u64>,
     pub started_at: Option<DateTime<Utc>>,
     pub elapsed_secs: Option<f64>,
     pub error: Option<String>,
@@ -51,23 +54,33 @@ impl RunSummary {
         let error = text("error");
         let published = record.get("published_version").and_then(|v| v.as_u64());
         let unchanged = record.get("unchanged_version").and_then(|v| v.as_u64());
-        let status = match (&error, published, unchanged) {
-            (Some(_), _, _) => "failed".to_string(),
-            (None, Some(version), _) => format!("published v{version}"),
-            (None, None, Some(_)) => "unchanged".to_string(),
-            (None, None, None) => "ok".to_string(),
-        };
         let started_at = text("started_at")
             .and_then(|t| t.parse().ok())
             .or_else(|| started_at_from_run_id(&run_id));
         Some(Self {
             dataset: text("dataset").unwrap_or_default(),
-            status,
+            status: run_status(record).to_string(),
+            version: published.or(unchanged),
             started_at,
             elapsed_secs: record.get("elapsed_secs").and_then(|v| v.as_f64()),
             error,
             run_id,
         })
+    }
+}
+
+/// The status of a run record: `failed` when it has an error, else `published` or
+/// `unchanged`, else `ok`.
+pub fn run_status(record: &serde_json::Value) -> &'static str {
+    let has = |key: &str| record.get(key).is_some_and(|v| !v.is_null());
+    if has("error") {
+        "failed"
+    } else if has("published_version") {
+        "published"
+    } else if has("unchanged_version") {
+        "unchanged"
+    } else {
+        "ok"
     }
 }
 

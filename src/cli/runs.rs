@@ -44,8 +44,20 @@ fn row(run: &RunSummary) -> String {
         .unwrap_or("");
     format!(
         "{:<28} {:<20} {:<14} {:<24} {:>9}  {error}",
-        run.run_id, run.dataset, run.status, started, elapsed
+        run.run_id,
+        run.dataset,
+        status_text(run),
+        started,
+        elapsed
     )
+}
+
+/// `published v4`, `unchanged v4`, `failed` or `ok`.
+fn status_text(run: &RunSummary) -> String {
+    match (run.status.as_str(), run.version) {
+        ("published" | "unchanged", Some(version)) => format!("{} v{version}", run.status),
+        _ => run.status.clone(),
+    }
 }
 
 pub fn show(global: &GlobalArgs, run_id: &str) -> Result<()> {
@@ -58,7 +70,7 @@ pub fn show(global: &GlobalArgs, run_id: &str) -> Result<()> {
     if let Some(run) = &summary {
         text.push_str(&format!("run {}\n", run.run_id));
         text.push_str(&format!("  dataset  {}\n", run.dataset));
-        text.push_str(&format!("  status   {}\n", run.status));
+        text.push_str(&format!("  status   {}\n", status_text(run)));
         if let Some(at) = run.started_at {
             text.push_str(&format!(
                 "  started  {} UTC\n",

@@ -227,6 +227,8 @@ impl EventPrinter {
             } => "stopped; the running run was cut short".to_string(),
             EventKind::Stopped { .. } => "stopped".to_string(),
         };
+        // One line per event, even when an error message has line breaks.
+        let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
         format!("{}  {}  {message}", time(&event.at), event.dataset)
     }
 }
@@ -236,5 +238,36 @@ impl EventSink for EventPrinter {
         if let Err(error) = write_stdout(&self.line(event)) {
             tracing::warn!(%error, "cannot print a scheduler event");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use paperclip::schedule::events::{Event, EventKind};
+
+    #[test]
+    fn a_multi_line_error_prints_as_one_line() {
+        let printer = EventPrinter {
+            json: false,
+            zones: HashMap::from([("d".to_string(), chrono_tz::UTC)]),
+        };
+        let event = Event {
+            at: chrono::DateTime::from_timestamp(0, 0).unwrap(),
+            dataset: "d".into(),
+            pipeline: "p.toml".into(),
+            kind: EventKind::Failed {
+                run_id: Some("r1".into()),
+                attempt: 1,
+                error: "No field named x.\nValid fields are y, z.".into(),
+                retry_at: None,
+            },
+        };
+        let line = printer.line(&event);
+        assert!(!line.contains('\n'), "{line:?}");
+        assert!(
+            line.contains("No field named x. Valid fields are y, z."),
+            "{line}"
+        );
     }
 }

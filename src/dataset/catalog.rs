@@ -50,7 +50,11 @@ async fn register_run_log(ctx: &SessionContext, data_dir: &Path) -> Result<()> {
     let mut batches = Vec::new();
     let records =
         crate::runs::read_records(data_dir).map_err(|e| PipelineError::Invalid(e.to_string()))?;
-    for (path, record) in records {
+    for (path, mut record) in records {
+        let status = crate::runs::run_status(&record);
+        if let Some(fields) = record.as_object_mut() {
+            fields.insert("status".into(), status.into());
+        }
         match decode_run_record(&schema, &record) {
             Ok(batch) => batches.push(batch),
             Err(error) => {
@@ -111,6 +115,8 @@ fn run_log_schema() -> Schema {
         Field::new("dataset", DataType::Utf8, true),
         Field::new("published_version", DataType::Int64, true),
         Field::new("unchanged_version", DataType::Int64, true),
+        // Derived from the three fields around it when the records are read.
+        Field::new("status", DataType::Utf8, true),
         Field::new("error", DataType::Utf8, true),
         map("counts"),
         map("skipped_by_reason"),
@@ -280,7 +286,12 @@ impl CatalogProvider for DatasetCatalog {
         if let Some(schema) = self.versions.schema(name) {
             return Some(schema);
         }
-        let version = name.strip_prefix('v')?.parse::<u64>().ok()?;
+        let digits = name.strip_prefix('v')?;
+        let version = digits.parse::<u64>().ok()?;
+        // `v01` is not a version name; the table lookup fails and the error hint says so.
+        if digits != version.to_string() {
+            return None;
+        }
         let error = unavailable_version(&self.paths, version, &self.expired, &self.available);
         Some(Arc::new(UnavailableVersion {
             message: error.to_string(),

@@ -7,5 +7,6 @@ pub mod diff;
 pub mod gc;
 pub mod retention;
 pub mod shards;
+pub mod sql_hints;
 pub mod verify;
 pub mod versions;

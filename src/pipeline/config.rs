@@ -501,7 +501,7 @@ impl PipelineConfig {
         let mut config: PipelineConfig =
             toml::from_str(&text).map_err(|error| PipelineError::Config {
                 path: path.to_path_buf(),
-                message: error.to_string(),
+                message: crate::error::suggest_known_field(&error.to_string()),
             })?;
 
         config.base_dir = path

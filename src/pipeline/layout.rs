@@ -35,8 +35,13 @@ struct PreviousShard {
 
 /// Action for one shard of the new version.
 pub enum ShardJob {
-    /// Link `from` (a file of the previous version) under the same name.
-    Reuse { info: ShardInfo, from: PathBuf },
+    /// Link `from` (a file of the previous version) under the same name. `rows` are the
+    /// shard's samples in file order, written afresh when `from` is missing or damaged.
+    Reuse {
+        info: ShardInfo,
+        from: PathBuf,
+        rows: Vec<usize>,
+    },
     /// Write these rows (indices into the assembled rows, in order) as a new shard.
     Write {
         name: String,
@@ -147,7 +152,7 @@ pub fn plan_layout(
             let Some(members) = reusable_rows(shard, rows, &index, samples_per_shard) else {
                 continue;
             };
-            for row in members {
+            for &row in &members {
                 shard_of_row[row] = Some(name.clone());
             }
             if let Some(number) = shard_number(name, &shard.info.split) {
@@ -159,6 +164,7 @@ pub fn plan_layout(
             jobs.push(ShardJob::Reuse {
                 info: shard.info.clone(),
                 from: previous.dir.join(name),
+                rows: members,
             });
         }
     }

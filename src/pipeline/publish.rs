@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, StringArray};
+use sha2::Digest as _;
 
 use super::assemble::AssembledSamples;
 use super::config::PipelineConfig;
@@ -86,28 +87,76 @@ fn write_shards(
     let mut shards = Vec::new();
     for job in &layout.jobs {
         match job {
-            ShardJob::Reuse { info, from } => {
+            ShardJob::Reuse { info, from, rows } => {
+                if let Err(reason) = check_published_shard(from, info) {
+                    // A damaged earlier file must not spread into the new version.
+                    tracing::warn!(shard = %info.name, %reason, "rewriting instead of reusing");
+                    shards.push(write_rows(
+                        store,
+                        dir,
+                        assembled,
+                        &info.name,
+                        &info.split,
+                        rows,
+                    )?);
+                    continue;
+                }
                 link_or_copy(from, &dir.join(&info.name))?;
                 let mut info = info.clone();
                 info.reused_from = info.reused_from.or(previous.map(|p| p.version));
                 shards.push(info);
             }
             ShardJob::Write { name, split, rows } => {
-                let mut samples = rows.iter().map(|&row| {
-                    let row = &assembled.rows[row];
-                    Ok(OwnedShardSample {
-                        key: row.key.clone(),
-                        jpeg: store.read_verified(&row.image_sha256)?,
-                        caption: row.caption.clone(),
-                        metadata_json: row.metadata_json.clone(),
-                    })
-                });
-                shards.push(write_shard(dir, name, split, &mut samples)?);
+                shards.push(write_rows(store, dir, assembled, name, split, rows)?);
             }
         }
     }
     shards.sort_by(|a, b| (&a.split, &a.name).cmp(&(&b.split, &b.name)));
     Ok(shards)
+}
+
+/// Writes `rows` of the assembled samples as the shard `name`.
+fn write_rows(
+    store: &BlobStore,
+    dir: &Path,
+    assembled: &AssembledSamples,
+    name: &str,
+    split: &str,
+    rows: &[usize],
+) -> Result<ShardInfo> {
+    let mut samples = rows.iter().map(|&row| {
+        let row = &assembled.rows[row];
+        Ok(OwnedShardSample {
+            key: row.key.clone(),
+            jpeg: store.read_verified(&row.image_sha256)?,
+            caption: row.caption.clone(),
+            metadata_json: row.metadata_json.clone(),
+        })
+    });
+    write_shard(dir, name, split, &mut samples)
+}
+
+/// Checks that an earlier version's shard still has the size and SHA-256 its manifest
+/// records; returns what differs.
+fn check_published_shard(path: &Path, info: &ShardInfo) -> std::result::Result<(), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.len() as u64 != info.size_bytes {
+        return Err(format!(
+            "{} has {} bytes, its manifest says {}",
+            path.display(),
+            bytes.len(),
+            info.size_bytes
+        ));
+    }
+    let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+    if sha256 != info.sha256 {
+        return Err(format!(
+            "{} has SHA-256 {sha256}, its manifest says {}",
+            path.display(),
+            info.sha256
+        ));
+    }
+    Ok(())
 }
 
 /// Hard-links a published shard into the staged version; copies where links fail (for

@@ -116,11 +116,14 @@ fn parse_cron(expression: &str) -> Result<Cron, ScheduleError> {
         .parse(expression)
         .map_err(|error| ScheduleError::InvalidCron {
             expression: expression.to_string(),
-            reason: error.to_string(),
+            reason: super::cron_check::diagnose(expression).unwrap_or_else(|| error.to_string()),
         })
 }
 
 fn parse_time_zone(name: &str) -> Result<Tz, ScheduleError> {
+    if name.trim().is_empty() {
+        return Err(ScheduleError::MissingTimeZone);
+    }
     name.parse::<Tz>()
         .map_err(|_| ScheduleError::UnknownTimeZone {
             name: name.to_string(),
@@ -323,11 +326,14 @@ mod tests {
     fn bad_cron_expressions_are_named() {
         let message = error(Some("0 3 * *"), Some("UTC"));
         assert!(message.contains("schedule.cron = \"0 3 * *\""), "{message}");
-        assert!(message.contains("5 fields"), "{message}");
+        assert!(message.contains("it has 4 fields"), "{message}");
         let message = error(Some("0 3 * * * *"), Some("UTC"));
-        assert!(message.contains("5-field"), "{message}");
+        assert!(message.contains("it has 6 fields"), "{message}");
         let message = error(Some("61 3 * * *"), Some("UTC"));
         assert!(message.contains("\"61 3 * * *\""), "{message}");
+        assert!(message.contains("61 is outside 0-59"), "{message}");
+        let message = error(Some("0 3 * * *"), Some(""));
+        assert!(message.contains("missing or empty"), "{message}");
         let message = error(Some("0 0 30 2 *"), Some("UTC"));
         assert!(message.contains("never comes due"), "{message}");
         let message = error(None, Some("UTC"));

@@ -14,7 +14,7 @@ pub enum ScheduleError {
     MissingCron,
 
     #[error(
-        "schedule.cron = {expression:?} is not a 5-field cron expression (minute hour day-of-month month day-of-week): {reason}; use e.g. \"0 3 * * *\" for 03:00 every day"
+        "schedule.cron = {expression:?} is not a valid cron expression (minute hour day-of-month month day-of-week): {reason}; use e.g. \"0 3 * * *\" for 03:00 every day"
     )]
     InvalidCron { expression: String, reason: String },
 
@@ -24,7 +24,7 @@ pub enum ScheduleError {
     NeverDue { expression: String },
 
     #[error(
-        "schedule.time_zone is missing; cron times are read in an IANA time zone and there is no implicit UTC or local time: add e.g. time_zone = \"Europe/Berlin\" or time_zone = \"UTC\""
+        "schedule.time_zone is missing or empty; cron times are read in an IANA time zone and there is no implicit UTC or local time: add e.g. time_zone = \"Europe/Berlin\" or time_zone = \"UTC\""
     )]
     MissingTimeZone,
 

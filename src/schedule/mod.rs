@@ -12,6 +12,7 @@
 //! The library draws nothing: the CLI prints events, tests collect them.
 
 pub mod clock;
+mod cron_check;
 pub mod due;
 mod error;
 pub mod events;

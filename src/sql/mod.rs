@@ -6,6 +6,7 @@
 //! name.
 //! Models are lazy views: nothing runs until the samples model is collected.
 
+mod coalesce;
 pub mod graph;
 pub mod sources;
 
@@ -33,6 +34,7 @@ pub fn new_session() -> SessionContext {
         );
     let ctx = SessionContext::new_with_config(config);
     ctx.register_udf(seeded_uniform_udf());
+    ctx.register_udf(coalesce::StringWinsCoalesce::udf());
     ctx
 }
 
@@ -103,12 +105,19 @@ pub fn model_name(path: &Path) -> Result<String> {
         .and_then(|s| s.to_str())
         .filter(|s| {
             !s.is_empty()
-                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
                 && !s.starts_with(|c: char| c.is_ascii_digit())
         })
         .ok_or_else(|| {
+            let lower = path
+                .file_name()
+                .map(|n| n.to_string_lossy().to_lowercase())
+                .unwrap_or_default();
             PipelineError::Invalid(format!(
-                "SQL model file {} needs a name made of letters, digits and '_' (it becomes the view name)",
+                "SQL model file {} needs a name made of lower-case letters, digits and '_', not \
+                 starting with a digit: it becomes the view name, and SQL folds unquoted names \
+                 to lower case (rename it, for example to {lower})",
                 path.display()
             ))
         })?;
@@ -257,6 +266,8 @@ mod tests {
         assert_eq!(model_name(Path::new("sql/samples.sql")).unwrap(), "samples");
         assert!(model_name(Path::new("sql/my-model.sql")).is_err());
         assert!(model_name(Path::new("sql/1x.sql")).is_err());
+        let upper = model_name(Path::new("sql/MySamples.sql")).unwrap_err();
+        assert!(upper.to_string().contains("mysamples.sql"), "{upper}");
     }
 }
 

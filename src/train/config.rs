@@ -407,7 +407,7 @@ impl TrainConfig {
         })?;
         let mut config: Self = toml::from_str(&text).map_err(|err| TrainError::Config {
             path: path.to_path_buf(),
-            message: err.to_string(),
+            message: crate::error::suggest_known_field(&err.to_string()),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);

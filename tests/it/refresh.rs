@@ -242,17 +242,25 @@ async fn retry_covers_failed_window() {
     assert!(failed.contains("| catalog | failed |"), "{failed}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn withdrawn_proposal_recorded_in_skips() {
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("data");
-    let archive = Archive::new(dir.path());
+/// Publishes v1 with one sample per shard on 2026-03-01; returns the data folder, the
+/// archive, the config and that day.
+async fn first_version_one_sample_per_shard(
+    root: &Path,
+) -> (PathBuf, Archive, PipelineConfig, DateTime<Utc>) {
+    let data_dir = root.join("data");
+    let archive = Archive::new(root);
     let mut config = config(7.0);
     config.shards.samples_per_shard = 1;
     let day0 = day("2026-03-01T00:00:00Z");
     let server = archive.serve(ServeOptions::default()).await;
     run_at(&config, &data_dir, &server, day0).await.unwrap();
-    drop(server);
+    (data_dir, archive, config, day0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawn_proposal_recorded_in_skips() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data_dir, archive, config, day0) = first_version_one_sample_per_shard(dir.path()).await;
 
     archive.withdraw_proposal(90002);
     let server = archive.serve(ServeOptions::default()).await;
@@ -518,4 +526,80 @@ async fn inputs_that_give_the_same_samples_are_remembered() {
     assert_eq!(plan.would_publish_version, Some(2), "{}", plan.summary);
     let published = run_at(&config, &data_dir, &server, now).await.unwrap();
     assert_eq!(published.published_version, Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_or_missing_earlier_shards_are_rewritten_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data_dir, archive, config, day0) = first_version_one_sample_per_shard(dir.path()).await;
+
+    // One shard changed in place (same size), one deleted.
+    let paths = DatasetPaths::new(&data_dir, DATASET);
+    let v1 = &list_versions(&paths).await.unwrap()[0];
+    let shard_dir = paths.version_dir(1).join("shards");
+    let (damaged, missing) = (&v1.shards[0].name, &v1.shards[1].name);
+    let mut bytes = std::fs::read(shard_dir.join(damaged)).unwrap();
+    bytes[1000] ^= 0xff;
+    std::fs::write(shard_dir.join(damaged), bytes).unwrap();
+    std::fs::remove_file(shard_dir.join(missing)).unwrap();
+
+    archive.withdraw_proposal(90002);
+    let server = archive.serve(ServeOptions::default()).await;
+    let second = run_at(&config, &data_dir, &server, day0 + Duration::days(1))
+        .await
+        .unwrap();
+    assert_eq!(second.published_version, Some(2));
+
+    let v2 = &list_versions(&paths).await.unwrap()[1];
+    for name in [damaged, missing] {
+        let shard = v2.shards.iter().find(|s| &s.name == name).unwrap();
+        assert_eq!(shard.reused_from, None, "{name} was reused");
+    }
+    let problems = paperclip::dataset::verify::verify_dataset(&paths)
+        .await
+        .unwrap();
+    let in_v2: Vec<String> = problems
+        .iter()
+        .filter(|p| p.version == 2)
+        .map(ToString::to_string)
+        .collect();
+    assert!(in_v2.is_empty(), "{in_v2:?}");
+    // v1 is still damaged, and verify says so.
+    assert!(problems.iter().any(|p| p.version == 1), "{problems:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_whose_model_fails_to_plan_is_recorded_as_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let archive = Archive::new(dir.path());
+    let mut config = config(7.0);
+    let samples = config
+        .sql
+        .models
+        .iter_mut()
+        .find(|p| p.ends_with("samples.sql"))
+        .unwrap();
+    let broken = dir.path().join("samples.sql");
+    let pipeline_dir = pipeline_path().parent().unwrap().to_path_buf();
+    let text = std::fs::read_to_string(pipeline_dir.join(&*samples)).unwrap();
+    std::fs::write(&broken, text.replace("r.image_rule,", "r.image_rul,")).unwrap();
+    *samples = broken;
+
+    let server = archive.serve(ServeOptions::default()).await;
+    let error = run_at(&config, &data_dir, &server, day("2026-03-01T00:00:00Z"))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("image_rul"), "{error}");
+
+    let runs = paperclip::runs::list_runs(&data_dir, Some(DATASET)).unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].status, "failed");
+    assert!(runs[0].error.as_deref().unwrap().contains("image_rul"));
+    let table = query(
+        &data_dir,
+        "SELECT status, error IS NOT NULL AS has_error FROM paperclip.runs",
+    )
+    .await;
+    assert!(table.contains("| failed | true      |"), "{table}");
 }

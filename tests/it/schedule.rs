@@ -226,7 +226,8 @@ async fn runs_at_each_due_time_and_not_before() {
         .collect();
     assert_eq!(ids, [second.as_str(), first.as_str()], "newest first");
     assert_eq!(runs[0]["status"], "unchanged");
-    assert_eq!(runs[1]["status"], "published v1");
+    assert_eq!(runs[1]["status"], "published");
+    assert_eq!(runs[1]["version"], 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,7 +314,8 @@ async fn failed_run_is_retried_after_delay() {
     let runs = runs_list_json(&data_dir);
     assert_eq!(runs.as_array().unwrap().len(), 2, "{runs:#}");
     assert_eq!(runs[0]["run_id"], retried.as_str());
-    assert_eq!(runs[0]["status"], "published v1");
+    assert_eq!(runs[0]["status"], "published");
+    assert_eq!(runs[0]["version"], 1);
     assert_eq!(runs[1]["run_id"], failed_run.as_str());
     assert_eq!(runs[1]["status"], "failed");
     assert!(

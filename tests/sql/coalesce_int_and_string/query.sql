@@ -1,9 +1,12 @@
--- COALESCE of an integer and a string: with the integer cast to VARCHAR first, the result
--- is a string and a NULL integer becomes ''. Without the cast, DataFusion 55.2 chooses
--- BIGINT and COALESCE(n, '') fails to plan; see tests/sql/README.md.
+-- COALESCE of numbers and strings is a string: the numbers are cast to the string type,
+-- so COALESCE(1, '') is '1' and a NULL integer becomes ''. Numbers alone stay numeric.
 SELECT
     n,
-    COALESCE(CAST(n AS VARCHAR), '') AS label,
-    arrow_typeof(COALESCE(CAST(n AS VARCHAR), '')) AS label_type
-FROM (VALUES (1), (NULL)) AS t(n)
-ORDER BY n NULLS LAST
+    COALESCE(n, '') AS label,
+    arrow_typeof(COALESCE(n, '')) AS label_type,
+    COALESCE(1, '') AS literal,
+    arrow_typeof(COALESCE(1, '')) AS literal_type,
+    COALESCE(n, x, 'none') AS first_present,
+    arrow_typeof(COALESCE(n, 2.5)) AS numbers_type
+FROM (VALUES (1, 'a'), (NULL, 'b'), (NULL, NULL)) AS t(n, x)
+ORDER BY n NULLS LAST, x NULLS LAST
