@@ -9,6 +9,7 @@
 
 pub mod dataset;
 pub mod error;
+pub mod eval;
 pub mod pipeline;
 pub mod runs;
 pub mod schedule;

@@ -67,6 +67,9 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Runs(RunsCommand::Show { run_id }) => super::runs::show(global, &run_id),
         Command::Summarize(args) => super::summarize::summarize(global, &args).await,
         Command::Train(args) => super::train::train(global, &args).await,
+        Command::Eval(args) => super::eval::eval(global, &args).await,
+        Command::Embed(args) => super::eval::embed(global, &args).await,
+        Command::Search(args) => super::eval::search(global, &args).await,
     }
 }
 
@@ -399,10 +402,23 @@ async fn datasets_show(global: &GlobalArgs, name: &str) -> Result<()> {
 
 async fn sql(global: &GlobalArgs, query: &str) -> Result<()> {
     let ctx = paperclip::sql::new_session();
-    paperclip::dataset::catalog::register_datasets(&ctx, &global.data_dir).await?;
-    let frame = paperclip::sql::read_only_query(&ctx, query).await?;
+    let datasets = paperclip::dataset::catalog::register_datasets(&ctx, &global.data_dir).await?;
+    let with_hint = |error: anyhow::Error| {
+        let text = format!("{error:#}");
+        match paperclip::dataset::sql_hints::name_hint(query, &text, &datasets) {
+            Some(hint) => anyhow::anyhow!("query failed: {}; {hint}", error.root_cause()),
+            None => error,
+        }
+    };
+    let frame = paperclip::sql::read_only_query(&ctx, query)
+        .await
+        .map_err(|e| with_hint(e.into()))?;
     let schema = frame.schema().as_arrow().clone();
-    let batches = frame.collect().await.context("SQL query failed")?;
+    let batches = frame
+        .collect()
+        .await
+        .context("SQL query failed")
+        .map_err(with_hint)?;
     if global.json {
         return write_stdout(&batches_to_json(&batches)?);
     }

@@ -2,6 +2,7 @@
 //! Everything else lives in the library; this layer only translates.
 
 mod commands;
+mod eval;
 mod gc;
 mod progress;
 mod runs;
@@ -81,6 +82,116 @@ pub enum Command {
     /// under <data dir>/training/<run id>/; `paperclip sql` shows them as
     /// paperclip.training_runs and paperclip.training_metrics.
     Train(TrainArgs),
+    /// Score CLIP checkpoints on a dataset split: retrieval metrics, histograms and plots.
+    ///
+    /// Give one checkpoint, or two to compare them (a base model and a fine-tuned one).
+    /// Writes eval.json, eval.md, report.html and the plots to --out (default
+    /// <data dir>/evaluations/<dataset>-v<N>-<split>-<time>/) and prints the table.
+    /// docs/evaluation.md defines every metric.
+    Eval(EvalArgs),
+    /// Write the image and caption embeddings of a dataset version to a Parquet table.
+    ///
+    /// The table, <data dir>/embeddings/<dataset>/v<N>/<weights hash>.parquet, holds the
+    /// sample keys, proposal, target and caption next to both embeddings, and records the
+    /// checkpoint, so `paperclip search` embeds its queries with the same model.
+    Embed(EmbedArgs),
+    /// Find the images nearest to a text query in a dataset version's embeddings.
+    ///
+    /// Exact search by cosine similarity over the table `paperclip embed` wrote. Prints
+    /// rank, similarity, key, proposal, target and caption; --html writes a gallery.
+    Search(SearchArgs),
+}
+
+/// How `eval` and `embed` run a checkpoint.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// CLIP vocabulary (bpe_simple_vocab_16e6.txt.gz or merges.txt); by default found
+    /// next to the weights, in the training run's settings or in the paperclip cache.
+    #[arg(long, value_name = "FILE")]
+    pub vocabulary: Option<PathBuf>,
+    /// Resize the stored images to this side before the centre crop; by default the
+    /// training run's training.resize_px, else no resize.
+    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u64).range(1..=8192))]
+    pub resize_px: Option<u64>,
+    /// Pairs per forward pass.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub batch_size: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// Checkpoint: a model folder, a safetensors file or a Hugging Face hub name in the
+    /// local cache.
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub checkpoint: String,
+    /// Dataset version to embed, `NAME` (latest) or `NAME@N`.
+    #[arg(long, value_name = "NAME[@N]")]
+    pub dataset: String,
+    /// Split to embed; repeat for several. Default: every split.
+    #[arg(long)]
+    pub split: Vec<String>,
+    /// Sample field embedded as the caption.
+    #[arg(long, default_value = "caption")]
+    pub caption_field: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// The text to search for, for example "strong lensing".
+    pub query: String,
+    /// Dataset version to search, `NAME` (latest) or `NAME@N`.
+    #[arg(long, value_name = "NAME[@N]")]
+    pub dataset: String,
+    /// Number of images to return.
+    #[arg(short, long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..=10000))]
+    pub k: u64,
+    /// Use the embeddings of this checkpoint when the version has several tables.
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub checkpoint: Option<String>,
+    /// Only search images of this split.
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Also write an HTML gallery of the hits with thumbnails to this file.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Checkpoint: a model folder (config.json and model.safetensors), a safetensors file
+    /// or a Hugging Face hub name in the local cache. Give it twice to compare two models,
+    /// for example the base model and a fine-tuned checkpoint.
+    #[arg(long, value_name = "CHECKPOINT", required = true, num_args = 1)]
+    pub checkpoint: Vec<String>,
+    /// Name of each checkpoint in the report, in the order of --checkpoint.
+    #[arg(long, value_name = "NAME")]
+    pub label: Vec<String>,
+    /// Dataset version to score, `NAME` (latest) or `NAME@N`.
+    #[arg(long, value_name = "NAME[@N]")]
+    pub dataset: String,
+    /// Split to score.
+    #[arg(long, default_value = "val")]
+    pub split: String,
+    /// Sample field used as the caption, for example `caption` or a summary field.
+    #[arg(long, default_value = "caption")]
+    pub caption_field: String,
+    /// Folder for the report files.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Seed of the in-batch order, the shuffled pairs and the example images.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Label file of the description retrieval, one label per line; by default the
+    /// paper's 77 labels (configs/labels/paperclip.txt).
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    /// Example images shown with their best labels in the report.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(0..=100))]
+    pub examples: u64,
 }
 
 #[derive(Debug, Args)]

@@ -41,6 +41,8 @@ pub struct SampleRef {
     shard: Arc<PathBuf>,
     image_offset_bytes: u64,
     image_len_bytes: u64,
+    metadata_offset_bytes: u64,
+    metadata_len_bytes: u64,
 }
 
 /// One split of one dataset version.
@@ -142,6 +144,23 @@ impl SplitData {
         self.cache.is_some()
     }
 
+    /// Reads sample `index`'s metadata (its `.json` member) from the shard.
+    pub fn metadata(&self, index: usize) -> Result<Value, TrainError> {
+        let sample = &self.samples[index];
+        let bytes = read_member(
+            &sample.shard,
+            sample.metadata_offset_bytes,
+            sample.metadata_len_bytes,
+        )?;
+        serde_json::from_slice(&bytes).map_err(|err| {
+            TrainError::Data(format!(
+                "sample {} in {}: metadata is not JSON: {err}",
+                sample.key,
+                sample.shard.display()
+            ))
+        })
+    }
+
     /// Returns the decoded image of sample `index`.
     pub fn image(&self, index: usize) -> Result<Arc<RgbImage>, TrainError> {
         if let Some(cache) = &self.cache
@@ -174,7 +193,7 @@ fn index_shard(path: &Arc<PathBuf>, caption_field: &str) -> Result<Vec<SampleRef
     })?;
 
     let mut images: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let mut metadata: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut metadata: Vec<(String, Vec<u8>, (u64, u64))> = Vec::new();
     for entry in entries {
         let mut entry = entry.map_err(|source| TrainError::Io {
             path: path.to_path_buf(),
@@ -191,6 +210,7 @@ fn index_shard(path: &Arc<PathBuf>, caption_field: &str) -> Result<Vec<SampleRef
                 images.insert(key, (entry.raw_file_position(), entry.size()));
             }
             "json" => {
+                let position = (entry.raw_file_position(), entry.size());
                 let mut bytes = Vec::new();
                 entry
                     .read_to_end(&mut bytes)
@@ -198,7 +218,7 @@ fn index_shard(path: &Arc<PathBuf>, caption_field: &str) -> Result<Vec<SampleRef
                         path: path.to_path_buf(),
                         source,
                     })?;
-                metadata.push((key, bytes));
+                metadata.push((key, bytes, position));
             }
             _ => {}
         }
@@ -206,24 +226,28 @@ fn index_shard(path: &Arc<PathBuf>, caption_field: &str) -> Result<Vec<SampleRef
 
     metadata
         .into_iter()
-        .map(|(key, bytes)| {
-            let (offset, len) = images.get(&key).copied().ok_or_else(|| {
-                TrainError::Data(format!(
-                    "shard {} has metadata for sample {key} but no image; run `paperclip \
+        .map(
+            |(key, bytes, (metadata_offset_bytes, metadata_len_bytes))| {
+                let (offset, len) = images.get(&key).copied().ok_or_else(|| {
+                    TrainError::Data(format!(
+                        "shard {} has metadata for sample {key} but no image; run `paperclip \
                      datasets verify` on the dataset",
-                    path.display()
-                ))
-            })?;
-            let (caption, proposal_id) = read_metadata(&bytes, caption_field, &key, path)?;
-            Ok(SampleRef {
-                key,
-                proposal_id,
-                caption,
-                shard: path.clone(),
-                image_offset_bytes: offset,
-                image_len_bytes: len,
-            })
-        })
+                        path.display()
+                    ))
+                })?;
+                let (caption, proposal_id) = read_metadata(&bytes, caption_field, &key, path)?;
+                Ok(SampleRef {
+                    key,
+                    proposal_id,
+                    caption,
+                    shard: path.clone(),
+                    image_offset_bytes: offset,
+                    image_len_bytes: len,
+                    metadata_offset_bytes,
+                    metadata_len_bytes,
+                })
+            },
+        )
         .collect()
 }
 
@@ -267,17 +291,22 @@ fn read_metadata(
     Ok((caption, proposal_id))
 }
 
-fn decode(sample: &SampleRef) -> Result<RgbImage, TrainError> {
-    let path = sample.shard.as_path();
+/// Reads `len_bytes` bytes at `offset_bytes` of a shard file.
+fn read_member(path: &Path, offset_bytes: u64, len_bytes: u64) -> Result<Vec<u8>, TrainError> {
     let io = |source| TrainError::Io {
         path: path.to_path_buf(),
         source,
     };
     let mut file = File::open(path).map_err(io)?;
-    file.seek(SeekFrom::Start(sample.image_offset_bytes))
-        .map_err(io)?;
-    let mut bytes = vec![0u8; sample.image_len_bytes as usize];
+    file.seek(SeekFrom::Start(offset_bytes)).map_err(io)?;
+    let mut bytes = vec![0u8; len_bytes as usize];
     file.read_exact(&mut bytes).map_err(io)?;
+    Ok(bytes)
+}
+
+fn decode(sample: &SampleRef) -> Result<RgbImage, TrainError> {
+    let path = sample.shard.as_path();
+    let bytes = read_member(path, sample.image_offset_bytes, sample.image_len_bytes)?;
 
     let image = image::load_from_memory(&bytes).map_err(|err| {
         TrainError::Data(format!(

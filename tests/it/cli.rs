@@ -36,7 +36,10 @@ fn misspelt_setting_fails_with_valid_names() {
         stderr.contains("unknown field `max_image_per_proposal`"),
         "{stderr}"
     );
-    assert!(stderr.contains("max_images_per_proposal"), "{stderr}");
+    assert!(
+        stderr.contains("did you mean `max_images_per_proposal`?"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -132,6 +135,21 @@ fn embedded_run_then_query_as_json() {
     );
     assert_eq!(bad.status.code(), Some(1));
     assert!(text(&bad.stderr).contains("nope"), "{}", text(&bad.stderr));
+
+    let unquoted = paperclip(
+        dir.path(),
+        &["sql", "SELECT 1 FROM hst-paperclip.v1.samples"],
+    );
+    assert_eq!(unquoted.status.code(), Some(1));
+    let stderr = text(&unquoted.stderr);
+    assert!(stderr.contains("need double quotes"), "{stderr}");
+
+    let status = paperclip(
+        dir.path(),
+        &["--json", "sql", "SELECT status FROM paperclip.runs"],
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(rows, serde_json::json!([{"status": "published"}]));
 }
 
 #[test]

@@ -3,6 +3,7 @@
 mod cli;
 mod crash;
 mod e2e;
+mod eval;
 mod gc;
 mod llm_http;
 mod real_data;

@@ -21,7 +21,7 @@ const TINY_MODEL: &str = r#"{
 
 /// Writes the model config, a vocabulary of single characters plus three merges
 /// and a training config; returns the config path.
-fn write_config(dir: &Path, dataset: &str, steps: u64, extra: &str) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, dataset: &str, steps: u64, extra: &str) -> PathBuf {
     std::fs::write(dir.join("tiny.json"), TINY_MODEL).unwrap();
     std::fs::write(
         dir.join("merges.txt"),
@@ -65,7 +65,7 @@ batch_size = 32
     path
 }
 
-fn options(data_dir: &Path, config_path: &Path) -> TrainOptions {
+pub(crate) fn options(data_dir: &Path, config_path: &Path) -> TrainOptions {
     TrainOptions {
         data_dir: data_dir.to_path_buf(),
         config_path: config_path.to_path_buf(),
@@ -99,7 +99,7 @@ fn metric(report: &ValReport, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no metric {name} in {:?}", report.metrics))
 }
 
-async fn shapes(data_dir: &Path, train_samples: usize) {
+pub(crate) async fn shapes(data_dir: &Path, train_samples: usize) {
     let spec = ShapesSpec {
         name: "shapes".into(),
         train_samples,

@@ -1,0 +1,189 @@
+//! Evaluation of CLIP checkpoints on a dataset version: retrieval metrics over a whole
+//! split in both directions, the original code's in-batch metric and similarity
+//! histograms, written as JSON, Markdown and a self-contained HTML report.
+//!
+//! Every checkpoint is scored on the same pairs, in split order, with the same seed, so
+//! the columns of a report compare like with like.
+
+pub mod embeddings;
+pub mod error;
+pub mod labels;
+pub mod metrics;
+pub mod model;
+pub mod output;
+pub mod plots;
+pub mod report;
+pub mod search;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+
+pub use error::EvalError;
+pub use model::{EvalModel, Matrix, ModelOptions};
+pub use report::EvalReport;
+
+use crate::train::data::{SplitData, open_version};
+
+/// What to evaluate.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// The paperclip data directory.
+    pub data_dir: PathBuf,
+    /// `NAME` (latest version) or `NAME@N`.
+    pub dataset: String,
+    /// The split to score, usually `val`.
+    pub split: String,
+    /// The sample field used as the caption (`caption`, or another text field).
+    pub caption_field: String,
+    /// `(label, checkpoint)` pairs, in report order.
+    pub checkpoints: Vec<(String, String)>,
+    /// Vocabulary and resize settings shared by the checkpoints.
+    pub model: ModelOptions,
+    /// Pairs per forward pass.
+    pub batch_size: usize,
+    /// Seed of the in-batch order, the shuffled pairs and the example images.
+    pub seed: u64,
+    /// Labels of the description retrieval.
+    pub labels: Vec<String>,
+    /// Validation images shown with their best labels.
+    pub examples: usize,
+}
+
+/// The report, plus what the HTML report draws from.
+#[derive(Debug)]
+pub struct Evaluation {
+    /// Every metric.
+    pub report: EvalReport,
+    /// The evaluated split.
+    pub data: SplitData,
+    /// `(images, captions)` embeddings of each model, in report order.
+    pub embeddings: Vec<(Matrix, Matrix)>,
+}
+
+/// Splits `NAME@N` into the name and the version text (`latest` without `@`).
+pub fn parse_dataset(text: &str) -> Result<(&str, &str), EvalError> {
+    let (name, version) = text.split_once('@').unwrap_or((text, "latest"));
+    if name.is_empty() || version.is_empty() {
+        return Err(EvalError::Invalid(format!(
+            "dataset {text:?} is not NAME or NAME@VERSION; for example hst-paperclip@3"
+        )));
+    }
+    Ok((name, version))
+}
+
+/// Embeds the split with every checkpoint and computes the report. `progress` gets the
+/// model label, the pairs done and the pairs in all.
+pub async fn evaluate(
+    options: &EvalOptions,
+    progress: &dyn Fn(&str, usize, usize),
+) -> Result<Evaluation, EvalError> {
+    if options.checkpoints.is_empty() {
+        return Err(EvalError::Invalid(
+            "no checkpoint to evaluate; give --checkpoint once or twice".into(),
+        ));
+    }
+    let (name, version) = parse_dataset(&options.dataset)?;
+    let record = open_version(&options.data_dir, name, version).await?;
+
+    let mut models = Vec::new();
+    for (label, checkpoint) in &options.checkpoints {
+        models.push(EvalModel::load(checkpoint, label, &options.model)?);
+    }
+    let resize_px = models[0].resize_px;
+    if models.iter().any(|m| m.resize_px != resize_px) {
+        return Err(EvalError::Invalid(format!(
+            "the checkpoints were trained on images resized to different sides ({}); give \
+             --resize-px to score them on the same images",
+            models
+                .iter()
+                .map(|m| format!("{}: {:?}", m.label, m.resize_px))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let data = SplitData::load(
+        &options.data_dir,
+        &record,
+        &options.split,
+        &options.caption_field,
+        4096,
+        resize_px,
+    )?;
+
+    let groups: Vec<i64> = data.samples.iter().map(|s| s.proposal_id).collect();
+    let examples = labels::pick_examples(&data, options.examples, options.seed);
+    let mut evals = Vec::new();
+    let mut embeddings = Vec::new();
+    let mut top_labels: Vec<Vec<Vec<labels::LabelScore>>> = vec![Vec::new(); examples.len()];
+    for model in &models {
+        let _span = tracing::info_span!("evaluate", checkpoint = %model.source).entered();
+        let total = data.samples.len();
+        let (images, texts) = model.embed_split(&data, options.batch_size, &|done| {
+            progress(&model.label, done, total)
+        })?;
+        let sim =
+            metrics::Similarities::new(images.dot_all(&texts)?).map_err(EvalError::Invalid)?;
+        evals.push(report::model_eval(
+            &model.label,
+            &model.source,
+            &model.weights_sha256,
+            &sim,
+            &groups,
+            options.seed,
+        ));
+        if !examples.is_empty() {
+            let label_embeddings = model.embed_texts(&options.labels, options.batch_size)?;
+            for (slot, &i) in top_labels.iter_mut().zip(&examples) {
+                slot.push(labels::top_labels(
+                    &images,
+                    i,
+                    &options.labels,
+                    &label_embeddings,
+                    4,
+                ));
+            }
+        }
+        embeddings.push((images, texts));
+    }
+    let descriptions = examples
+        .iter()
+        .zip(top_labels)
+        .map(|(&i, top_labels)| labels::Description {
+            sample_index: i,
+            key: data.samples[i].key.clone(),
+            proposal_id: data.samples[i].proposal_id,
+            caption: data.samples[i].caption.clone(),
+            top_labels,
+        })
+        .collect();
+
+    let report = EvalReport {
+        dataset: record.dataset.clone(),
+        version: record.version,
+        split: options.split.clone(),
+        caption_field: options.caption_field.clone(),
+        samples: data.samples.len(),
+        proposals: groups.iter().collect::<BTreeSet<_>>().len(),
+        duplicate_captions: duplicate_captions(&data),
+        seed: options.seed,
+        code_version: env!("CARGO_PKG_VERSION").to_string(),
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        models: evals,
+        labels: options.labels.len(),
+        descriptions,
+    };
+    Ok(Evaluation {
+        report,
+        data,
+        embeddings,
+    })
+}
+
+/// Pairs whose caption text equals another pair's.
+fn duplicate_captions(data: &SplitData) -> usize {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for sample in &data.samples {
+        *counts.entry(sample.caption.as_str()).or_default() += 1;
+    }
+    counts.values().filter(|&&n| n > 1).sum()
+}

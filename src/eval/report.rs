@@ -1,0 +1,350 @@
+//! The evaluation report: every metric of every model, as JSON and as a Markdown table.
+
+use serde::Serialize;
+
+use super::labels::Description;
+
+use super::metrics::{
+    CurvePoint, Direction, InBatch, PairSimilarities, Similarities, accuracy_at_fraction,
+    fraction_curve, fraction_cutoff, group_ranks, histogram, in_batch, median_rank,
+    pair_similarities, recall_at, sample_ranks,
+};
+
+/// Retrieval fractions reported as numbers; the curve has them all.
+pub const REPORTED_FRACTIONS: [f64; 5] = [0.01, 0.05, 0.1, 0.2, 0.5];
+/// k of the in-batch metric.
+pub const IN_BATCH_KS: [usize; 4] = [1, 5, 10, 20];
+/// Pairs per batch of the in-batch metric, as in the original code.
+pub const IN_BATCH_SIZE: usize = 100;
+/// Bins of the similarity histograms over [−1, 1], as in the paper.
+pub const HISTOGRAM_BINS: usize = 30;
+/// Points of the accuracy-versus-fraction curve, minus one.
+pub const CURVE_STEPS: usize = 100;
+
+/// What was evaluated.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    /// Dataset name.
+    pub dataset: String,
+    /// Dataset version.
+    pub version: u64,
+    /// Split evaluated.
+    pub split: String,
+    /// The sample field used as the caption.
+    pub caption_field: String,
+    /// Pairs in the split.
+    pub samples: usize,
+    /// Distinct proposals among them.
+    pub proposals: usize,
+    /// Pairs whose caption is identical to another pair's.
+    pub duplicate_captions: usize,
+    /// Seed of the in-batch order and of the shuffled pairs.
+    pub seed: u64,
+    /// paperclip's version.
+    pub code_version: String,
+    /// RFC 3339 time of the evaluation.
+    pub created_at: String,
+    /// One entry per checkpoint, in the order given.
+    pub models: Vec<ModelEval>,
+    /// Labels ranked in the description retrieval.
+    pub labels: usize,
+    /// Example images with their best labels under each model.
+    pub descriptions: Vec<Description>,
+}
+
+/// The metrics of one checkpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelEval {
+    /// Name in tables and plots.
+    pub label: String,
+    /// The checkpoint as given.
+    pub checkpoint: String,
+    /// SHA-256 of its weights file.
+    pub weights_sha256: String,
+    /// Images asking for captions.
+    pub image_to_text: DirectionEval,
+    /// Captions asking for images.
+    pub text_to_image: DirectionEval,
+    /// The original code's in-batch metric.
+    pub in_batch: InBatch,
+    /// Matched against shuffled cosine similarities.
+    pub similarity: SimilarityEval,
+}
+
+/// The metrics of one direction.
+#[derive(Debug, Clone, Serialize)]
+pub struct DirectionEval {
+    /// The paper's top-k% accuracy at [`REPORTED_FRACTIONS`].
+    pub top_fraction: Vec<CurvePoint>,
+    /// Median sample-level rank (1 = best).
+    pub median_rank: f64,
+    /// Proposal-level Recall@1.
+    pub proposal_recall_at_1: f64,
+    /// Proposal-level Recall@5.
+    pub proposal_recall_at_5: f64,
+    /// Proposal-level Recall@10.
+    pub proposal_recall_at_10: f64,
+    /// Median proposal-level rank.
+    pub proposal_median_rank: f64,
+    /// Top-k% accuracy from k = 0 to 1.
+    pub curve: Vec<CurvePoint>,
+}
+
+/// Summary of the similarity histograms.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimilarityEval {
+    /// Mean similarity of matched pairs.
+    pub matched_mean: f64,
+    /// Mean similarity of shuffled pairs.
+    pub shuffled_mean: f64,
+    /// Histogram counts of matched pairs, [`HISTOGRAM_BINS`] bins over [−1, 1].
+    pub matched_counts: Vec<usize>,
+    /// Histogram counts of shuffled pairs.
+    pub shuffled_counts: Vec<usize>,
+}
+
+/// Computes every metric of one model from its similarity matrix.
+pub fn model_eval(
+    label: &str,
+    checkpoint: &str,
+    weights_sha256: &str,
+    sim: &Similarities,
+    groups: &[i64],
+    seed: u64,
+) -> ModelEval {
+    let direction = |d: Direction| direction_eval(sim, groups, d);
+    ModelEval {
+        label: label.to_string(),
+        checkpoint: checkpoint.to_string(),
+        weights_sha256: weights_sha256.to_string(),
+        image_to_text: direction(Direction::ImageToText),
+        text_to_image: direction(Direction::TextToImage),
+        in_batch: in_batch(sim, IN_BATCH_SIZE, &IN_BATCH_KS, seed),
+        similarity: similarity_eval(&pair_similarities(sim, seed)),
+    }
+}
+
+fn direction_eval(sim: &Similarities, groups: &[i64], direction: Direction) -> DirectionEval {
+    let ranks = sample_ranks(sim, direction);
+    let proposal = group_ranks(sim, groups, direction);
+    let n = ranks.len();
+    DirectionEval {
+        top_fraction: REPORTED_FRACTIONS
+            .iter()
+            .map(|&fraction| CurvePoint {
+                fraction,
+                accuracy: accuracy_at_fraction(&ranks, fraction),
+                random: fraction_cutoff(fraction, n) as f64 / n as f64,
+            })
+            .collect(),
+        median_rank: median_rank(&ranks),
+        proposal_recall_at_1: recall_at(&proposal, 1),
+        proposal_recall_at_5: recall_at(&proposal, 5),
+        proposal_recall_at_10: recall_at(&proposal, 10),
+        proposal_median_rank: median_rank(&proposal),
+        curve: fraction_curve(&ranks, CURVE_STEPS),
+    }
+}
+
+fn similarity_eval(pairs: &PairSimilarities) -> SimilarityEval {
+    let mean = |v: &[f32]| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len().max(1) as f64;
+    SimilarityEval {
+        matched_mean: mean(&pairs.matched),
+        shuffled_mean: mean(&pairs.shuffled),
+        matched_counts: histogram(&pairs.matched, HISTOGRAM_BINS, -1.0, 1.0),
+        shuffled_counts: histogram(&pairs.shuffled, HISTOGRAM_BINS, -1.0, 1.0),
+    }
+}
+
+impl EvalReport {
+    /// The Markdown report: what was evaluated, then one column per model.
+    pub fn to_markdown(&self) -> String {
+        let mut out = format!(
+            "# Retrieval evaluation of {}@{} ({} split)\n\n\
+             {} pairs from {} proposals, caption field `{}`, {} pairs share their caption \
+             with another pair. Ranks count ties against the match. Seed {}.\n\n",
+            self.dataset,
+            self.version,
+            self.split,
+            self.samples,
+            self.proposals,
+            self.caption_field,
+            self.duplicate_captions,
+            self.seed
+        );
+        out.push_str(&self.markdown_table());
+        if !self.descriptions.is_empty() {
+            out.push_str(&format!(
+                "\n## Description retrieval\n\nThe best 4 of {} labels for example images.\n\n",
+                self.labels
+            ));
+            for d in &self.descriptions {
+                out.push_str(&format!(
+                    "- `{}` (proposal {}): {}\n",
+                    d.key,
+                    d.proposal_id,
+                    one_line(&d.caption, 160)
+                ));
+                for (model, top) in self.models.iter().zip(&d.top_labels) {
+                    let names: Vec<String> = top
+                        .iter()
+                        .map(|s| format!("{} ({:.3})", s.label, s.similarity))
+                        .collect();
+                    out.push_str(&format!("  - {}: {}\n", model.label, names.join(", ")));
+                }
+            }
+        }
+        out
+    }
+
+    /// The metrics table alone, one column per model.
+    pub fn markdown_table(&self) -> String {
+        let mut out = String::from("| metric | random |");
+        for model in &self.models {
+            out.push_str(&format!(" {} |", model.label.replace('|', "\\|")));
+        }
+        out.push_str("\n|---|---|");
+        out.push_str(&"---|".repeat(self.models.len()));
+        out.push('\n');
+        for row in self.rows() {
+            out.push_str(&format!("| {} | {} |", row.name, row.random));
+            for value in &row.values {
+                out.push_str(&format!(" {value} |"));
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Every reported number as a table row, in report order.
+    pub fn rows(&self) -> Vec<MetricRow> {
+        let mut rows = Vec::new();
+        for direction in Direction::BOTH {
+            let pick = |m: &ModelEval| match direction {
+                Direction::ImageToText => m.image_to_text.clone(),
+                Direction::TextToImage => m.text_to_image.clone(),
+            };
+            let evals: Vec<DirectionEval> = self.models.iter().map(pick).collect();
+            let name = direction.label();
+            for (i, &fraction) in REPORTED_FRACTIONS.iter().enumerate() {
+                let random = self.random_at(fraction);
+                rows.push(MetricRow::new(
+                    format!("{name} top-{}% (whole split)", percent(fraction)),
+                    format!("{random:.3}"),
+                    evals.iter().map(|e| e.top_fraction[i].accuracy),
+                ));
+            }
+            let mut median = MetricRow::ranks(
+                format!("{name} median rank (of {})", self.samples),
+                evals.iter().map(|e| e.median_rank),
+            );
+            median.random = format!("{:.1}", (self.samples + 1) as f64 / 2.0);
+            rows.push(median);
+            for (k, pick) in [
+                (
+                    1,
+                    (|e: &DirectionEval| e.proposal_recall_at_1) as fn(&DirectionEval) -> f64,
+                ),
+                (5, |e| e.proposal_recall_at_5),
+                (10, |e| e.proposal_recall_at_10),
+            ] {
+                rows.push(MetricRow::new(
+                    format!("{name} proposal Recall@{k}"),
+                    "".into(),
+                    evals.iter().map(pick),
+                ));
+            }
+            rows.push(MetricRow::ranks(
+                format!("{name} proposal median rank"),
+                evals.iter().map(|e| e.proposal_median_rank),
+            ));
+        }
+        self.in_batch_rows(&mut rows);
+        rows.push(MetricRow::new(
+            "mean cosine similarity, matched pairs".into(),
+            "".into(),
+            self.models.iter().map(|m| m.similarity.matched_mean),
+        ));
+        rows.push(MetricRow::new(
+            "mean cosine similarity, shuffled pairs".into(),
+            "".into(),
+            self.models.iter().map(|m| m.similarity.shuffled_mean),
+        ));
+        rows
+    }
+
+    fn in_batch_rows(&self, rows: &mut Vec<MetricRow>) {
+        let Some(first) = self.models.first() else {
+            return;
+        };
+        let b = &first.in_batch;
+        for (i, &(k, _, _)) in b.top_k.iter().enumerate() {
+            for (name, pick) in [
+                (
+                    "image→text",
+                    (|t: &(usize, f64, f64)| t.1) as fn(&(usize, f64, f64)) -> f64,
+                ),
+                ("text→image", |t| t.2),
+            ] {
+                rows.push(MetricRow::new(
+                    format!(
+                        "{name} in-batch top-{k} ({} batch{} of {}, original code's metric)",
+                        b.batches,
+                        if b.batches == 1 { "" } else { "es" },
+                        b.batch_size
+                    ),
+                    format!("{:.3}", k as f64 / b.batch_size as f64),
+                    self.models.iter().map(|m| pick(&m.in_batch.top_k[i])),
+                ));
+            }
+        }
+    }
+
+    fn random_at(&self, fraction: f64) -> f64 {
+        fraction_cutoff(fraction, self.samples) as f64 / self.samples.max(1) as f64
+    }
+}
+
+/// The text on one line, cut to `max_chars` characters with an ellipsis.
+pub fn one_line(text: &str, max_chars: usize) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max_chars {
+        return flat;
+    }
+    let cut: String = flat.chars().take(max_chars).collect();
+    format!("{cut}…")
+}
+
+fn percent(fraction: f64) -> String {
+    let text = format!("{:.1}", fraction * 100.0);
+    text.trim_end_matches(".0").to_string()
+}
+
+/// One row of the metrics table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricRow {
+    /// What the row measures.
+    pub name: String,
+    /// The value of a random ranking, or empty.
+    pub random: String,
+    /// One formatted value per model.
+    pub values: Vec<String>,
+}
+
+impl MetricRow {
+    fn new(name: String, random: String, values: impl Iterator<Item = f64>) -> Self {
+        Self {
+            name,
+            random,
+            values: values.map(|v| format!("{v:.3}")).collect(),
+        }
+    }
+
+    fn ranks(name: String, values: impl Iterator<Item = f64>) -> Self {
+        Self {
+            name,
+            random: String::new(),
+            values: values.map(|v| format!("{v:.1}")).collect(),
+        }
+    }
+}
