@@ -9,6 +9,29 @@ use super::commands::{print_value, write_stdout};
 
 pub fn list(global: &GlobalArgs, dataset: Option<&str>, limit: usize) -> Result<()> {
     let mut runs = list_runs(&global.data_dir, dataset)?;
+    if let Some(name) = dataset
+        && runs.is_empty()
+    {
+        let known = paperclip::dataset::versions::list_datasets(&global.data_dir)?;
+        let with_runs: Vec<String> = list_runs(&global.data_dir, None)?
+            .into_iter()
+            .map(|run| run.dataset)
+            .collect();
+        if !known.iter().chain(&with_runs).any(|known| known == name) {
+            let mut names: Vec<String> = known.into_iter().chain(with_runs).collect();
+            names.sort();
+            names.dedup();
+            anyhow::bail!(
+                "no dataset {name:?} in {}; datasets: {}",
+                global.data_dir.display(),
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            );
+        }
+    }
     runs.truncate(limit);
     print_value(global, &runs, || {
         if runs.is_empty() {

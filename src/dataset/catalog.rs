@@ -213,37 +213,39 @@ impl VersionSchema {
         self.paths.version_dir(self.version).join("skips.parquet")
     }
 
-    async fn skips(&self) -> Option<Arc<dyn TableProvider>> {
+    /// The version's skips file as a table. A missing or damaged file fails only the
+    /// queries that name this table, with the fix.
+    async fn skips(&self) -> datafusion::error::Result<Arc<dyn TableProvider>> {
         let path = self.skips_path();
+        let unusable = |problem: String| {
+            datafusion::error::DataFusionError::Plan(format!(
+                "the skips table of {} v{} cannot be read: {} {problem}; run `paperclip \
+                 datasets verify {}`",
+                self.paths.name,
+                self.version,
+                path.display(),
+                self.paths.name
+            ))
+        };
         if !path.is_file() {
-            return None;
+            return Err(unusable("is missing".into()));
         }
         let ctx = SessionContext::new_with_state(self.state.clone());
-        // A damaged skips file hides that one table; it must not break every query.
-        match ctx
+        let skips = ctx
             .read_parquet(
                 path.to_string_lossy().as_ref(),
                 ParquetReadOptions::default(),
             )
             .await
-        {
-            Ok(skips) => Some(skips.into_view()),
-            Err(error) => {
-                tracing::warn!(path = %path.display(), %error, "skips file is unreadable; run `paperclip datasets verify`");
-                None
-            }
-        }
+            .map_err(|error| unusable(format!("is damaged ({error})")))?;
+        Ok(skips.into_view())
     }
 }
 
 #[async_trait::async_trait]
 impl SchemaProvider for VersionSchema {
     fn table_names(&self) -> Vec<String> {
-        let mut names = vec!["samples".to_string()];
-        if self.skips_path().is_file() {
-            names.push("skips".to_string());
-        }
-        names
+        vec!["samples".to_string(), "skips".to_string()]
     }
 
     async fn table(&self, name: &str) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
@@ -255,13 +257,13 @@ impl SchemaProvider for VersionSchema {
                     .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
                 Ok(Some(provider))
             }
-            "skips" => Ok(self.skips().await),
+            "skips" => self.skips().await.map(Some),
             _ => Ok(None),
         }
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        name == "samples" || (name == "skips" && self.skips_path().is_file())
+        name == "samples" || name == "skips"
     }
 }
 

@@ -49,7 +49,7 @@ pub async fn resolve_version(paths: &DatasetPaths, text: &str) -> Result<u64> {
     let requested = if text == "latest" {
         versions.last().map(|v| v.version)
     } else {
-        text.trim_start_matches('v').parse::<u64>().ok()
+        text.trim_start_matches(['v', 'V']).parse::<u64>().ok()
     };
     match requested {
         Some(version) if versions.iter().any(|v| v.version == version) => Ok(version),

@@ -39,7 +39,16 @@ pub enum ScheduleError {
     NotScheduled { path: PathBuf },
 
     #[error(
-        "pipeline files {first} and {second} both build dataset {dataset:?}; their runs would wait for each other's lock, so serve only one of them"
+        "{}",
+        if first == second {
+            format!("pipeline file {} is given twice; give each pipeline once", first.display())
+        } else {
+            format!(
+                "pipeline files {} and {} both build dataset {dataset:?}; their runs would wait for each other's lock, so serve only one of them",
+                first.display(),
+                second.display()
+            )
+        }
     )]
     DuplicateDataset {
         dataset: String,

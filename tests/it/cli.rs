@@ -150,6 +150,26 @@ fn embedded_run_then_query_as_json() {
     );
     let rows: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(rows, serde_json::json!([{"status": "published"}]));
+
+    // A lost skips file fails the queries that name it, with the fix, and no others.
+    let skips = dir
+        .path()
+        .join("datasets/hst-paperclip/versions/v1/skips.parquet");
+    std::fs::remove_file(skips).unwrap();
+    let lost = paperclip(
+        dir.path(),
+        &["sql", r#"SELECT count(*) FROM "hst-paperclip".v1.skips"#],
+    );
+    let stderr = text(&lost.stderr);
+    assert!(
+        stderr.contains("skips.parquet is missing; run `paperclip datasets verify"),
+        "{stderr}"
+    );
+    let samples = paperclip(
+        dir.path(),
+        &["sql", r#"SELECT count(*) FROM "hst-paperclip".v1.samples"#],
+    );
+    assert!(samples.status.success(), "{}", text(&samples.stderr));
 }
 
 #[test]
