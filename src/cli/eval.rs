@@ -99,7 +99,7 @@ fn model_options(args: &ModelArgs) -> ModelOptions {
     }
 }
 
-/// A bar on stderr when it is a terminal.
+/// Creates a bar on stderr when it is a terminal.
 fn progress_bar() -> Option<ProgressBar> {
     std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new(0);

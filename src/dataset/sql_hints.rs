@@ -7,7 +7,7 @@ use crate::sql::graph::closest;
 /// Tables of every version schema.
 const VERSION_TABLES: [&str; 2] = ["samples", "skips"];
 
-/// A hint for `error`, raised by `query` over a data directory holding `datasets`.
+/// Returns a hint for `error`, raised by `query` over a data directory with `datasets`.
 pub fn name_hint(query: &str, error: &str, datasets: &[String]) -> Option<String> {
     if let Some(name) = unquoted_dataset(query, datasets) {
         return Some(format!(
@@ -70,7 +70,7 @@ fn version_hint(dataset: &str, schema: &str, table: &str) -> Option<String> {
     ))
 }
 
-/// A dataset whose name needs quotes and appears in the query without them.
+/// Finds a dataset whose name needs quotes and appears in the query without them.
 fn unquoted_dataset<'a>(query: &str, datasets: &'a [String]) -> Option<&'a str> {
     datasets
         .iter()

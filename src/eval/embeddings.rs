@@ -20,13 +20,12 @@ use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::file::metadata::KeyValue;
 use datafusion::parquet::file::properties::WriterProperties;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::error::{EvalError, io};
 use super::model::Matrix;
 
-/// What an embeddings table was made from, stored in its Parquet metadata.
+/// Provenance of an embeddings table, stored in its Parquet metadata.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EmbeddingsInfo {
     /// Dataset name.
@@ -77,7 +76,7 @@ pub fn table_dir(data_dir: &Path, dataset: &str, version: u64) -> PathBuf {
         .join(format!("v{version}"))
 }
 
-/// The table's file for one checkpoint.
+/// Returns the table's file for one checkpoint.
 pub fn table_path(data_dir: &Path, info: &EmbeddingsInfo) -> PathBuf {
     table_dir(data_dir, &info.dataset, info.version)
         .join(format!("{}.parquet", &info.weights_sha256[..12]))
@@ -199,7 +198,7 @@ fn info_of(
 /// An embeddings table in memory: the samples and their image embeddings.
 #[derive(Debug)]
 pub struct ImageIndex {
-    /// What the table was made from.
+    /// Provenance of the table.
     pub info: EmbeddingsInfo,
     /// The samples, in table order.
     pub samples: Vec<EmbeddedSample>,
@@ -274,40 +273,10 @@ pub fn read_image_index(path: &Path) -> Result<ImageIndex, EvalError> {
     })
 }
 
-/// The `k` rows of `matrix` with the largest dot product with `query`, best first; equal
-/// scores keep table order. Rows are scored in parallel.
+/// Returns the `k` rows of `matrix` with the largest dot product with `query`, best first;
+/// equal scores keep table order.
 pub fn exact_top_k(matrix: &Matrix, query: &[f32], k: usize) -> Vec<(usize, f32)> {
-    const ROWS_PER_TASK: usize = 4096;
-    let dim = matrix.dim.max(1);
-    let mut best: Vec<(usize, f32)> = matrix
-        .values
-        .par_chunks(ROWS_PER_TASK * dim)
-        .enumerate()
-        .flat_map_iter(|(task, rows)| {
-            let mut local: Vec<(usize, f32)> = rows
-                .chunks_exact(dim)
-                .enumerate()
-                .map(|(i, row)| {
-                    let score = row.iter().zip(query).map(|(a, b)| a * b).sum::<f32>();
-                    (task * ROWS_PER_TASK + i, score)
-                })
-                .collect();
-            keep_best(&mut local, k);
-            local
-        })
-        .collect();
-    keep_best(&mut best, k);
-    best
-}
-
-/// Sorts best first (ties by index) and keeps `k`.
-fn keep_best(scored: &mut Vec<(usize, f32)>, k: usize) {
-    let order = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-    if scored.len() > k && k > 0 {
-        scored.select_nth_unstable_by(k - 1, order);
-    }
-    scored.truncate(k);
-    scored.sort_by(order);
+    paperclip_clip::search::top_k_dot(&matrix.values, matrix.dim, query, k)
 }
 
 #[cfg(test)]
@@ -358,16 +327,5 @@ mod tests {
         assert_eq!(index.info, info(2));
         assert_eq!(index.samples, samples);
         assert_eq!(index.images, images);
-    }
-
-    #[test]
-    fn top_k_is_best_first_with_ties_in_table_order() {
-        let matrix = Matrix {
-            dim: 2,
-            values: vec![0.1, 0.0, 0.9, 0.0, 0.5, 0.0, 0.9, 0.0, -1.0, 0.0],
-        };
-        let top = exact_top_k(&matrix, &[1.0, 0.0], 3);
-        assert_eq!(top, vec![(1, 0.9), (3, 0.9), (2, 0.5)]);
-        assert_eq!(exact_top_k(&matrix, &[1.0, 0.0], 10).len(), 5);
     }
 }

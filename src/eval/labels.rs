@@ -13,7 +13,7 @@ use super::error::{EvalError, io};
 use super::model::Matrix;
 use crate::train::data::SplitData;
 
-/// The paper's label list.
+/// The 77 labels of the PAPERCLIP paper's appendix.
 pub const PAPER_LABELS: &str = include_str!("../../configs/labels/paperclip.txt");
 
 /// Labels of a label file's text. Fails on an empty list or a repeated label, naming it.
@@ -93,7 +93,8 @@ pub fn pick_examples(data: &SplitData, count: usize, seed: u64) -> Vec<usize> {
     picked
 }
 
-/// The `top` labels of image row `index`, best first; ties keep the list order.
+/// Ranks the labels against image row `index` and returns the best `top`; ties keep the
+/// list order.
 pub fn top_labels(
     images: &Matrix,
     index: usize,

@@ -9,7 +9,7 @@
 //! - **Sample level.** Only the query's own pair matches. Identical captions (several
 //!   images of one proposal with one summary) tie, and the ties count against the match.
 //! - **Proposal level.** Every candidate of the query's proposal matches.
-//! - **Top-k% accuracy** (the paper's metric): the fraction of queries whose sample-level
+//! - **Top-k% accuracy** (the PAPERCLIP paper's metric): the fraction of queries whose sample-level
 //!   rank is at most ⌊k·N⌋. A random ranking scores ⌊k·N⌋/N.
 //! - **In-batch accuracy** (the original code's metric): the split in a seeded order, cut
 //!   into whole batches of 100; top-1/5/10/20 sample-level accuracy within each batch,
@@ -18,13 +18,13 @@
 use paperclip_clip::rng::Rng;
 use serde::Serialize;
 
-/// Which modality is the query.
+/// Query modality.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
-    /// An image asks for its caption: one row of the matrix.
+    /// An image queries the captions: one row of the matrix.
     ImageToText,
-    /// A caption asks for its image: one column of the matrix.
+    /// A caption queries the images: one column of the matrix.
     TextToImage,
 }
 
@@ -32,7 +32,7 @@ impl Direction {
     /// Both directions, image→text first.
     pub const BOTH: [Direction; 2] = [Direction::ImageToText, Direction::TextToImage];
 
-    /// The name used in reports.
+    /// Returns the name used in reports.
     pub fn label(self) -> &'static str {
         match self {
             Direction::ImageToText => "image→text",
@@ -61,7 +61,7 @@ impl Similarities {
         Ok(Self { n, values })
     }
 
-    /// The number of pairs N.
+    /// Returns the number of pairs N.
     pub fn len(&self) -> usize {
         self.n
     }
@@ -71,12 +71,12 @@ impl Similarities {
         false
     }
 
-    /// The similarity of image `row` and caption `col`.
+    /// Returns the similarity of image `row` and caption `col`.
     pub fn get(&self, row: usize, col: usize) -> f32 {
         self.values[row * self.n + col]
     }
 
-    /// The similarities a query sees, in candidate order.
+    /// Returns the similarities of one query to every candidate, in candidate order.
     fn query_scores(&self, direction: Direction, query: usize) -> Vec<f32> {
         match direction {
             Direction::ImageToText => self.values[query * self.n..(query + 1) * self.n].to_vec(),
@@ -84,7 +84,7 @@ impl Similarities {
         }
     }
 
-    /// The sub-matrix of the given pairs, in the given order.
+    /// Returns the sub-matrix of the given pairs, in the given order.
     fn select(&self, pairs: &[usize]) -> Similarities {
         let values = pairs
             .iter()
@@ -97,7 +97,8 @@ impl Similarities {
     }
 }
 
-/// The rank of a query whose matching candidates satisfy `is_match` (see the module docs).
+/// Computes the rank of a query whose matching candidates satisfy `is_match` (see the
+/// module docs).
 fn rank(scores: &[f32], is_match: impl Fn(usize) -> bool) -> usize {
     let best = scores
         .iter()
@@ -135,7 +136,7 @@ pub fn recall_at(ranks: &[usize], k: usize) -> f64 {
     ranks.iter().filter(|&&r| r <= k).count() as f64 / ranks.len() as f64
 }
 
-/// The median rank; the mean of the two middle ranks when their count is even.
+/// Computes the median rank: the mean of the two middle ranks when their count is even.
 pub fn median_rank(ranks: &[usize]) -> f64 {
     let mut sorted = ranks.to_vec();
     sorted.sort_unstable();
@@ -146,13 +147,15 @@ pub fn median_rank(ranks: &[usize]) -> f64 {
     }
 }
 
-/// The rank cut-off of retrieval fraction `fraction` over `n` candidates: ⌊fraction·n⌋.
+/// Returns the rank cut-off of retrieval fraction `fraction` over `n` candidates:
+/// ⌊fraction·n⌋.
 pub fn fraction_cutoff(fraction: f64, n: usize) -> usize {
     // The small tolerance keeps 0.1·30 at 3, not at 2 through rounding.
     (fraction * n as f64 + 1e-9).floor() as usize
 }
 
-/// The paper's top-k% accuracy: the fraction of ranks within ⌊fraction·n⌋.
+/// Computes the top-k% accuracy of the PAPERCLIP paper: the fraction of ranks within
+/// ⌊fraction·n⌋.
 pub fn accuracy_at_fraction(ranks: &[usize], fraction: f64) -> f64 {
     recall_at(ranks, fraction_cutoff(fraction, ranks.len()))
 }
@@ -234,7 +237,7 @@ pub struct PairSimilarities {
     pub shuffled: Vec<f32>,
 }
 
-/// The diagonal, and the similarities under a seeded permutation of the captions.
+/// Returns the diagonal, and the similarities under a seeded permutation of the captions.
 pub fn pair_similarities(sim: &Similarities, seed: u64) -> PairSimilarities {
     let mut permutation: Vec<usize> = (0..sim.len()).collect();
     Rng::derived(seed, "eval-shuffled-pairs").shuffle(&mut permutation);
@@ -276,7 +279,7 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_captions_tie_at_sample_level_and_match_at_proposal_level() {
+    fn duplicate_captions_tie_then_match_by_proposal() {
         // Pairs 0 and 1 share one proposal and one caption, so columns 0 and 1 are equal.
         let sim = matrix(&[&[0.8, 0.8, 0.1], &[0.6, 0.6, 0.2], &[0.1, 0.1, 0.9]]);
         assert_eq!(sample_ranks(&sim, Direction::ImageToText), vec![2, 2, 1]);
@@ -285,7 +288,7 @@ mod tests {
             group_ranks(&sim, &groups, Direction::ImageToText),
             vec![1, 1, 1]
         );
-        // Caption 1 asks for an image: image 0 scores 0.8 > image 1's 0.6, but image 0 is
+        // Caption 1 queries the images: image 0 scores 0.8 > image 1's 0.6, but image 0 is
         // of the same proposal, so the proposal-level rank is 1.
         assert_eq!(sample_ranks(&sim, Direction::TextToImage), vec![1, 2, 1]);
         assert_eq!(
@@ -303,7 +306,7 @@ mod tests {
     }
 
     #[test]
-    fn fraction_accuracy_uses_the_floor_of_k_times_n() {
+    fn fraction_cutoff_is_floor_of_k_n() {
         let ranks = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
         assert_eq!(fraction_cutoff(0.25, 10), 2);
         assert_eq!(accuracy_at_fraction(&ranks, 0.25), 0.2);

@@ -3,7 +3,7 @@
 //! Invariants:
 //! - Embeddings are L2-normalized f32 rows, so a dot product is a cosine similarity.
 //! - Images get no randomness: the stored square, resized as the checkpoint was trained
-//!   (when the training run's record says so), then the centred crop of the model's
+//!   (when the training run's record has `training.resize_px`), then the centred crop of the model's
 //!   input size. Captions are tokenized whole and cut at the model's context length.
 
 use std::path::{Path, PathBuf};
@@ -19,7 +19,7 @@ use crate::train::config::ModelConfig;
 use crate::train::data::{BatchRecipe, SplitData, build_batch};
 use crate::train::resolve::{load_tokenizer, resolve_model, resolve_vocabulary};
 
-/// Where to find what a checkpoint folder does not hold.
+/// Locations of the files a checkpoint folder lacks, and the image resize.
 #[derive(Debug, Clone, Default)]
 pub struct ModelOptions {
     /// The CLIP vocabulary; found next to the weights, in the training run's settings or
@@ -206,7 +206,7 @@ impl Matrix {
         Ok(())
     }
 
-    /// The dot products of every row of `self` with every row of `other`, row-major.
+    /// Computes the dot products of every row of `self` with every row of `other`, row-major.
     pub fn dot_all(&self, other: &Matrix) -> Result<Vec<f32>, EvalError> {
         if self.dim != other.dim {
             return Err(EvalError::Invalid(format!(

@@ -57,7 +57,7 @@ fn thumbnails(evaluation: &Evaluation) -> Result<Vec<Vec<u8>>, EvalError> {
         .collect()
 }
 
-/// A square PNG thumbnail of [`THUMBNAIL_PX`] pixels.
+/// Encodes a square PNG thumbnail of [`THUMBNAIL_PX`] pixels.
 pub fn thumbnail_png(image: &RgbImage) -> Result<Vec<u8>, EvalError> {
     let small = resize_square(image, THUMBNAIL_PX)?;
     let buffer = image::RgbImage::from_raw(

@@ -1,6 +1,6 @@
 //! PNG plots of a report, drawn with plotters on an RGB buffer and encoded by `image`.
 //!
-//! plotters draws text only through a system font loader; here text is rasterized with
+//! plotters draws text only through a system font loader. Here text is rasterized with
 //! ab_glyph from a font compiled into the binary (Ubuntu Light, from egui's font crate),
 //! so the plots look the same on every machine, fonts installed or not.
 
@@ -39,7 +39,7 @@ pub struct Plot {
     pub png: Vec<u8>,
 }
 
-/// Every plot of a report: accuracy against fraction for each direction, then one
+/// Draws every plot of a report: accuracy against fraction for each direction, then one
 /// similarity histogram per model.
 pub fn draw_all(report: &EvalReport) -> Result<Vec<Plot>, EvalError> {
     let mut plots = Vec::new();
@@ -243,15 +243,15 @@ pub struct TextBackend<B> {
 }
 
 impl<B: DrawingBackend> TextBackend<B> {
-    /// Wraps `inner`; fails only if the compiled-in font cannot be parsed.
+    /// Wraps `inner`; returns an error when the compiled-in font cannot be parsed.
     pub fn new(inner: B) -> Result<Self, String> {
         let font = FontRef::try_from_slice(epaint_default_fonts::UBUNTU_LIGHT)
             .map_err(|e| format!("the built-in font is unreadable: {e}"))?;
         Ok(Self { inner, font })
     }
 
-    /// The width and height of `text` at `size_px`, and each glyph placed on a baseline
-    /// at the font's ascent.
+    /// Lays out `text` at `size_px`: its width and height, and each glyph placed on a
+    /// baseline at the font's ascent.
     fn layout(&self, text: &str, size_px: f32) -> (f32, f32, Vec<ab_glyph::Glyph>) {
         let scaled = self.font.as_scaled(PxScale::from(size_px));
         let mut caret = 0.0;

@@ -16,12 +16,12 @@ pub const REPORTED_FRACTIONS: [f64; 5] = [0.01, 0.05, 0.1, 0.2, 0.5];
 pub const IN_BATCH_KS: [usize; 4] = [1, 5, 10, 20];
 /// Pairs per batch of the in-batch metric, as in the original code.
 pub const IN_BATCH_SIZE: usize = 100;
-/// Bins of the similarity histograms over [−1, 1], as in the paper.
+/// Bins of the similarity histograms over [−1, 1], as in the PAPERCLIP paper's figure.
 pub const HISTOGRAM_BINS: usize = 30;
 /// Points of the accuracy-versus-fraction curve, minus one.
 pub const CURVE_STEPS: usize = 100;
 
-/// What was evaluated.
+/// An evaluation: the split, its pairs and the metrics of each checkpoint.
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalReport {
     /// Dataset name.
@@ -157,7 +157,7 @@ fn similarity_eval(pairs: &PairSimilarities) -> SimilarityEval {
 }
 
 impl EvalReport {
-    /// The Markdown report: what was evaluated, then one column per model.
+    /// Renders the Markdown report: the split, then one column per model.
     pub fn to_markdown(&self) -> String {
         let mut out = format!(
             "# Retrieval evaluation of {}@{} ({} split)\n\n\
@@ -197,7 +197,7 @@ impl EvalReport {
         out
     }
 
-    /// The metrics table alone, one column per model.
+    /// Renders the metrics table alone, one column per model.
     pub fn markdown_table(&self) -> String {
         let mut out = String::from("| metric | random |");
         for model in &self.models {
@@ -216,7 +216,7 @@ impl EvalReport {
         out
     }
 
-    /// Every reported number as a table row, in report order.
+    /// Lists every reported number as a table row, in report order.
     pub fn rows(&self) -> Vec<MetricRow> {
         let mut rows = Vec::new();
         for direction in Direction::BOTH {
@@ -305,7 +305,7 @@ impl EvalReport {
     }
 }
 
-/// The text on one line, cut to `max_chars` characters with an ellipsis.
+/// Puts `text` on one line, cut to `max_chars` characters with an ellipsis.
 pub fn one_line(text: &str, max_chars: usize) -> String {
     let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() <= max_chars {
@@ -323,7 +323,7 @@ fn percent(fraction: f64) -> String {
 /// One row of the metrics table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricRow {
-    /// What the row measures.
+    /// Name of the measured quantity.
     pub name: String,
     /// The value of a random ranking, or empty.
     pub random: String,

@@ -20,7 +20,7 @@ use super::model::{EvalModel, Matrix, ModelOptions};
 use super::parse_dataset;
 use crate::train::data::{SplitData, open_version};
 
-/// What to embed.
+/// Settings of `paperclip embed`.
 #[derive(Debug, Clone)]
 pub struct EmbedOptions {
     /// The paperclip data directory.
@@ -109,15 +109,15 @@ pub async fn embed(
     Ok((path, info))
 }
 
-/// An existing path made absolute, so a table found later still points at it; anything
-/// else (a hub name) unchanged.
+/// Makes an existing path absolute, so a table found later still points at it; anything
+/// else (a hub name) is returned unchanged.
 fn absolute(text: &str) -> String {
     std::fs::canonicalize(text)
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| text.to_string())
 }
 
-/// What to search for.
+/// Settings of `paperclip search`.
 #[derive(Debug, Clone)]
 pub struct SearchOptions {
     /// The paperclip data directory.
@@ -216,7 +216,8 @@ pub async fn search(options: &SearchOptions) -> Result<SearchResult, EvalError> 
     })
 }
 
-/// The image rows of one split, with their table rows; the whole table without a split.
+/// Selects the image rows of one split, with their table rows; without a split, the whole
+/// table.
 fn restrict_to_split(
     index: &ImageIndex,
     split: Option<&str>,
@@ -229,7 +230,7 @@ fn restrict_to_split(
         .collect();
     if rows.is_empty() {
         return Err(EvalError::Invalid(format!(
-            "the embeddings table has no images of split {split:?}; it holds {}",
+            "the embeddings table has no images of split {split:?}; it contains {}",
             index.info.splits.join(", ")
         )));
     }
@@ -290,10 +291,10 @@ fn find_table(options: &SearchOptions, dataset: &str, version: u64) -> Result<Pa
                 .join(", ")
         )));
     };
-    let wanted_abs = absolute(wanted);
+    let wanted_absolute = absolute(wanted);
     tables
         .iter()
-        .find(|(_, info)| info.checkpoint == wanted_abs || info.checkpoint == *wanted)
+        .find(|(_, info)| info.checkpoint == wanted_absolute || info.checkpoint == *wanted)
         .map(|(path, _)| path.clone())
         .ok_or_else(|| {
             EvalError::Invalid(format!(

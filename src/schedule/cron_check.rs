@@ -59,7 +59,7 @@ const FIELDS: [FieldRule; 5] = [
     },
 ];
 
-/// What is wrong with `expression`, when a simple rule can tell.
+/// Describes the mistake in `expression`, when a simple rule finds one.
 pub fn diagnose(expression: &str) -> Option<String> {
     let expression = expression.trim();
     if expression.is_empty() {

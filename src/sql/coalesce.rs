@@ -45,8 +45,8 @@ impl Default for StringWinsCoalesce {
     }
 }
 
-/// The argument types after coercion: all strings when numbers and strings mix, `None`
-/// when DataFusion's own rule applies.
+/// Returns the argument types after coercion: all strings when numbers and strings mix,
+/// `None` when DataFusion's own rule applies.
 fn string_wins(arg_types: &[DataType]) -> Result<Option<Vec<DataType>>> {
     let strings: Vec<DataType> = arg_types.iter().filter(|t| is_string(t)).cloned().collect();
     let has_number = arg_types.iter().any(DataType::is_numeric);

@@ -78,11 +78,11 @@ async fn eval_scores_trained_checkpoint_above_its_random_start() {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out_dir.join("eval.json")).unwrap()).unwrap();
     assert_eq!(report["samples"], 128);
-    let (random_start, trained) = (&report["models"][0], &report["models"][1]);
+    let (random_start, fine_tuned) = (&report["models"][0], &report["models"][1]);
     for direction in ["image_to_text", "text_to_image"] {
         let (before, after) = (
             metric(random_start, direction, 0.1),
-            metric(trained, direction, 0.1),
+            metric(fine_tuned, direction, 0.1),
         );
         eprintln!("{direction} top-10%: random start {before:.3}, trained {after:.3}");
         assert!(
@@ -95,8 +95,8 @@ async fn eval_scores_trained_checkpoint_above_its_random_start() {
         );
     }
     // 128 pairs: one whole batch of 100 for the original code's metric.
-    assert_eq!(trained["in_batch"]["batch_size"], 100);
-    assert_eq!(trained["in_batch"]["batches"], 1);
+    assert_eq!(fine_tuned["in_batch"]["batch_size"], 100);
+    assert_eq!(fine_tuned["in_batch"]["batches"], 1);
     assert_eq!(report["descriptions"].as_array().unwrap().len(), 6);
 
     for name in [
@@ -120,4 +120,100 @@ async fn eval_scores_trained_checkpoint_above_its_random_start() {
         !html.contains("src=\"http"),
         "the report must not load anything"
     );
+
+    search_finds_what_the_query_names(dir.path(), &trained, &vocabulary);
+}
+
+/// `embed` writes the table and `search` ranks images by a caption-like query: most of
+/// the hits show the queried colour or shape.
+fn search_finds_what_the_query_names(data_dir: &Path, checkpoint: &str, vocabulary: &str) {
+    let embed = paperclip(
+        data_dir,
+        &[
+            "--json",
+            "embed",
+            "--checkpoint",
+            checkpoint,
+            "--dataset",
+            "shapes",
+            "--vocabulary",
+            vocabulary,
+        ],
+    );
+    assert!(
+        embed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&embed.stderr)
+    );
+    let table: serde_json::Value = serde_json::from_slice(&embed.stdout).unwrap();
+    assert_eq!(table["splits"], serde_json::json!(["train", "val"]));
+
+    let gallery = data_dir.join("gallery.html");
+    let search = paperclip(
+        data_dir,
+        &[
+            "--json",
+            "search",
+            "a red square in the top left",
+            "--dataset",
+            "shapes@1",
+            "-k",
+            "8",
+            "--split",
+            "val",
+            "--html",
+            gallery.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        search.status.success(),
+        "{}",
+        String::from_utf8_lossy(&search.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&search.stdout).unwrap();
+    assert_eq!(result["searched"], 128);
+    let hits = result["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 8);
+    let matching = hits
+        .iter()
+        .filter(|hit| {
+            let caption = hit["caption"].as_str().unwrap();
+            caption.contains("red") || caption.contains("square")
+        })
+        .count();
+    eprintln!("{matching} of 8 hits are red or square: {hits:?}");
+    assert!(matching >= 6, "{matching} of 8 hits are red or square");
+    let similarities: Vec<f64> = hits
+        .iter()
+        .map(|h| h["similarity"].as_f64().unwrap())
+        .collect();
+    assert!(
+        similarities.windows(2).all(|w| w[0] >= w[1]),
+        "{similarities:?}"
+    );
+    let html = std::fs::read_to_string(&gallery).unwrap();
+    assert_eq!(html.matches("data:image/png;base64,").count(), 8);
+
+    // A second table makes the checkpoint choice explicit.
+    let base = data_dir.join("random-start").display().to_string();
+    let second = paperclip(
+        data_dir,
+        &[
+            "embed",
+            "--checkpoint",
+            &base,
+            "--dataset",
+            "shapes",
+            "--vocabulary",
+            vocabulary,
+        ],
+    );
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let ambiguous = paperclip(data_dir, &["search", "a red square", "--dataset", "shapes"]);
+    let stderr = String::from_utf8_lossy(&ambiguous.stderr);
+    assert!(stderr.contains("pick one with --checkpoint"), "{stderr}");
 }

@@ -30,6 +30,7 @@ pub mod nn;
 pub mod optim;
 pub mod params;
 pub mod rng;
+pub mod search;
 pub mod tokenizer;
 
 pub use config::ClipConfig;
