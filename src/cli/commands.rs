@@ -70,6 +70,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Eval(args) => super::eval::eval(global, &args).await,
         Command::Embed(args) => super::eval::embed(global, &args).await,
         Command::Search(args) => super::eval::search(global, &args).await,
+        Command::Judge(args) => super::judge::run(global, &args).await,
     }
 }
 

@@ -19,7 +19,7 @@ pub async fn eval(global: &GlobalArgs, args: &EvalArgs) -> Result<()> {
         dataset: args.dataset.clone(),
         split: args.split.clone(),
         caption_field: args.caption_field.clone(),
-        checkpoints: labelled(&args.checkpoint, &args.label)?,
+        checkpoints: labelled(&args.checkpoints.checkpoint, &args.checkpoints.label)?,
         model: model_options(&args.model),
         batch_size: args.model.batch_size as usize,
         seed: args.seed,
@@ -55,7 +55,7 @@ pub async fn eval(global: &GlobalArgs, args: &EvalArgs) -> Result<()> {
 }
 
 /// Pairs each checkpoint with its --label, or with a label made from its path.
-fn labelled(checkpoints: &[String], labels: &[String]) -> Result<Vec<(String, String)>> {
+pub(super) fn labelled(checkpoints: &[String], labels: &[String]) -> Result<Vec<(String, String)>> {
     if !labels.is_empty() && labels.len() != checkpoints.len() {
         anyhow::bail!(
             "{} --label for {} --checkpoint; give one label per checkpoint or none",
@@ -92,7 +92,7 @@ fn default_out_dir(global: &GlobalArgs, report: &paperclip::eval::EvalReport) ->
     ))
 }
 
-fn model_options(args: &ModelArgs) -> ModelOptions {
+pub(super) fn model_options(args: &ModelArgs) -> ModelOptions {
     ModelOptions {
         vocabulary: args.vocabulary.clone(),
         resize_px: args.resize_px.map(|px| px as usize),
@@ -100,11 +100,11 @@ fn model_options(args: &ModelArgs) -> ModelOptions {
 }
 
 /// Creates a bar on stderr when it is a terminal.
-fn progress_bar() -> Option<ProgressBar> {
+pub(super) fn progress_bar() -> Option<ProgressBar> {
     std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new(0);
         bar.set_style(
-            ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos}/{len} pairs, eta {eta}")
+            ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos}/{len}, eta {eta}")
                 .expect("template is valid")
                 .progress_chars("=> "),
         );
@@ -112,7 +112,7 @@ fn progress_bar() -> Option<ProgressBar> {
     })
 }
 
-fn show_progress(bar: Option<&ProgressBar>, prefix: &str, done: usize, total: usize) {
+pub(super) fn show_progress(bar: Option<&ProgressBar>, prefix: &str, done: usize, total: usize) {
     if let Some(bar) = bar {
         bar.set_prefix(prefix.to_string());
         bar.set_length(total as u64);

@@ -4,6 +4,8 @@
 mod commands;
 mod eval;
 mod gc;
+mod judge;
+mod llm;
 mod progress;
 mod runs;
 mod serve;
@@ -100,6 +102,16 @@ pub enum Command {
     /// Exact search by cosine similarity over the table `paperclip embed` wrote. Prints
     /// rank, similarity, key, proposal, target and caption; --html writes a gallery.
     Search(SearchArgs),
+    /// Score text-to-image retrieval with a language model as the judge of relevance.
+    ///
+    /// For each query (by default the ten of the PAPERCLIP paper), the top -k images of the
+    /// split under each --checkpoint, and the top -k samples by TF-IDF similarity of their
+    /// abstracts, go to the judge. It reads each image's proposal abstract and decides
+    /// whether the observations could be relevant to the query. A method's score is the
+    /// fraction of its judged pairs answered relevant. Writes the JSON report to --out
+    /// (default <data dir>/evaluations/judge-<dataset>-v<N>-<time>.json) and Markdown next
+    /// to it, and prints the tables. Exits with status 1 when a pair is left unjudged.
+    Judge(JudgeArgs),
 }
 
 /// How `eval` and `embed` run a checkpoint.
@@ -158,16 +170,23 @@ pub struct SearchArgs {
     pub html: Option<PathBuf>,
 }
 
+/// The checkpoints `eval` and `judge` compare, with their names in the report.
 #[derive(Debug, Args)]
-pub struct EvalArgs {
+pub struct CheckpointArgs {
     /// Checkpoint: a model folder (config.json and model.safetensors), a safetensors file
-    /// or a Hugging Face hub name in the local cache. Give it twice to compare two models,
-    /// for example the base model and a fine-tuned checkpoint.
+    /// or a Hugging Face hub name in the local cache. Repeat it to compare models, for
+    /// example the base model and a fine-tuned checkpoint.
     #[arg(long, value_name = "CHECKPOINT", required = true, num_args = 1)]
     pub checkpoint: Vec<String>,
     /// Name of each checkpoint in the report, in the order of --checkpoint.
     #[arg(long, value_name = "NAME")]
     pub label: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub checkpoints: CheckpointArgs,
     /// Dataset version to score, `NAME` (latest) or `NAME@N`.
     #[arg(long, value_name = "NAME[@N]")]
     pub dataset: String,
@@ -195,6 +214,41 @@ pub struct EvalArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct JudgeArgs {
+    #[command(flatten)]
+    pub checkpoints: CheckpointArgs,
+    /// Dataset version to retrieve from, `NAME` (latest) or `NAME@N`.
+    #[arg(long, value_name = "NAME[@N]")]
+    pub dataset: String,
+    /// Split to retrieve from.
+    #[arg(long, default_value = "val")]
+    pub split: String,
+    /// Sample field holding the proposal abstract that the judge reads and TF-IDF ranks.
+    #[arg(long, default_value = "caption_paper")]
+    pub abstract_field: String,
+    /// Query file, one query per line, `#` starting a comment; by default the ten queries
+    /// of the PAPERCLIP relevance test.
+    #[arg(long, value_name = "FILE")]
+    pub queries: Option<PathBuf>,
+    /// Images retrieved and judged per query and method.
+    #[arg(short, long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub k: u64,
+    /// Leave out the TF-IDF baseline, which ranks the samples by their abstracts alone.
+    #[arg(long)]
+    pub no_tfidf: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub llm: LlmArgs,
+    /// Seed of the judge's sampler; decoding is greedy.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// JSON report file; the Markdown report goes next to it with the extension .md.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct TrainArgs {
     /// Training config (TOML), for example configs/paperclip-vit-b16.toml.
     pub config: PathBuf,
@@ -217,6 +271,30 @@ pub struct SummarizeArgs {
     /// Proposal catalog in STScI's abstracts.cat format, or one Phase II `.pro` file.
     #[arg(long, value_name = "FILE")]
     pub catalog: PathBuf,
+    #[command(flatten)]
+    pub llm: LlmArgs,
+    /// Prompt template file with `{{abstract}}` once; defaults to the built-in
+    /// prompts/summary-v1.txt (the paper's prompt).
+    #[arg(long, value_name = "FILE")]
+    pub prompt: Option<PathBuf>,
+    /// Summarize only the first N proposals of the catalog.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+    /// Requests per abstract before its outcome is recorded as rejected or failed.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub max_attempts: u32,
+    /// Sampling temperature; 0 is greedy decoding.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Seed of the server's sampler.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// The language model of `summarize` and `judge`: a GGUF model run in this process, or an
+/// OpenAI-compatible server.
+#[derive(Debug, Args)]
+pub struct LlmArgs {
     /// Backend: `local` runs a GGUF model in this process, `http` calls an
     /// OpenAI-compatible server. Defaults to `http` when --server is given, else `local`.
     #[arg(long, value_parser = ["local", "http"])]
@@ -228,34 +306,18 @@ pub struct SummarizeArgs {
     /// CPU threads of the local backend; defaults to every core.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub threads: Option<u64>,
-    /// Prompt template file with `{{abstract}}` once; defaults to the built-in
-    /// prompts/summary-v1.txt (the paper's prompt).
-    #[arg(long, value_name = "FILE")]
-    pub prompt: Option<PathBuf>,
     /// Root URL of the server, e.g. http://127.0.0.1:8080 for llama-server.
     #[arg(long, value_name = "URL")]
     pub server: Option<String>,
     /// Model name sent with each request; llama-server ignores it, vLLM and Ollama need it.
     #[arg(long, value_name = "NAME", default_value = "default")]
     pub model: String,
-    /// Summarize only the first N proposals of the catalog.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub limit: Option<u64>,
     /// Name of the environment variable that contains the server's API key.
     #[arg(long, value_name = "VAR")]
     pub api_key_env: Option<String>,
     /// Requests in flight at once; match the server's parallel slots.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub concurrency: u64,
-    /// Requests per abstract before its outcome is recorded as rejected or failed.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
-    pub max_attempts: u32,
-    /// Sampling temperature; 0 is greedy decoding.
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f32,
-    /// Seed of the server's sampler.
-    #[arg(long)]
-    pub seed: Option<u64>,
     /// Maximum time one request may take, generation included, in seconds.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_secs: u64,

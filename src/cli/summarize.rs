@@ -5,14 +5,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use paperclip::pipeline::config::SummariesSection;
-use paperclip::summaries::http::{HttpBackend, HttpBackendConfig};
-use paperclip::summaries::local::{LocalBackend, LocalBackendConfig};
 use paperclip::summaries::prompt::PromptTemplate;
 use paperclip::summaries::stage::{OutcomeSource, summarize_proposals};
 use paperclip::summaries::{
-    ProposalSummary, ProposalText, Sampling, StageSettings, Summarizer, SummaryBackend,
-    SummaryCache, SummaryStatus,
+    ProposalSummary, ProposalText, Sampling, StageSettings, Summarizer, SummaryCache, SummaryStatus,
 };
 use serde::Serialize;
 
@@ -56,11 +52,11 @@ pub async fn summarize(global: &GlobalArgs, args: &SummarizeArgs) -> Result<()> 
     }
 
     let proposals = read_catalog(&args.catalog, args.limit)?;
-    let backend = backend(args)?;
+    let backend = super::llm::backend(&args.llm)?;
     let summarizer = Summarizer::with_prompt(prompt_template(args.prompt.as_deref())?)?;
     let mut cache = SummaryCache::open(&global.data_dir).await?;
     let settings = StageSettings {
-        concurrency: usize::try_from(args.concurrency).unwrap_or(1),
+        concurrency: usize::try_from(args.llm.concurrency).unwrap_or(1),
         max_attempts: args.max_attempts,
         sampling: Sampling {
             // Adding 0.0 turns -0.0 into 0.0, so both give the same cache key.
@@ -151,42 +147,6 @@ fn read_catalog(path: &Path, limit: Option<u64>) -> Result<Vec<ProposalText>> {
             abstract_raw: p.abstract_raw,
         })
         .collect())
-}
-
-/// Builds the backend the flags choose; see [`SummarizeArgs::backend`].
-fn backend(args: &SummarizeArgs) -> Result<Box<dyn SummaryBackend>> {
-    let kind = args.backend.as_deref().unwrap_or(if args.server.is_some() {
-        "http"
-    } else {
-        "local"
-    });
-    match (kind, &args.server) {
-        ("http", Some(server)) => Ok(Box::new(http_backend(args, server)?)),
-        ("http", None) => bail!("--backend http needs --server URL (e.g. http://127.0.0.1:8080)"),
-        (_, Some(_)) => bail!(
-            "--server is for --backend http; leave it out to run the model in process, or drop --backend local"
-        ),
-        _ => {
-            let section = SummariesSection {
-                model_path: args.model_path.clone(),
-                threads: args.threads.map(|t| t as usize),
-                ..SummariesSection::default()
-            };
-            let config = LocalBackendConfig {
-                model_path: section.local_model_path(),
-                threads: section.local_threads(),
-            };
-            Ok(Box::new(LocalBackend::new(config)?))
-        }
-    }
-}
-
-fn http_backend(args: &SummarizeArgs, server: &str) -> Result<HttpBackend> {
-    let mut config = HttpBackendConfig::new(server.to_string(), args.model.clone());
-    config.api_key_env = args.api_key_env.clone();
-    config.timeout_secs = args.timeout_secs;
-    config.max_concurrency = usize::try_from(args.concurrency).unwrap_or(1);
-    HttpBackend::new(config).context("cannot set up the summary server connection")
 }
 
 fn line(outcome: &ProposalSummary) -> ProposalLine {

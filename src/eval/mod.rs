@@ -7,6 +7,7 @@
 
 pub mod embeddings;
 pub mod error;
+pub mod judge;
 pub mod labels;
 pub mod metrics;
 pub mod model;
@@ -14,6 +15,7 @@ pub mod output;
 pub mod plots;
 pub mod report;
 pub mod search;
+pub mod tfidf;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -24,7 +26,7 @@ pub use report::EvalReport;
 
 use crate::train::data::{SplitData, open_version};
 
-/// What to evaluate.
+/// Settings of `paperclip eval`.
 #[derive(Debug, Clone)]
 pub struct EvalOptions {
     /// The paperclip data directory.
@@ -110,6 +112,8 @@ pub async fn evaluate(
         resize_px,
     )?;
 
+    check_pair_count(&data)?;
+
     let groups: Vec<i64> = data.samples.iter().map(|s| s.proposal_id).collect();
     let examples = labels::pick_examples(&data, options.examples, options.seed);
     let mut evals = Vec::new();
@@ -177,6 +181,27 @@ pub async fn evaluate(
         data,
         embeddings,
     })
+}
+
+/// Most pairs one evaluation scores: its N×N similarity matrix of f32 is then at most
+/// 3.6 GB.
+pub const MAX_PAIRS: usize = 30_000;
+
+// TODO: compute ranks in blocks of rows and columns instead of holding the whole N×N
+// matrix, which would lift MAX_PAIRS.
+fn check_pair_count(data: &SplitData) -> Result<(), EvalError> {
+    let n = data.samples.len();
+    if n <= MAX_PAIRS {
+        return Ok(());
+    }
+    Err(EvalError::Invalid(format!(
+        "split {:?} of {}@{} has {n} pairs, more than the {MAX_PAIRS} an evaluation holds in \
+         memory (its similarity matrix would take {:.1} GB); evaluate the validation split",
+        data.split,
+        data.dataset,
+        data.version,
+        (n * n * 4) as f64 / 1e9
+    )))
 }
 
 /// Pairs whose caption text equals another pair's.

@@ -277,8 +277,9 @@ fn read_metadata(
                 })
                 .unwrap_or_default();
             return Err(TrainError::Data(format!(
-                "sample {key} in {} has no text field {caption_field:?}; set data.caption_field \
-                 to one of: {}",
+                "sample {key} in {} has no text field {caption_field:?}; choose one of: {} \
+                 (data.caption_field in a training config, --caption-field or \
+                 --abstract-field on the command line)",
                 shard.display(),
                 fields.join(", ")
             )));

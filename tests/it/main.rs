@@ -5,6 +5,7 @@ mod crash;
 mod e2e;
 mod eval;
 mod gc;
+mod judge;
 mod llm_http;
 mod real_data;
 mod refresh;

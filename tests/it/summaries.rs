@@ -171,20 +171,6 @@ fn good(object: &str) -> String {
     .to_string()
 }
 
-fn answer(content: &str) -> Response {
-    Json(json!({
-        "id": "chatcmpl-test",
-        "object": "chat.completion",
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": content},
-            "finish_reason": "stop",
-        }],
-        "usage": {"prompt_tokens": 400, "completion_tokens": 30},
-    }))
-    .into_response()
-}
-
 async fn chat_completions(State(server): State<ChatServer>, Json(body): Json<Value>) -> Response {
     let prompt = prompt_of(&body);
     let seen = {
@@ -201,10 +187,10 @@ async fn chat_completions(State(server): State<ChatServer>, Json(body): Json<Val
         (Script::UnavailableThenGood(_), 1) => {
             (StatusCode::SERVICE_UNAVAILABLE, "loading model").into_response()
         }
-        (Script::InvalidThenGood(_), 1) => answer(
+        (Script::InvalidThenGood(_), 1) => crate::support::chat_answer(
             r#"{"objects_and_phenomena": ["a1", "b2", "c3", "d4", "e5", "f6"], "science_use_cases": ["x"]}"#,
         ),
-        (Script::AlwaysForbidden, _) => answer(
+        (Script::AlwaysForbidden, _) => crate::support::chat_answer(
             r#"{"objects_and_phenomena": ["detector dark current"], "science_use_cases": ["Hubble Space Telescope"]}"#,
         ),
         (
@@ -212,7 +198,7 @@ async fn chat_completions(State(server): State<ChatServer>, Json(body): Json<Val
             | Script::InvalidThenGood(object)
             | Script::Good(object),
             _,
-        ) => answer(&good(object)),
+        ) => crate::support::chat_answer(&good(object)),
     }
 }
 

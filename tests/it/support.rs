@@ -112,3 +112,21 @@ pub fn paperclip(data_dir: &Path, args: &[&str]) -> std::process::Output {
         .output()
         .expect("the binary runs")
 }
+
+/// A chat completions response of an OpenAI-compatible server with `content` as the
+/// assistant's message, for the scripted test servers.
+pub fn chat_answer(content: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+
+    axum::Json(serde_json::json!({
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content},
+            "finish_reason": "stop",
+        }],
+        "usage": {"prompt_tokens": 400, "completion_tokens": 30},
+    }))
+    .into_response()
+}
