@@ -204,7 +204,9 @@ mod tests {
 
         let runs = list_runs(dir.path(), None).unwrap();
         let statuses: Vec<&str> = runs.iter().map(|r| r.status.as_str()).collect();
-        assert_eq!(statuses, ["unchanged", "failed", "published v1"]);
+        assert_eq!(statuses, ["unchanged", "failed", "published"]);
+        let versions: Vec<Option<u64>> = runs.iter().map(|r| r.version).collect();
+        assert_eq!(versions, [Some(4), None, Some(1)]);
         assert_eq!(runs[1].error.as_deref(), Some("archive down"));
 
         let only_a = list_runs(dir.path(), Some("a")).unwrap();

@@ -2,7 +2,7 @@
 //! results, with a progress bar on a terminal.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -27,6 +27,10 @@ pub async fn eval(global: &GlobalArgs, args: &EvalArgs) -> Result<()> {
             Some(path) => load_labels(path)?,
             None => parse_labels(PAPER_LABELS, "the paper's label list")?,
         },
+        labels_source: match &args.labels {
+            Some(path) => path.display().to_string(),
+            None => "the paper's labels".to_string(),
+        },
         examples: args.examples as usize,
     };
 
@@ -39,12 +43,23 @@ pub async fn eval(global: &GlobalArgs, args: &EvalArgs) -> Result<()> {
         bar.finish_and_clear();
     }
 
-    let out_dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| default_out_dir(global, &evaluation.report));
+    let out_dir = match &args.out {
+        Some(dir) => check_out_dir(dir)?,
+        None => default_out_dir(global, &evaluation.report)?,
+    };
     let files = output::write_all(&evaluation, &out_dir)?;
-    print_value(global, &evaluation.report, || {
+
+    #[derive(serde::Serialize)]
+    struct Written<'a> {
+        #[serde(flatten)]
+        report: &'a paperclip::eval::EvalReport,
+        files: &'a [PathBuf],
+    }
+    let written = Written {
+        report: &evaluation.report,
+        files: &files,
+    };
+    print_value(global, &written, || {
         let mut text = evaluation.report.to_markdown();
         text.push_str("\nwritten:\n");
         for file in &files {
@@ -52,6 +67,22 @@ pub async fn eval(global: &GlobalArgs, args: &EvalArgs) -> Result<()> {
         }
         text
     })
+}
+
+/// Accepts a missing or empty folder; a folder with files would mix two reports.
+fn check_out_dir(dir: &Path) -> Result<PathBuf> {
+    if dir.is_file() {
+        anyhow::bail!("--out {} is a file; give a folder", dir.display());
+    }
+    let has_files = std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());
+    if has_files {
+        anyhow::bail!(
+            "--out {} already contains files; give a new or empty folder, so that two \
+             reports do not mix",
+            dir.display()
+        );
+    }
+    Ok(dir.to_path_buf())
 }
 
 /// Pairs each checkpoint with its --label, or with a label made from its path.
@@ -76,26 +107,56 @@ pub(super) fn labelled(checkpoints: &[String], labels: &[String]) -> Result<Vec<
             (label, checkpoint.clone())
         })
         .collect();
-    let first_label = pairs.first().map(|p| p.0.clone());
-    if pairs.len() == 2 && first_label.as_ref() == Some(&pairs[1].0) {
-        pairs[0].0.push_str(" (1)");
-        pairs[1].0.push_str(" (2)");
+    if let Some((_, checkpoint)) = pairs.iter().find(|(label, _)| label.trim().is_empty()) {
+        anyhow::bail!("the label of --checkpoint {checkpoint} is empty; give it a name");
+    }
+
+    // Equal labels (two folders named step-0000020) get their position, so that every
+    // column and plot of the report has its own name.
+    let names: Vec<String> = pairs.iter().map(|(label, _)| label.clone()).collect();
+    for (i, (label, _)) in pairs.iter_mut().enumerate() {
+        if names.iter().filter(|name| *name == label).count() > 1 {
+            label.push_str(&format!(" ({})", i + 1));
+        }
     }
     Ok(pairs)
 }
 
-fn default_out_dir(global: &GlobalArgs, report: &paperclip::eval::EvalReport) -> PathBuf {
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-    global.data_dir.join("evaluations").join(format!(
+/// Returns `<data dir>/evaluations/<dataset>-v<N>-<split>-<UTC time to the millisecond>`,
+/// with a counter when that folder exists already.
+fn default_out_dir(global: &GlobalArgs, report: &paperclip::eval::EvalReport) -> Result<PathBuf> {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let base = format!(
         "{}-v{}-{}-{stamp}",
         report.dataset, report.version, report.split
-    ))
+    );
+    unique_path(&global.data_dir.join("evaluations"), &base, "")
+}
+
+/// Returns `dir/<base><extension>`, or `dir/<base>-2<extension>` and so on when it exists.
+pub(super) fn unique_path(dir: &Path, base: &str, extension: &str) -> Result<PathBuf> {
+    for n in 1..1000 {
+        let name = if n == 1 {
+            format!("{base}{extension}")
+        } else {
+            format!("{base}-{n}{extension}")
+        };
+        let path = dir.join(name);
+        if !path.exists() {
+            return Ok(path);
+        }
+    }
+    anyhow::bail!(
+        "{} contains 999 reports named {base}; remove some",
+        dir.display()
+    )
 }
 
 pub(super) fn model_options(args: &ModelArgs) -> ModelOptions {
     ModelOptions {
         vocabulary: args.vocabulary.clone(),
         resize_px: args.resize_px.map(|px| px as usize),
+        data_dir: None,
     }
 }
 
@@ -204,4 +265,30 @@ pub async fn search(global: &GlobalArgs, args: &SearchArgs) -> Result<()> {
         }
         text
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_labels_get_their_position() {
+        let checkpoints = [
+            "a/step-1".to_string(),
+            "b/step-1".to_string(),
+            "c/step-2".to_string(),
+        ];
+        let labels: Vec<String> = labelled(&checkpoints, &[])
+            .unwrap()
+            .into_iter()
+            .map(|(label, _)| label)
+            .collect();
+        assert_eq!(labels, ["step-1 (1)", "step-1 (2)", "step-2"]);
+    }
+
+    #[test]
+    fn empty_label_is_rejected() {
+        let error = labelled(&["a".to_string()], &[" ".to_string()]).unwrap_err();
+        assert!(error.to_string().contains("is empty"), "{error}");
+    }
 }

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use paperclip::eval::judge::{JudgeOptions, JudgeReport, PAPER_QUERIES, judge, load_queries};
 
 use super::commands::print_value;
-use super::eval::{labelled, model_options, progress_bar, show_progress};
+use super::eval::{labelled, model_options, progress_bar, show_progress, unique_path};
 use super::{GlobalArgs, JudgeArgs};
 
 pub async fn run(global: &GlobalArgs, args: &JudgeArgs) -> Result<()> {
@@ -51,7 +51,7 @@ pub async fn run(global: &GlobalArgs, args: &JudgeArgs) -> Result<()> {
     let json_path = args
         .out
         .clone()
-        .unwrap_or_else(|| default_out(global, &report));
+        .map_or_else(|| default_out(global, &report), Ok)?;
     let markdown_path = json_path.with_extension("md");
     write_reports(&report, &json_path, &markdown_path)?;
     print_value(global, &report, || {
@@ -75,12 +75,10 @@ pub async fn run(global: &GlobalArgs, args: &JudgeArgs) -> Result<()> {
     Ok(())
 }
 
-fn default_out(global: &GlobalArgs, report: &JudgeReport) -> PathBuf {
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-    global.data_dir.join("evaluations").join(format!(
-        "judge-{}-v{}-{stamp}.json",
-        report.dataset, report.version
-    ))
+fn default_out(global: &GlobalArgs, report: &JudgeReport) -> Result<PathBuf> {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let base = format!("judge-{}-v{}-{stamp}", report.dataset, report.version);
+    unique_path(&global.data_dir.join("evaluations"), &base, ".json")
 }
 
 fn write_reports(report: &JudgeReport, json_path: &Path, markdown_path: &Path) -> Result<()> {

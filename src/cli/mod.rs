@@ -104,13 +104,16 @@ pub enum Command {
     Search(SearchArgs),
     /// Score text-to-image retrieval with a language model as the judge of relevance.
     ///
-    /// For each query (by default the ten of the PAPERCLIP paper), the top -k images of the
-    /// split under each --checkpoint, and the top -k samples by TF-IDF similarity of their
-    /// abstracts, go to the judge. It reads each image's proposal abstract and decides
-    /// whether the observations could be relevant to the query. A method's score is the
-    /// fraction of its judged pairs answered relevant. Writes the JSON report to --out
-    /// (default <data dir>/evaluations/judge-<dataset>-v<N>-<time>.json) and Markdown next
-    /// to it, and prints the tables. Exits with status 1 when a pair is left unjudged.
+    /// For each query (by default the ten of the PAPERCLIP paper), the best k images of the
+    /// split under each --checkpoint (embedded afresh, no `embed` table needed), and the
+    /// best k samples by TF-IDF similarity of their abstracts, go to the judge. It reads
+    /// each image's proposal abstract and decides whether the observations could be
+    /// relevant to the query. A method's score is the fraction of its judged pairs found
+    /// relevant. Use an instruction-tuned judge (--server or --model-path): the default
+    /// Gemma 3 270M base model of the tests cannot judge relevance. Writes the JSON report
+    /// to --out (default <data dir>/evaluations/judge-<dataset>-v<N>-<time>.json) and
+    /// Markdown next to it, and prints the tables. Exits with status 1 when a pair is left
+    /// unjudged.
     Judge(JudgeArgs),
 }
 
@@ -175,8 +178,9 @@ pub struct SearchArgs {
 pub struct CheckpointArgs {
     /// Checkpoint: a model folder (config.json and model.safetensors), a safetensors file
     /// or a Hugging Face hub name in the local cache. Repeat it to compare models, for
-    /// example the base model and a fine-tuned checkpoint.
-    #[arg(long, value_name = "CHECKPOINT", required = true, num_args = 1)]
+    /// example the base model and a fine-tuned checkpoint. `judge` also runs with none,
+    /// for its TF-IDF baseline alone.
+    #[arg(long, value_name = "CHECKPOINT", num_args = 1)]
     pub checkpoint: Vec<String>,
     /// Name of each checkpoint in the report, in the order of --checkpoint.
     #[arg(long, value_name = "NAME")]
@@ -240,7 +244,8 @@ pub struct JudgeArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub llm: LlmArgs,
-    /// Seed of the judge's sampler; decoding is greedy.
+    /// Seed sent with each judge request. Decoding is greedy, so it matters only to
+    /// servers that sample anyway.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// JSON report file; the Markdown report goes next to it with the extension .md.

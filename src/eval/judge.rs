@@ -292,7 +292,11 @@ fn retrieve_clip(
     checkpoint: &str,
     progress: &dyn Fn(&str, usize, usize),
 ) -> Result<Retrieval, EvalError> {
-    let model = EvalModel::load(checkpoint, label, &options.model)?;
+    let model_options = ModelOptions {
+        data_dir: Some(options.data_dir.clone()),
+        ..options.model.clone()
+    };
+    let model = EvalModel::load(checkpoint, label, &model_options)?;
     let data = SplitData::load(
         &options.data_dir,
         record,

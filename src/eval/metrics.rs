@@ -193,8 +193,19 @@ pub struct InBatch {
     pub batch_size: usize,
     /// Whole batches scored; the pairs left over are not used.
     pub batches: usize,
-    /// `(k, image→text accuracy, text→image accuracy)`, for each k below the batch size.
-    pub top_k: Vec<(usize, f64, f64)>,
+    /// Top-k accuracy in both directions, for each k below the batch size.
+    pub top_k: Vec<InBatchTopK>,
+}
+
+/// In-batch accuracy at one k.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InBatchTopK {
+    /// Rank cut-off within a batch.
+    pub k: usize,
+    /// Fraction of images whose caption ranks within k, averaged over batches.
+    pub image_to_text: f64,
+    /// Fraction of captions whose image ranks within k, averaged over batches.
+    pub text_to_image: f64,
 }
 
 /// Scores whole batches of a seeded permutation of the split (see the module docs).
@@ -223,7 +234,11 @@ pub fn in_batch(sim: &Similarities, batch_size: usize, ks: &[usize], seed: u64) 
         top_k: ks
             .iter()
             .zip(&sums)
-            .map(|(&k, sum)| (k, sum.0 / n, sum.1 / n))
+            .map(|(&k, sum)| InBatchTopK {
+                k,
+                image_to_text: sum.0 / n,
+                text_to_image: sum.1 / n,
+            })
             .collect(),
     }
 }
@@ -347,7 +362,12 @@ mod tests {
         let result = in_batch(&sim, 3, &[1, 5], 42);
         assert_eq!(result.batch_size, 3);
         assert_eq!(result.batches, 2);
-        assert_eq!(result.top_k, vec![(1, 1.0, 1.0)]);
+        let top: Vec<(usize, f64, f64)> = result
+            .top_k
+            .iter()
+            .map(|t| (t.k, t.image_to_text, t.text_to_image))
+            .collect();
+        assert_eq!(top, vec![(1, 1.0, 1.0)]);
     }
 
     #[test]
@@ -359,7 +379,12 @@ mod tests {
             .map(|i| if i / n == i % n { -1.0 } else { 0.5 })
             .collect();
         let result = in_batch(&Similarities::new(values).unwrap(), 4, &[1, 3], 1);
-        assert_eq!(result.top_k, vec![(1, 0.0, 0.0), (3, 0.0, 0.0)]);
+        let top: Vec<(usize, f64, f64)> = result
+            .top_k
+            .iter()
+            .map(|t| (t.k, t.image_to_text, t.text_to_image))
+            .collect();
+        assert_eq!(top, vec![(1, 0.0, 0.0), (3, 0.0, 0.0)]);
     }
 
     #[test]

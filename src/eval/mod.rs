@@ -47,6 +47,8 @@ pub struct EvalOptions {
     pub seed: u64,
     /// Labels of the description retrieval.
     pub labels: Vec<String>,
+    /// Source of the labels, for the report: a file, or the PAPERCLIP paper's list.
+    pub labels_source: String,
     /// Validation images shown with their best labels.
     pub examples: usize,
 }
@@ -81,15 +83,19 @@ pub async fn evaluate(
 ) -> Result<Evaluation, EvalError> {
     if options.checkpoints.is_empty() {
         return Err(EvalError::Invalid(
-            "no checkpoint to evaluate; give --checkpoint once or twice".into(),
+            "no checkpoint to evaluate; give --checkpoint once, or more often to compare".into(),
         ));
     }
     let (name, version) = parse_dataset(&options.dataset)?;
     let record = open_version(&options.data_dir, name, version).await?;
 
+    let model_options = ModelOptions {
+        data_dir: Some(options.data_dir.clone()),
+        ..options.model.clone()
+    };
     let mut models = Vec::new();
     for (label, checkpoint) in &options.checkpoints {
-        models.push(EvalModel::load(checkpoint, label, &options.model)?);
+        models.push(EvalModel::load(checkpoint, label, &model_options)?);
     }
     let resize_px = models[0].resize_px;
     if models.iter().any(|m| m.resize_px != resize_px) {
@@ -98,7 +104,7 @@ pub async fn evaluate(
              --resize-px to score them on the same images",
             models
                 .iter()
-                .map(|m| format!("{}: {:?}", m.label, m.resize_px))
+                .map(|m| format!("{}: {}", m.label, model::resize_text(m.resize_px)))
                 .collect::<Vec<_>>()
                 .join(", ")
         )));
@@ -127,14 +133,7 @@ pub async fn evaluate(
         })?;
         let sim =
             metrics::Similarities::new(images.dot_all(&texts)?).map_err(EvalError::Invalid)?;
-        evals.push(report::model_eval(
-            &model.label,
-            &model.source,
-            &model.weights_sha256,
-            &sim,
-            &groups,
-            options.seed,
-        ));
+        evals.push(report::model_eval(model, &sim, &groups, options.seed));
         if !examples.is_empty() {
             let label_embeddings = model.embed_texts(&options.labels, options.batch_size)?;
             for (slot, &i) in top_labels.iter_mut().zip(&examples) {
@@ -173,7 +172,9 @@ pub async fn evaluate(
         code_version: env!("CARGO_PKG_VERSION").to_string(),
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         models: evals,
+        warnings: warnings(options, &data, &models).await?,
         labels: options.labels.len(),
+        labels_source: options.labels_source.clone(),
         descriptions,
     };
     Ok(Evaluation {
@@ -181,6 +182,98 @@ pub async fn evaluate(
         data,
         embeddings,
     })
+}
+
+/// Notes what limits the numbers: a split too small for some metrics, and checkpoints
+/// trained on pairs of this split.
+async fn warnings(
+    options: &EvalOptions,
+    data: &SplitData,
+    models: &[EvalModel],
+) -> Result<Vec<String>, EvalError> {
+    let n = data.samples.len();
+    let mut warnings = Vec::new();
+    if n < report::IN_BATCH_SIZE {
+        warnings.push(format!(
+            "the split has {}, fewer than a batch of {}: the in-batch metric uses one batch \
+             of {n}, and top-k% is n/a where k·N < 1",
+            report::count(n, "pair"),
+            report::IN_BATCH_SIZE
+        ));
+    }
+    if n < 2 {
+        warnings.push("with one pair, the shuffled pairs are the matched pairs".into());
+    }
+    for model in models {
+        if let Some(warning) = training_overlap(options, data, model).await? {
+            warnings.push(warning);
+        }
+    }
+    Ok(warnings)
+}
+
+/// Says when `model` was trained on proposals of the evaluated split.
+async fn training_overlap(
+    options: &EvalOptions,
+    data: &SplitData,
+    model: &EvalModel,
+) -> Result<Option<String>, EvalError> {
+    let Some(origin) = &model.origin else {
+        return Ok(None);
+    };
+    if origin.dataset != data.dataset {
+        return Ok(None);
+    }
+    if origin.dataset_version == data.version {
+        // Splits of one version are proposal-disjoint, so only the training split overlaps.
+        return Ok((data.split == origin.train_split).then(|| {
+            format!(
+                "{} was trained on this split ({} of {}@{})",
+                model.label, origin.train_split, origin.dataset, origin.dataset_version
+            )
+        }));
+    }
+    let record = open_version(
+        &options.data_dir,
+        &origin.dataset,
+        &origin.dataset_version.to_string(),
+    )
+    .await;
+    let Ok(record) = record else {
+        return Ok(Some(format!(
+            "{} was trained on {}@{}, which is no longer readable, so its overlap with this \
+             split is unknown",
+            model.label, origin.dataset, origin.dataset_version
+        )));
+    };
+    let Ok(trained) = SplitData::load(
+        &options.data_dir,
+        &record,
+        &origin.train_split,
+        &options.caption_field,
+        0,
+        None,
+    ) else {
+        return Ok(Some(format!(
+            "{} was trained on split {} of {}@{}, which could not be read, so its overlap \
+             with this split is unknown",
+            model.label, origin.train_split, origin.dataset, origin.dataset_version
+        )));
+    };
+    let trained: BTreeSet<i64> = trained.samples.iter().map(|s| s.proposal_id).collect();
+    let evaluated: BTreeSet<i64> = data.samples.iter().map(|s| s.proposal_id).collect();
+    let shared = evaluated.intersection(&trained).count();
+    Ok((shared > 0).then(|| {
+        format!(
+            "{} of the {} of this split were in the training split of {}@{}, which {} was \
+             trained on",
+            shared,
+            report::count(evaluated.len(), "proposal"),
+            origin.dataset,
+            origin.dataset_version,
+            model.label
+        )
+    }))
 }
 
 /// Most pairs one evaluation scores: its N×N similarity matrix of f32 is then at most

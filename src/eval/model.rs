@@ -9,15 +9,18 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use paperclip_clip::ClipModel;
 use paperclip_clip::augment::AugmentMode;
 use paperclip_clip::tokenizer::ClipTokenizer;
+use paperclip_clip::{ClipConfig, ClipModel};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::error::{EvalError, io};
 use crate::train::config::ModelConfig;
 use crate::train::data::{BatchRecipe, SplitData, build_batch};
-use crate::train::resolve::{load_tokenizer, resolve_model, resolve_vocabulary};
+use crate::train::resolve::{
+    SettingNames, load_tokenizer, resolve_model_named, resolve_vocabulary_named,
+};
 
 /// Locations of the files a checkpoint folder lacks, and the image resize.
 #[derive(Debug, Clone, Default)]
@@ -28,6 +31,28 @@ pub struct ModelOptions {
     /// Side the stored images are resized to before the crop; the training run's
     /// `training.resize_px` when absent.
     pub resize_px: Option<usize>,
+    /// The data directory whose `training/<run id>/run.json` describes a checkpoint that
+    /// was copied out of its run folder.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Names of the checkpoint and vocabulary in errors: their command-line flags.
+const FLAG_NAMES: SettingNames = SettingNames {
+    weights: "--checkpoint",
+    vocabulary: "--vocabulary",
+};
+
+/// The training run a checkpoint came from, read from its run record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainingOrigin {
+    /// Run id.
+    pub run_id: String,
+    /// Dataset trained on.
+    pub dataset: String,
+    /// Its version.
+    pub dataset_version: u64,
+    /// The split trained on.
+    pub train_split: String,
 }
 
 /// A checkpoint ready to embed.
@@ -38,8 +63,12 @@ pub struct EvalModel {
     pub source: String,
     /// SHA-256 of the weights file.
     pub weights_sha256: String,
+    /// The vocabulary file used.
+    pub vocabulary: PathBuf,
     /// Resize before the crop, if any.
     pub resize_px: Option<usize>,
+    /// The training run that wrote the checkpoint, when its record was found.
+    pub origin: Option<TrainingOrigin>,
     /// The model.
     pub model: ClipModel,
     /// Its tokenizer.
@@ -55,53 +84,83 @@ impl std::fmt::Debug for EvalModel {
     }
 }
 
-/// Settings of the training run a checkpoint folder belongs to, from its `run.json`.
+/// Settings of the training run a checkpoint belongs to, from its `run.json`.
 #[derive(Debug, Default)]
 struct RunSettings {
     vocabulary: Option<PathBuf>,
     resize_px: Option<usize>,
+    origin: Option<TrainingOrigin>,
 }
 
-/// Reads `run.json` of the training run above a checkpoint folder
-/// (`<run>/checkpoints/step-N/`), when there is one.
-fn run_settings(checkpoint: &Path) -> RunSettings {
-    let Some(record) = checkpoint
+/// Finds the run record of a checkpoint: `run.json` above a checkpoint folder
+/// (`<run>/checkpoints/step-N/`), else the record of the run id in the folder's
+/// `trainer_state.json` under `data_dir`, for a folder copied out of its run.
+fn run_record_path(checkpoint: &Path, data_dir: Option<&Path>) -> Option<PathBuf> {
+    if let Some(path) = checkpoint
         .ancestors()
         .skip(1)
         .take(3)
         .map(|dir| dir.join("run.json"))
         .find(|path| path.is_file())
+    {
+        return Some(path);
+    }
+    let state = std::fs::read_to_string(checkpoint.join("trainer_state.json")).ok()?;
+    let state: serde_json::Value = serde_json::from_str(&state).ok()?;
+    let run_id = state["run_id"].as_str()?;
+    let path = crate::train::record::RunRecord::dir(data_dir?, run_id).join("run.json");
+    path.is_file().then_some(path)
+}
+
+fn run_settings(checkpoint: &Path, data_dir: Option<&Path>) -> RunSettings {
+    let Some(record) = run_record_path(checkpoint, data_dir)
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
     else {
         return RunSettings::default();
     };
-    let config = std::fs::read_to_string(&record)
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .and_then(|run| run.get("config_json")?.as_str().map(str::to_string))
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+    let config = record["config_json"]
+        .as_str()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
         .unwrap_or_default();
+    let origin = (|| {
+        Some(TrainingOrigin {
+            run_id: record["run_id"].as_str()?.to_string(),
+            dataset: record["dataset"].as_str()?.to_string(),
+            dataset_version: record["dataset_version"].as_u64()?,
+            train_split: config["data"]["train_split"]
+                .as_str()
+                .unwrap_or("train")
+                .to_string(),
+        })
+    })();
     RunSettings {
         vocabulary: config["model"]["vocabulary"].as_str().map(PathBuf::from),
         resize_px: config["training"]["resize_px"]
             .as_u64()
             .map(|side| side as usize),
+        origin,
     }
 }
 
 impl EvalModel {
     /// Loads a model folder, a safetensors file or a Hugging Face hub name.
     pub fn load(checkpoint: &str, label: &str, options: &ModelOptions) -> Result<Self, EvalError> {
-        let run = run_settings(Path::new(checkpoint));
+        let run = run_settings(Path::new(checkpoint), options.data_dir.as_deref());
         let model_config = ModelConfig {
             weights: Some(checkpoint.to_string()),
             vocabulary: options.vocabulary.clone().or(run.vocabulary),
             ..ModelConfig::default()
         };
-        let resolved = resolve_model(&model_config)?;
+        let resolved = resolve_model_named(&model_config, FLAG_NAMES)?;
         let weights = resolved.weights.clone().ok_or_else(|| {
             EvalError::Invalid(format!("checkpoint {checkpoint:?} has no weights file"))
         })?;
-        let vocabulary = resolve_vocabulary(&model_config, Some(&weights))?;
+        let vocabulary = resolve_vocabulary_named(&model_config, Some(&weights), FLAG_NAMES)?;
+        let tokenizer = load_tokenizer(&vocabulary)?;
+        check_vocabulary(&tokenizer, &resolved.config, &vocabulary)?;
+        let resize_px = options.resize_px.or(run.resize_px);
+        check_resize(resize_px, &resolved.config)?;
 
         let model = ClipModel::random(&resolved.config, 0, &Device::Cpu)?;
         let unused = model.load_weights(&weights)?;
@@ -116,9 +175,11 @@ impl EvalModel {
             label: label.to_string(),
             source: checkpoint.to_string(),
             weights_sha256: file_sha256(&weights)?,
-            resize_px: options.resize_px.or(run.resize_px),
+            vocabulary: std::fs::canonicalize(&vocabulary).unwrap_or(vocabulary),
+            resize_px,
+            origin: run.origin,
             model,
-            tokenizer: load_tokenizer(&vocabulary)?,
+            tokenizer,
         })
     }
 
@@ -220,7 +281,43 @@ impl Matrix {
     }
 }
 
-fn file_sha256(path: &Path) -> Result<String, EvalError> {
+/// Rejects a vocabulary whose size differs from the text tower's embedding rows: its ids
+/// would mean other tokens than the model learned.
+fn check_vocabulary(
+    tokenizer: &ClipTokenizer,
+    config: &ClipConfig,
+    path: &Path,
+) -> Result<(), EvalError> {
+    let (tokens, rows) = (tokenizer.vocab_size(), config.text.vocab_size);
+    if tokens == rows {
+        return Ok(());
+    }
+    Err(EvalError::Invalid(format!(
+        "the vocabulary {} has {tokens} tokens, but the checkpoint's text tower has {rows}; \
+         give the vocabulary the model was trained with (--vocabulary)",
+        path.display()
+    )))
+}
+
+/// Rejects a resize smaller than the model's input, which the centre crop cannot fill.
+fn check_resize(resize_px: Option<usize>, config: &ClipConfig) -> Result<(), EvalError> {
+    let input_px = config.vision.image_size;
+    match resize_px {
+        Some(side) if side < input_px => Err(EvalError::Invalid(format!(
+            "--resize-px {side} is smaller than the model's input of {input_px} pixels; give \
+             at least {input_px}, or leave it out"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Returns the resize setting as text for messages: `80 px` or `none`.
+pub fn resize_text(resize_px: Option<usize>) -> String {
+    resize_px.map_or_else(|| "none".to_string(), |side| format!("{side} px"))
+}
+
+/// Computes the SHA-256 of a file, in hex.
+pub(crate) fn file_sha256(path: &Path) -> Result<String, EvalError> {
     let mut file = std::fs::File::open(path).map_err(|e| io(path, e))?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];

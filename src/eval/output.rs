@@ -42,7 +42,8 @@ pub fn write_all(evaluation: &Evaluation, out_dir: &Path) -> Result<Vec<PathBuf>
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, EvalError> {
     let path = dir.join(name);
     let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes).map_err(|e| io(&tmp, e))?;
+    // Errors name the file the user asked for, not the temporary one.
+    std::fs::write(&tmp, bytes).map_err(|e| io(&path, e))?;
     std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
     Ok(path)
 }
@@ -116,11 +117,9 @@ pub fn write_gallery(
     let name = path
         .file_name()
         .ok_or_else(|| EvalError::Invalid(format!("{} is not a file name", path.display())))?;
-    write(
-        dir.unwrap_or(Path::new(".")),
-        &name.to_string_lossy(),
-        html.as_bytes(),
-    )?;
+    let dir = dir.unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    write(dir, &name.to_string_lossy(), html.as_bytes())?;
     Ok(())
 }
 
@@ -158,7 +157,8 @@ td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}\
 .plots img{width:48%;min-width:380px;margin:0 1% 1em 0}\
 .example{display:flex;gap:1em;border-top:1px solid #ddd;padding:1em 0}\
 .example img{width:160px;height:160px;flex:none}.caption{color:#555;font-size:90%}\
-.labels{margin:.4em 0 0 0;padding-left:1.2em}code{background:#f3f3f3;padding:0 3px}";
+.labels{margin:.4em 0 0 0;padding-left:1.2em}code{background:#f3f3f3;padding:0 3px}\
+.warning{background:#fff4e5;border-left:4px solid #e69f00;padding:.4em .8em}";
 
 fn html_report(report: &EvalReport, plots: &[Plot], thumbnails: &[Vec<u8>]) -> String {
     let title = format!(
@@ -167,19 +167,21 @@ fn html_report(report: &EvalReport, plots: &[Plot], thumbnails: &[Vec<u8>]) -> S
     );
     let mut html = format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <title>{}</title><style>{STYLE}</style></head><body>\n<h1>{}</h1>\n<p>{} pairs \
-         from {} proposals, caption field <code>{}</code>; {} pairs share their caption with \
-         another pair. Ranks count ties against the match. Seed {}. paperclip {}, {}.</p>\n",
+         <title>{}</title><style>{STYLE}</style></head><body>\n<h1>{}</h1>\n<p>{}. Ranks \
+         count ties against the match. Seed {}. paperclip {}, {}.</p>\n",
         escape(&title),
         escape(&title),
-        report.samples,
-        report.proposals,
-        escape(&report.caption_field),
-        report.duplicate_captions,
+        escape(&report.summary_line()),
         report.seed,
         escape(&report.code_version),
         escape(&report.created_at)
     );
+    for warning in &report.warnings {
+        html.push_str(&format!(
+            "<p class=\"warning\"><b>Warning:</b> {}</p>\n",
+            escape(warning)
+        ));
+    }
     html.push_str(&metrics_table(report));
     html.push_str("<h2>Plots</h2>\n<div class=\"plots\">\n");
     for plot in plots {
@@ -223,9 +225,8 @@ fn descriptions(report: &EvalReport, thumbnails: &[Vec<u8>]) -> String {
         return String::new();
     }
     let mut html = format!(
-        "<h2>Description retrieval</h2>\n<p>The best 4 of {} labels for example images, \
-         next to the sample's caption.</p>\n",
-        report.labels
+        "<h2>Description retrieval</h2>\n<p>{}</p>\n",
+        escape(&report.descriptions_line())
     );
     for (d, png) in report.descriptions.iter().zip(thumbnails) {
         html.push_str(&format!(

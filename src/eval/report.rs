@@ -3,11 +3,12 @@
 use serde::Serialize;
 
 use super::labels::Description;
+use super::model::{EvalModel, TrainingOrigin};
 
 use super::metrics::{
-    CurvePoint, Direction, InBatch, PairSimilarities, Similarities, accuracy_at_fraction,
-    fraction_curve, fraction_cutoff, group_ranks, histogram, in_batch, median_rank,
-    pair_similarities, recall_at, sample_ranks,
+    CurvePoint, Direction, InBatch, InBatchTopK, PairSimilarities, Similarities,
+    accuracy_at_fraction, fraction_curve, fraction_cutoff, group_ranks, histogram, in_batch,
+    median_rank, pair_similarities, recall_at, sample_ranks,
 };
 
 /// Retrieval fractions reported as numbers; the curve has them all.
@@ -46,8 +47,13 @@ pub struct EvalReport {
     pub created_at: String,
     /// One entry per checkpoint, in the order given.
     pub models: Vec<ModelEval>,
+    /// Things that limit what the numbers mean: a small split, a checkpoint trained on
+    /// these pairs.
+    pub warnings: Vec<String>,
     /// Labels ranked in the description retrieval.
     pub labels: usize,
+    /// Source of the labels: a file, or the paper's list.
+    pub labels_source: String,
     /// Example images with their best labels under each model.
     pub descriptions: Vec<Description>,
 }
@@ -61,6 +67,12 @@ pub struct ModelEval {
     pub checkpoint: String,
     /// SHA-256 of its weights file.
     pub weights_sha256: String,
+    /// The vocabulary file used.
+    pub vocabulary: String,
+    /// Side the stored images were resized to before the crop, if any.
+    pub resize_px: Option<usize>,
+    /// The training run that wrote the checkpoint, when its record was found.
+    pub trained_on: Option<TrainingOrigin>,
     /// Images asking for captions.
     pub image_to_text: DirectionEval,
     /// Captions asking for images.
@@ -75,7 +87,7 @@ pub struct ModelEval {
 #[derive(Debug, Clone, Serialize)]
 pub struct DirectionEval {
     /// The paper's top-k% accuracy at [`REPORTED_FRACTIONS`].
-    pub top_fraction: Vec<CurvePoint>,
+    pub top_fraction: Vec<FractionAccuracy>,
     /// Median sample-level rank (1 = best).
     pub median_rank: f64,
     /// Proposal-level Recall@1.
@@ -88,6 +100,20 @@ pub struct DirectionEval {
     pub proposal_median_rank: f64,
     /// Top-k% accuracy from k = 0 to 1.
     pub curve: Vec<CurvePoint>,
+}
+
+/// Top-k% accuracy at one fraction.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct FractionAccuracy {
+    /// Retrieval fraction k.
+    pub fraction: f64,
+    /// The rank cut-off ⌊k·N⌋.
+    pub cutoff_rank: usize,
+    /// Fraction of queries within the cut-off; `None` when the cut-off is 0, since no
+    /// ranking can score there.
+    pub accuracy: Option<f64>,
+    /// The accuracy of a random ranking, ⌊k·N⌋/N.
+    pub random: f64,
 }
 
 /// Summary of the similarity histograms.
@@ -104,19 +130,15 @@ pub struct SimilarityEval {
 }
 
 /// Computes every metric of one model from its similarity matrix.
-pub fn model_eval(
-    label: &str,
-    checkpoint: &str,
-    weights_sha256: &str,
-    sim: &Similarities,
-    groups: &[i64],
-    seed: u64,
-) -> ModelEval {
+pub fn model_eval(model: &EvalModel, sim: &Similarities, groups: &[i64], seed: u64) -> ModelEval {
     let direction = |d: Direction| direction_eval(sim, groups, d);
     ModelEval {
-        label: label.to_string(),
-        checkpoint: checkpoint.to_string(),
-        weights_sha256: weights_sha256.to_string(),
+        label: model.label.clone(),
+        checkpoint: model.source.clone(),
+        weights_sha256: model.weights_sha256.clone(),
+        vocabulary: model.vocabulary.display().to_string(),
+        resize_px: model.resize_px,
+        trained_on: model.origin.clone(),
         image_to_text: direction(Direction::ImageToText),
         text_to_image: direction(Direction::TextToImage),
         in_batch: in_batch(sim, IN_BATCH_SIZE, &IN_BATCH_KS, seed),
@@ -131,10 +153,14 @@ fn direction_eval(sim: &Similarities, groups: &[i64], direction: Direction) -> D
     DirectionEval {
         top_fraction: REPORTED_FRACTIONS
             .iter()
-            .map(|&fraction| CurvePoint {
-                fraction,
-                accuracy: accuracy_at_fraction(&ranks, fraction),
-                random: fraction_cutoff(fraction, n) as f64 / n as f64,
+            .map(|&fraction| {
+                let cutoff_rank = fraction_cutoff(fraction, n);
+                FractionAccuracy {
+                    fraction,
+                    cutoff_rank,
+                    accuracy: (cutoff_rank > 0).then(|| accuracy_at_fraction(&ranks, fraction)),
+                    random: cutoff_rank as f64 / n as f64,
+                }
             })
             .collect(),
         median_rank: median_rank(&ranks),
@@ -160,37 +186,40 @@ impl EvalReport {
     /// Renders the Markdown report: the split, then one column per model.
     pub fn to_markdown(&self) -> String {
         let mut out = format!(
-            "# Retrieval evaluation of {}@{} ({} split)\n\n\
-             {} pairs from {} proposals, caption field `{}`, {} pairs share their caption \
-             with another pair. Ranks count ties against the match. Seed {}.\n\n",
-            self.dataset,
+            "# Retrieval evaluation of {}@{} ({} split)\n\n{}. Ranks count ties against the \
+             match. Seed {}.\n\n",
+            markdown_text(&self.dataset),
             self.version,
-            self.split,
-            self.samples,
-            self.proposals,
-            self.caption_field,
-            self.duplicate_captions,
+            markdown_text(&self.split),
+            markdown_text(&self.summary_line()),
             self.seed
         );
+        for warning in &self.warnings {
+            out.push_str(&format!("> Warning: {}\n\n", markdown_text(warning)));
+        }
         out.push_str(&self.markdown_table());
         if !self.descriptions.is_empty() {
             out.push_str(&format!(
-                "\n## Description retrieval\n\nThe best 4 of {} labels for example images.\n\n",
-                self.labels
+                "\n## Description retrieval\n\n{}\n\n",
+                markdown_text(&self.descriptions_line())
             ));
             for d in &self.descriptions {
                 out.push_str(&format!(
                     "- `{}` (proposal {}): {}\n",
-                    d.key,
+                    d.key.replace('`', "'"),
                     d.proposal_id,
-                    one_line(&d.caption, 160)
+                    markdown_text(&one_line(&d.caption, 160))
                 ));
                 for (model, top) in self.models.iter().zip(&d.top_labels) {
                     let names: Vec<String> = top
                         .iter()
-                        .map(|s| format!("{} ({:.3})", s.label, s.similarity))
+                        .map(|s| format!("{} ({:.3})", markdown_text(&s.label), s.similarity))
                         .collect();
-                    out.push_str(&format!("  - {}: {}\n", model.label, names.join(", ")));
+                    out.push_str(&format!(
+                        "  - {}: {}\n",
+                        markdown_text(&model.label),
+                        names.join(", ")
+                    ));
                 }
             }
         }
@@ -201,7 +230,7 @@ impl EvalReport {
     pub fn markdown_table(&self) -> String {
         let mut out = String::from("| metric | random |");
         for model in &self.models {
-            out.push_str(&format!(" {} |", model.label.replace('|', "\\|")));
+            out.push_str(&format!(" {} |", markdown_text(&model.label)));
         }
         out.push_str("\n|---|---|");
         out.push_str(&"---|".repeat(self.models.len()));
@@ -228,11 +257,19 @@ impl EvalReport {
             let name = direction.label();
             for (i, &fraction) in REPORTED_FRACTIONS.iter().enumerate() {
                 let random = self.random_at(fraction);
-                rows.push(MetricRow::new(
+                let mut row = MetricRow::new(
                     format!("{name} top-{}% (whole split)", percent(fraction)),
                     format!("{random:.3}"),
-                    evals.iter().map(|e| e.top_fraction[i].accuracy),
-                ));
+                    evals
+                        .iter()
+                        .map(|e| e.top_fraction[i].accuracy.unwrap_or(0.0)),
+                );
+                for (value, e) in row.values.iter_mut().zip(&evals) {
+                    if e.top_fraction[i].accuracy.is_none() {
+                        *value = "n/a".into();
+                    }
+                }
+                rows.push(row);
             }
             let mut median = MetricRow::ranks(
                 format!("{name} median rank (of {})", self.samples),
@@ -278,13 +315,13 @@ impl EvalReport {
             return;
         };
         let b = &first.in_batch;
-        for (i, &(k, _, _)) in b.top_k.iter().enumerate() {
+        for (i, k) in b.top_k.iter().map(|t| t.k).enumerate() {
             for (name, pick) in [
                 (
                     "image→text",
-                    (|t: &(usize, f64, f64)| t.1) as fn(&(usize, f64, f64)) -> f64,
+                    (|t: &InBatchTopK| t.image_to_text) as fn(&InBatchTopK) -> f64,
                 ),
-                ("text→image", |t| t.2),
+                ("text→image", |t| t.text_to_image),
             ] {
                 rows.push(MetricRow::new(
                     format!(
@@ -300,6 +337,27 @@ impl EvalReport {
         }
     }
 
+    /// Describes the split in one sentence: pairs, proposals, caption field, duplicates.
+    pub fn summary_line(&self) -> String {
+        format!(
+            "{} from {}, caption field `{}`; {} share their caption with another pair",
+            count(self.samples, "pair"),
+            count(self.proposals, "proposal"),
+            self.caption_field,
+            count(self.duplicate_captions, "pair"),
+        )
+    }
+
+    /// Introduces the description examples: how many labels each shows, out of how many.
+    pub fn descriptions_line(&self) -> String {
+        format!(
+            "The best {} of {} for each example image ({}), next to its caption.",
+            self.labels.min(4),
+            count(self.labels, "label"),
+            self.labels_source
+        )
+    }
+
     fn random_at(&self, fraction: f64) -> f64 {
         fraction_cutoff(fraction, self.samples) as f64 / self.samples.max(1) as f64
     }
@@ -313,6 +371,24 @@ pub fn one_line(text: &str, max_chars: usize) -> String {
     }
     let cut: String = flat.chars().take(max_chars).collect();
     format!("{cut}…")
+}
+
+/// Writes `n` with `noun`, plural unless `n` is 1.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// Escapes text for Markdown, where inline HTML would otherwise render: `&`, `<`, `>`, and
+/// `|`, which would end a table cell.
+pub fn markdown_text(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('|', "\\|")
 }
 
 fn percent(fraction: f64) -> String {
@@ -346,5 +422,36 @@ impl MetricRow {
             random: String::new(),
             values: values.map(|v| format!("{v:.1}")).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markdown_text_escapes_html_and_cells() {
+        assert_eq!(
+            markdown_text("<b>a</b> & c|d"),
+            "&lt;b&gt;a&lt;/b&gt; &amp; c\\|d"
+        );
+    }
+
+    #[test]
+    fn counts_use_singular_for_one() {
+        assert_eq!(count(1, "pair"), "1 pair");
+        assert_eq!(count(0, "pair"), "0 pairs");
+        assert_eq!(count(3, "label"), "3 labels");
+    }
+
+    #[test]
+    fn top_fraction_is_undefined_below_one_rank() {
+        let sim = Similarities::new(vec![0.9, 0.1, 0.2, 0.8]).unwrap();
+        let eval = direction_eval(&sim, &[1, 2], Direction::ImageToText);
+        let at_one_percent = eval.top_fraction[0];
+        assert_eq!(at_one_percent.cutoff_rank, 0);
+        assert_eq!(at_one_percent.accuracy, None);
+        let at_half = eval.top_fraction[4];
+        assert_eq!((at_half.cutoff_rank, at_half.accuracy), (1, Some(1.0)));
     }
 }

@@ -48,14 +48,25 @@ pub async fn embed(
     let (name, version) = parse_dataset(&options.dataset)?;
     let record = open_version(&options.data_dir, name, version).await?;
     let checkpoint = absolute(&options.checkpoint);
-    let model = EvalModel::load(&checkpoint, &checkpoint, &options.model)?;
+    let model_options = ModelOptions {
+        data_dir: Some(options.data_dir.clone()),
+        ..options.model.clone()
+    };
+    let model = EvalModel::load(&checkpoint, &checkpoint, &model_options)?;
 
     let mut splits = options.splits.clone();
     if splits.is_empty() {
         splits = record.shards.iter().map(|s| s.split.clone()).collect();
-        splits.sort();
-        splits.dedup();
     }
+    splits.sort();
+    splits.dedup();
+    keep_covered_splits(
+        &options.data_dir,
+        &record.dataset,
+        record.version,
+        &model,
+        &splits,
+    )?;
     let mut samples = Vec::new();
     let (mut images, mut texts) = (Matrix::default(), Matrix::default());
     for split in &splits {
@@ -96,17 +107,47 @@ pub async fn embed(
         caption_field: options.caption_field.clone(),
         checkpoint,
         weights_sha256: model.weights_sha256.clone(),
-        vocabulary: options
-            .model
-            .vocabulary
-            .as_ref()
-            .map(|p| absolute(&p.display().to_string())),
+        vocabulary: Some(model.vocabulary.display().to_string()),
         resize_px: model.resize_px,
         dim: images.dim,
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     };
     let path = write_table(&options.data_dir, &info, &samples, &images, &texts)?;
     Ok((path, info))
+}
+
+/// Rejects an embedding that would replace a table of the same checkpoint covering more
+/// splits, since the rows of the splits left out would be lost.
+fn keep_covered_splits(
+    data_dir: &Path,
+    dataset: &str,
+    version: u64,
+    model: &EvalModel,
+    splits: &[String],
+) -> Result<(), EvalError> {
+    let existing = list_tables(data_dir, dataset, version)?
+        .into_iter()
+        .find(|(_, info)| info.weights_sha256 == model.weights_sha256);
+    let Some((path, info)) = existing else {
+        return Ok(());
+    };
+    let dropped: Vec<&str> = info
+        .splits
+        .iter()
+        .filter(|s| !splits.contains(s))
+        .map(String::as_str)
+        .collect();
+    if dropped.is_empty() {
+        return Ok(());
+    }
+    Err(EvalError::Invalid(format!(
+        "{} already holds the embeddings of split(s) {} for this checkpoint, which embedding \
+         only {} would drop; add --split for each of them, or leave --split out to embed \
+         every split",
+        path.display(),
+        dropped.join(", "),
+        splits.join(", ")
+    )))
 }
 
 /// Makes an existing path absolute, so a table found later still points at it; anything
@@ -176,6 +217,16 @@ pub struct SearchResult {
 
 /// Finds the table, embeds the query with its checkpoint and returns the nearest images.
 pub async fn search(options: &SearchOptions) -> Result<SearchResult, EvalError> {
+    if options
+        .query
+        .chars()
+        .all(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(EvalError::Invalid(
+            "the query is empty; give the words to search for, for example \"strong lensing\""
+                .into(),
+        ));
+    }
     let (name, version) = parse_dataset(&options.dataset)?;
     let record = open_version(&options.data_dir, name, version).await?;
     let path = find_table(options, &record.dataset, record.version)?;
@@ -291,10 +342,15 @@ fn find_table(options: &SearchOptions, dataset: &str, version: u64) -> Result<Pa
                 .join(", ")
         )));
     };
-    let wanted_absolute = absolute(wanted);
+    let wanted_sha256 = checkpoint_sha256(wanted);
     tables
         .iter()
-        .find(|(_, info)| info.checkpoint == wanted_absolute || info.checkpoint == *wanted)
+        .find(|(_, info)| {
+            info.checkpoint == absolute(wanted)
+                || info.checkpoint == *wanted
+                || wanted_sha256.as_deref() == Some(info.weights_sha256.as_str())
+                || (wanted.len() >= 12 && info.weights_sha256.starts_with(wanted.as_str()))
+        })
         .map(|(path, _)| path.clone())
         .ok_or_else(|| {
             EvalError::Invalid(format!(
@@ -303,11 +359,29 @@ fn find_table(options: &SearchOptions, dataset: &str, version: u64) -> Result<Pa
                 embed_hint(wanted),
                 tables
                     .iter()
-                    .map(|(_, info)| info.checkpoint.clone())
+                    .map(|(_, info)| format!(
+                        "{} ({})",
+                        info.checkpoint,
+                        &info.weights_sha256[..12]
+                    ))
                     .collect::<Vec<_>>()
                     .join(", ")
             ))
         })
+}
+
+/// Computes the SHA-256 of a checkpoint's weights file, when the checkpoint names one on
+/// disk.
+fn checkpoint_sha256(checkpoint: &str) -> Option<String> {
+    let path = Path::new(checkpoint);
+    let file = if path.is_dir() {
+        path.join(paperclip_clip::checkpoint::WEIGHTS_FILE)
+    } else {
+        path.to_path_buf()
+    };
+    file.is_file()
+        .then(|| super::model::file_sha256(&file).ok())
+        .flatten()
 }
 
 /// Loads the table's checkpoint and checks that its weights are the ones embedded.
@@ -315,7 +389,17 @@ fn query_model(info: &EmbeddingsInfo, table: &Path) -> Result<EvalModel, EvalErr
     let options = ModelOptions {
         vocabulary: info.vocabulary.as_ref().map(PathBuf::from),
         resize_px: info.resize_px,
+        data_dir: None,
     };
+    let recorded = Path::new(&info.checkpoint);
+    if recorded.is_absolute() && !recorded.exists() {
+        return Err(EvalError::Invalid(format!(
+            "the checkpoint {} that {} was made with no longer exists; embed again with the \
+             checkpoint's new location (`paperclip embed --checkpoint ...`)",
+            info.checkpoint,
+            table.display()
+        )));
+    }
     let model = EvalModel::load(&info.checkpoint, &info.checkpoint, &options)?;
     if model.weights_sha256 != info.weights_sha256 {
         return Err(EvalError::Invalid(format!(

@@ -28,9 +28,37 @@ pub struct ResolvedModel {
     pub weights: Option<PathBuf>,
 }
 
+/// Names of the weights and vocabulary settings in errors: keys of a training config, or
+/// command-line flags.
+#[derive(Debug, Clone, Copy)]
+pub struct SettingNames {
+    /// The weights setting, for example `model.weights`.
+    pub weights: &'static str,
+    /// The vocabulary setting, for example `model.vocabulary`.
+    pub vocabulary: &'static str,
+}
+
+/// The names of a training config's `[model]` keys.
+pub const CONFIG_KEYS: SettingNames = SettingNames {
+    weights: "model.weights =",
+    vocabulary: "model.vocabulary =",
+};
+
 /// Resolves `[model]` into a geometry and an optional weights file.
 pub fn resolve_model(model: &ModelConfig) -> Result<ResolvedModel, TrainError> {
-    let weights = model.weights.as_deref().map(find_weights).transpose()?;
+    resolve_model_named(model, CONFIG_KEYS)
+}
+
+/// Resolves `[model]`, naming the settings in errors with `names`.
+pub fn resolve_model_named(
+    model: &ModelConfig,
+    names: SettingNames,
+) -> Result<ResolvedModel, TrainError> {
+    let weights = model
+        .weights
+        .as_deref()
+        .map(|text| find_weights(text, names.weights))
+        .transpose()?;
     let beside_weights = weights
         .as_ref()
         .and_then(|w| w.parent())
@@ -54,7 +82,7 @@ pub fn resolve_model(model: &ModelConfig) -> Result<ResolvedModel, TrainError> {
 }
 
 /// Finds the weights file for a file path, a model directory or a hub cache name.
-fn find_weights(text: &str) -> Result<PathBuf, TrainError> {
+fn find_weights(text: &str, setting: &str) -> Result<PathBuf, TrainError> {
     let path = PathBuf::from(text);
     if path.is_file() {
         return Ok(path);
@@ -65,7 +93,7 @@ fn find_weights(text: &str) -> Result<PathBuf, TrainError> {
             Ok(file)
         } else {
             Err(TrainError::Data(format!(
-                "model.weights = {text:?} is a directory without {WEIGHTS_FILE}; point it at \
+                "{setting} {text:?} is a directory without {WEIGHTS_FILE}; point it at \
                  a safetensors file or a model directory"
             )))
         };
@@ -76,7 +104,7 @@ fn find_weights(text: &str) -> Result<PathBuf, TrainError> {
         return Ok(file);
     }
     Err(TrainError::Data(format!(
-        "model.weights = {text:?} is neither a file, a model directory, nor a model in the \
+        "{setting} {text:?} is neither a file, a model directory, nor a model in the \
          Hugging Face cache {}; download it once with internet (for example \
          `huggingface-cli download {text}`) or give a path",
         hub_cache_dir().display()
@@ -125,13 +153,23 @@ pub fn resolve_vocabulary(
     model: &ModelConfig,
     weights: Option<&Path>,
 ) -> Result<PathBuf, TrainError> {
+    resolve_vocabulary_named(model, weights, CONFIG_KEYS)
+}
+
+/// Finds the vocabulary, naming the settings in errors with `names`.
+pub fn resolve_vocabulary_named(
+    model: &ModelConfig,
+    weights: Option<&Path>,
+    names: SettingNames,
+) -> Result<PathBuf, TrainError> {
     if let Some(path) = &model.vocabulary {
         return if path.is_file() {
             Ok(path.clone())
         } else {
             Err(TrainError::Data(format!(
-                "model.vocabulary = {} is not a file; give the path of CLIP's {VOCABULARY_FILE} \
+                "{} {} is not a file; give the path of CLIP's {VOCABULARY_FILE} \
                  or a merges.txt",
+                names.vocabulary,
                 path.display()
             )))
         };
@@ -154,12 +192,13 @@ pub fn resolve_vocabulary(
         .ok_or_else(|| {
             TrainError::Data(format!(
                 "no CLIP vocabulary found (looked for {}); run tools/fetch-clip-vocabulary.sh or \
-             set model.vocabulary",
+             set {}",
                 candidates
                     .iter()
                     .map(|p| p.display().to_string())
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                names.vocabulary.trim_end_matches(" =")
             ))
         })
 }

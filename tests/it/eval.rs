@@ -122,6 +122,141 @@ async fn eval_scores_trained_checkpoint_above_its_random_start() {
     );
 
     search_finds_what_the_query_names(dir.path(), &trained, &vocabulary);
+    mistakes_are_caught(dir.path(), &trained, &vocabulary, &outcome.record.run_id);
+}
+
+fn stderr_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Checks the mistakes users make: a copied checkpoint, the training split, a wrong vocabulary,
+/// a used output folder, a partial re-embedding, an empty query.
+fn mistakes_are_caught(data_dir: &Path, trained: &str, vocabulary: &str, run_id: &str) {
+    // A copied checkpoint folder is still traced to its run, and scoring it on its own
+    // training split is flagged.
+    let copy = data_dir.join("copied-checkpoint");
+    std::fs::create_dir(&copy).unwrap();
+    for entry in std::fs::read_dir(trained).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, copy.join(path.file_name().unwrap())).unwrap();
+    }
+    let copy = copy.display().to_string();
+    let out = paperclip(
+        data_dir,
+        &[
+            "--json",
+            "eval",
+            "--dataset",
+            "shapes",
+            "--split",
+            "train",
+            "--checkpoint",
+            &copy,
+            "--vocabulary",
+            vocabulary,
+            "--examples",
+            "0",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["models"][0]["trained_on"]["run_id"], run_id);
+    let warnings = report["warnings"].to_string();
+    assert!(warnings.contains("was trained on this split"), "{warnings}");
+    let folder = Path::new(report["files"][0].as_str().unwrap())
+        .parent()
+        .unwrap();
+    assert!(
+        folder.starts_with(data_dir.join("evaluations")),
+        "{folder:?}"
+    );
+
+    // The report folder given must be new or empty.
+    let used = folder.display().to_string();
+    let again = paperclip(
+        data_dir,
+        &[
+            "eval",
+            "--dataset",
+            "shapes",
+            "--checkpoint",
+            &copy,
+            "--out",
+            &used,
+        ],
+    );
+    assert!(
+        stderr_of(&again).contains("already contains files"),
+        "{}",
+        stderr_of(&again)
+    );
+
+    // A vocabulary of another size than the model's token table.
+    let wrong = data_dir.join("wrong-merges.txt");
+    std::fs::write(&wrong, "#version: 0.2\na b\nc d\n").unwrap();
+    let bad = paperclip(
+        data_dir,
+        &[
+            "eval",
+            "--dataset",
+            "shapes",
+            "--checkpoint",
+            &copy,
+            "--vocabulary",
+            wrong.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        stderr_of(&bad).contains("tokens, but the checkpoint's text tower has"),
+        "{}",
+        stderr_of(&bad)
+    );
+
+    // Embedding one split again would drop the other split's rows.
+    let partial = paperclip(
+        data_dir,
+        &[
+            "embed",
+            "--checkpoint",
+            trained,
+            "--dataset",
+            "shapes",
+            "--split",
+            "val",
+            "--vocabulary",
+            vocabulary,
+        ],
+    );
+    assert!(
+        stderr_of(&partial).contains("would drop"),
+        "{}",
+        stderr_of(&partial)
+    );
+
+    // A copy of the weights picks that table; an empty query is rejected.
+    let by_copy = paperclip(
+        data_dir,
+        &[
+            "search",
+            "a blue circle",
+            "--dataset",
+            "shapes",
+            "--checkpoint",
+            &copy,
+            "-k",
+            "1",
+        ],
+    );
+    assert!(by_copy.status.success(), "{}", stderr_of(&by_copy));
+    let empty = paperclip(
+        data_dir,
+        &["search", "  ", "--dataset", "shapes", "--checkpoint", &copy],
+    );
+    assert!(
+        stderr_of(&empty).contains("the query is empty"),
+        "{}",
+        stderr_of(&empty)
+    );
 }
 
 /// `embed` writes the table and `search` ranks images by a caption-like query: most of

@@ -54,7 +54,7 @@ fn options(dir: &Path, checkpoints: Vec<(String, String)>) -> JudgeOptions {
         checkpoints,
         model: ModelOptions {
             vocabulary: Some(dir.join("merges.txt")),
-            resize_px: None,
+            ..ModelOptions::default()
         },
         batch_size: 64,
         queries: QUERIES.iter().map(|q| q.to_string()).collect(),
