@@ -16,7 +16,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::{ArrowWriter, ProjectionMask};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::file::metadata::KeyValue;
 use datafusion::parquet::file::properties::WriterProperties;
@@ -214,7 +214,20 @@ pub fn read_image_index(path: &Path) -> Result<ImageIndex, EvalError> {
         path: path.to_path_buf(),
         message,
     };
-    let reader = builder.build().map_err(|e| table_error(e.to_string()))?;
+    // Every column but the caption embeddings, which a search never reads.
+    let roots: Vec<usize> = builder
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, field)| field.name() != "text_embedding")
+        .map(|(i, _)| i)
+        .collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+    let reader = builder
+        .with_projection(mask)
+        .build()
+        .map_err(|e| table_error(e.to_string()))?;
     let mut samples = Vec::new();
     let mut images = Matrix {
         dim: info.dim,

@@ -340,7 +340,7 @@ impl EvalReport {
     /// Describes the split in one sentence: pairs, proposals, caption field, duplicates.
     pub fn summary_line(&self) -> String {
         format!(
-            "{} from {}, caption field `{}`; {} share their caption with another pair",
+            "{} from {}, caption field {:?}; {} share their caption with another pair",
             count(self.samples, "pair"),
             count(self.proposals, "proposal"),
             self.caption_field,
