@@ -81,17 +81,18 @@ pub struct RunOptions {
 /// Runs the pipeline once and records the run (failed or not) in the run log.
 pub async fn run(config: &PipelineConfig, options: &RunOptions) -> Result<RunReport> {
     let started = Instant::now();
+    let paths = DatasetPaths::new(&options.data_dir, &config.dataset.name);
+    // A data directory Delta cannot use is a wrong argument, not a run: nothing is written.
+    check_table_path(&paths.samples_table())?;
     let run_id = options.run_id.clone().unwrap_or_else(new_run_id);
     let mut report = RunReport::new(run_id.clone(), config.dataset.name.clone());
     report.plan_only = options.plan_only;
-    let paths = DatasetPaths::new(&options.data_dir, &config.dataset.name);
     let client = Arc::new(MastClient::new(client_config(config, options)?)?);
 
     // The checks before the stages are part of the run, so a model that fails to plan
     // leaves a failed run record like any other failure.
     let span = tracing::info_span!("run", run_id = %run_id, dataset = %config.dataset.name);
     let result = async {
-        check_table_path(&paths.samples_table())?;
         if let Some(plan) = &options.saved_plan {
             check_plan_pipeline(config, &plan.basis)?;
         }

@@ -185,6 +185,7 @@ fn unsafe_data_dir_is_rejected_before_writing() {
     let stderr = text(&output.stderr);
     assert!(stderr.contains("without any of # ? % [ ]"), "{stderr}");
     assert!(!data_dir.join("datasets").exists(), "nothing is written");
+    assert!(!data_dir.join("runs").exists(), "no run is recorded");
 }
 
 #[test]
