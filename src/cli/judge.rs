@@ -11,14 +11,8 @@ use super::eval::{labelled, model_options, progress_bar, show_progress, unique_p
 use super::{GlobalArgs, JudgeArgs};
 
 pub async fn run(global: &GlobalArgs, args: &JudgeArgs) -> Result<()> {
-    if let Some(out) = &args.out
-        && out.extension().is_some_and(|ext| ext == "md")
-    {
-        bail!(
-            "--out {} would be overwritten by the Markdown report; give a .json file, and the \
-             Markdown goes next to it",
-            out.display()
-        );
+    if let Some(out) = &args.out {
+        check_out(out)?;
     }
     let options = JudgeOptions {
         data_dir: global.data_dir.clone(),
@@ -53,15 +47,20 @@ pub async fn run(global: &GlobalArgs, args: &JudgeArgs) -> Result<()> {
         .clone()
         .map_or_else(|| default_out(global, &report), Ok)?;
     let markdown_path = json_path.with_extension("md");
-    write_reports(&report, &json_path, &markdown_path)?;
+    let written = write_reports(&report, &json_path, &markdown_path);
+    // The judgements took long to make: print them even when the files cannot be written.
     print_value(global, &report, || {
-        format!(
-            "{}\nwritten:\n  {}\n  {}",
-            report.to_markdown(),
-            json_path.display(),
-            markdown_path.display()
-        )
+        let mut text = report.to_markdown();
+        if written.is_ok() {
+            text.push_str(&format!(
+                "\nwritten:\n  {}\n  {}",
+                json_path.display(),
+                markdown_path.display()
+            ));
+        }
+        text
     })?;
+    written?;
 
     let unjudged = report.unjudged();
     if unjudged > 0 {
@@ -71,6 +70,34 @@ pub async fn run(global: &GlobalArgs, args: &JudgeArgs) -> Result<()> {
             report.pairs(),
             markdown_path.display()
         );
+    }
+    Ok(())
+}
+
+/// Rejects an --out that is a Markdown file, a folder, or a report that exists already,
+/// before any judging starts.
+fn check_out(out: &Path) -> Result<()> {
+    if out.extension().is_some_and(|ext| ext == "md") {
+        bail!(
+            "--out {} would be overwritten by the Markdown report; give a .json file, and the \
+             Markdown goes next to it",
+            out.display()
+        );
+    }
+    if out.is_dir() {
+        bail!(
+            "--out {} is a folder; give a .json file name",
+            out.display()
+        );
+    }
+    for path in [out.to_path_buf(), out.with_extension("md")] {
+        if path.exists() {
+            bail!(
+                "{} exists already; give an --out whose .json and .md files are both new, so \
+                 that no report is overwritten",
+                path.display()
+            );
+        }
     }
     Ok(())
 }

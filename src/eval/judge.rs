@@ -20,6 +20,7 @@ mod report;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::StreamExt;
 use serde::Deserialize;
@@ -30,9 +31,9 @@ pub use report::{JudgeReport, JudgedHit, MethodKind, MethodScore, QueryScore, Ta
 use super::embeddings::exact_top_k;
 use super::error::{EvalError, io};
 use super::model::{EvalModel, ModelOptions};
-use super::parse_dataset;
 use super::report::one_line;
 use super::tfidf::TfidfIndex;
+use super::{parse_dataset, training_overlap};
 use crate::dataset::versions::VersionRecord;
 use crate::summaries::{
     BackendError, Completion, CompletionRequest, FinishReason, Sampling, SummaryBackend,
@@ -166,21 +167,23 @@ pub fn parse_answer(completion: &Completion) -> Result<bool, String> {
 /// Fails on an empty list or a repeated query, naming it.
 pub fn parse_queries(text: &str, origin: &str) -> Result<Vec<String>, EvalError> {
     let mut queries: Vec<String> = Vec::new();
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (number, line) in text.lines().enumerate() {
-        let query = line.trim();
+        let query = line.split_whitespace().collect::<Vec<_>>().join(" ");
         if query.is_empty() || query.starts_with('#') {
             continue;
         }
+        // Both retrievals ignore case and spacing, so such repeats would be judged twice.
         if queries
             .iter()
-            .any(|known| known.eq_ignore_ascii_case(query))
+            .any(|known| known.to_lowercase() == query.to_lowercase())
         {
             return Err(EvalError::Invalid(format!(
                 "{origin}:{}: query {query:?} is listed twice; keep one",
                 number + 1
             )));
         }
-        queries.push(query.to_string());
+        queries.push(query);
     }
     if queries.is_empty() {
         return Err(EvalError::Invalid(format!(
@@ -224,14 +227,25 @@ pub async fn judge(
         0,
         None,
     )?;
-
+    let mut warnings: Vec<String> = check_abstracts(&data, &options.abstract_field)?
+        .into_iter()
+        .collect();
+    if data.samples.len() < options.k {
+        warnings.push(format!(
+            "the split has {} samples, fewer than k = {}: each method retrieves all of them",
+            data.samples.len(),
+            options.k
+        ));
+    }
     let mut retrievals = Vec::new();
     for (label, checkpoint) in &options.checkpoints {
         let span = tracing::info_span!("judge_method", method = %label);
-        let _entered = span.enter();
-        retrievals.push(retrieve_clip(
-            options, &record, label, checkpoint, progress,
-        )?);
+        let (retrieval, model) = retrieve_clip(options, &record, label, checkpoint, progress)
+            .instrument(span)
+            .await?;
+        let overlap = training_overlap(&options.data_dir, &options.abstract_field, &data, &model);
+        warnings.extend(overlap.await?);
+        retrievals.push(retrieval);
     }
     if options.tfidf {
         let _entered = tracing::info_span!("judge_method", method = TFIDF_LABEL).entered();
@@ -240,7 +254,7 @@ pub async fn judge(
 
     let (pairs, pair_of_hit) = distinct_pairs(&retrievals, &data);
     let answers = judge_pairs(options, backend, &pairs, &data, progress).await;
-    Ok(report::build(
+    let mut report = report::build(
         options,
         &record,
         &data,
@@ -248,7 +262,33 @@ pub async fn judge(
         &retrievals,
         &pair_of_hit,
         &answers,
-    ))
+    );
+    report.warnings = warnings;
+    Ok(report)
+}
+
+/// Rejects an abstract field that is empty in every sample, since the judge would read
+/// nothing; returns a warning when only some samples have none.
+fn check_abstracts(data: &SplitData, field: &str) -> Result<Option<String>, EvalError> {
+    let empty = data
+        .samples
+        .iter()
+        .filter(|s| s.caption.trim().is_empty())
+        .count();
+    if empty == data.samples.len() {
+        return Err(EvalError::Invalid(format!(
+            "the field {field:?} is empty or null in every sample of split {:?}; give \
+             --abstract-field the field that holds the proposal abstracts (caption_paper)",
+            data.split
+        )));
+    }
+    Ok((empty > 0).then(|| {
+        format!(
+            "{empty} of {} samples have an empty {field:?}; the judge reads an empty abstract \
+             for them",
+            data.samples.len()
+        )
+    }))
 }
 
 fn check_options(options: &JudgeOptions) -> Result<(), EvalError> {
@@ -284,14 +324,15 @@ fn check_options(options: &JudgeOptions) -> Result<(), EvalError> {
     Ok(())
 }
 
-/// Embeds the split's images and the queries with one checkpoint and keeps the top k.
-fn retrieve_clip(
+/// Embeds the split's images and the queries with one checkpoint and keeps the top k;
+/// returns the model too, for the training-overlap check.
+async fn retrieve_clip(
     options: &JudgeOptions,
     record: &VersionRecord,
     label: &str,
     checkpoint: &str,
     progress: &dyn Fn(&str, usize, usize),
-) -> Result<Retrieval, EvalError> {
+) -> Result<(Retrieval, EvalModel), EvalError> {
     let model_options = ModelOptions {
         data_dir: Some(options.data_dir.clone()),
         ..options.model.clone()
@@ -324,13 +365,14 @@ fn retrieve_clip(
                 .collect()
         })
         .collect();
-    Ok(Retrieval {
+    let retrieval = Retrieval {
         label: label.to_string(),
         kind: MethodKind::Clip,
         source: checkpoint.to_string(),
         weights_sha256: Some(model.weights_sha256.clone()),
         hits,
-    })
+    };
+    Ok((retrieval, model))
 }
 
 /// Ranks the split's abstracts by TF-IDF similarity to each query and keeps the top k.
@@ -345,11 +387,14 @@ fn retrieve_tfidf(options: &JudgeOptions, data: &SplitData) -> Retrieval {
             if !index.contains_any_term(query) {
                 tracing::warn!(
                     query,
-                    "no abstract contains a word of the query, so its TF-IDF hits are the \
-                     first samples in split order"
+                    "no abstract contains a word of the query: no TF-IDF hits"
                 );
             }
-            index.top_k(query, options.k)
+            // Samples sharing no word with the query are not hits; a query may get fewer
+            // than k.
+            let mut hits = index.top_k(query, options.k);
+            hits.retain(|&(_, similarity)| similarity > 0.0);
+            hits
         })
         .collect();
     Retrieval {
@@ -415,6 +460,7 @@ async fn judge_pairs(
         seed: Some(options.seed),
     };
     let mut answers = Vec::with_capacity(pairs.len());
+    let unreachable = AtomicUsize::new(0);
     let mut stream = futures::stream::iter(pairs)
         .map(|pair| {
             let query = options.queries[pair.query].as_str();
@@ -427,8 +473,22 @@ async fn judge_pairs(
                 sampling: sampling.clone(),
             };
             let span = tracing::info_span!("judge_pair", query, proposal_id = sample.proposal_id);
+            let unreachable = &unreachable;
             async move {
-                let answer = answer(backend.complete(&request).await);
+                if unreachable.load(Ordering::Relaxed) >= MAX_UNREACHABLE {
+                    return Err(format!(
+                        "not sent: the judge could not be reached for {MAX_UNREACHABLE} prompts \
+                         in a row"
+                    ));
+                }
+                let completion = backend.complete(&request).await;
+                match &completion {
+                    Err(BackendError::Connect { .. }) => {
+                        unreachable.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => unreachable.store(0, Ordering::Relaxed),
+                }
+                let answer = answer(completion);
                 if let Err(reason) = &answer {
                     tracing::warn!(query, proposal_id = sample.proposal_id, reason, "unjudged");
                 }
@@ -444,6 +504,9 @@ async fn judge_pairs(
     }
     answers
 }
+
+/// Consecutive prompts that could not reach the judge after which the rest are not sent.
+const MAX_UNREACHABLE: usize = 3;
 
 fn answer(completion: Result<Completion, BackendError>) -> Result<bool, String> {
     match completion {
@@ -523,6 +586,12 @@ mod tests {
 
         let error = parse_queries("comets\nComets\n", "q.txt").unwrap_err();
         assert!(error.to_string().contains("q.txt:2"), "{error}");
+        let spaced = parse_queries("dark  cloud\nDark cloud\n", "q.txt").unwrap_err();
+        assert!(spaced.to_string().contains("q.txt:2"), "{spaced}");
+        let accented = parse_queries("galaxyé\nGALAXYÉ\n", "q.txt").unwrap_err();
+        assert!(accented.to_string().contains("q.txt:2"), "{accented}");
+        let bom = parse_queries("\u{feff}# comment\ncomets\n", "q.txt").unwrap();
+        assert_eq!(bom, ["comets"]);
         assert!(parse_queries("# none\n", "q.txt").is_err());
     }
 

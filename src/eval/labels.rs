@@ -19,6 +19,7 @@ pub const PAPER_LABELS: &str = include_str!("../../configs/labels/paperclip.txt"
 /// Labels of a label file's text. Fails on an empty list or a repeated label, naming it.
 pub fn parse_labels(text: &str, origin: &str) -> Result<Vec<String>, EvalError> {
     let mut labels: Vec<String> = Vec::new();
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (number, line) in text.lines().enumerate() {
         let label = line.trim();
         if label.is_empty() || label.starts_with('#') {

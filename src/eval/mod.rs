@@ -196,7 +196,7 @@ async fn warnings(
     if n < report::IN_BATCH_SIZE {
         warnings.push(format!(
             "the split has {}, fewer than a batch of {}: the in-batch metric uses one batch \
-             of {n}, and top-k% is n/a where k·N < 1",
+             of {n}, and top-k% is n/a where k·N is below 1",
             report::count(n, "pair"),
             report::IN_BATCH_SIZE
         ));
@@ -205,16 +205,17 @@ async fn warnings(
         warnings.push("with one pair, the shuffled pairs are the matched pairs".into());
     }
     for model in models {
-        if let Some(warning) = training_overlap(options, data, model).await? {
-            warnings.push(warning);
-        }
+        let overlap = training_overlap(&options.data_dir, &options.caption_field, data, model);
+        warnings.extend(overlap.await?);
     }
     Ok(warnings)
 }
 
-/// Says when `model` was trained on proposals of the evaluated split.
-async fn training_overlap(
-    options: &EvalOptions,
+/// Says when `model` was trained on proposals of the split `data`; `text_field` is a
+/// sample field the training version's samples have, to read them.
+pub(crate) async fn training_overlap(
+    data_dir: &std::path::Path,
+    text_field: &str,
     data: &SplitData,
     model: &EvalModel,
 ) -> Result<Option<String>, EvalError> {
@@ -234,7 +235,7 @@ async fn training_overlap(
         }));
     }
     let record = open_version(
-        &options.data_dir,
+        data_dir,
         &origin.dataset,
         &origin.dataset_version.to_string(),
     )
@@ -246,14 +247,8 @@ async fn training_overlap(
             model.label, origin.dataset, origin.dataset_version
         )));
     };
-    let Ok(trained) = SplitData::load(
-        &options.data_dir,
-        &record,
-        &origin.train_split,
-        &options.caption_field,
-        0,
-        None,
-    ) else {
+    let Ok(trained) = SplitData::load(data_dir, &record, &origin.train_split, text_field, 0, None)
+    else {
         return Ok(Some(format!(
             "{} was trained on split {} of {}@{}, which could not be read, so its overlap \
              with this split is unknown",

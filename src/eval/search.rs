@@ -343,13 +343,22 @@ fn find_table(options: &SearchOptions, dataset: &str, version: u64) -> Result<Pa
         )));
     };
     let wanted_sha256 = checkpoint_sha256(wanted);
+    let prefix = wanted.to_ascii_lowercase();
+    let is_hex = !prefix.is_empty() && prefix.chars().all(|c| c.is_ascii_hexdigit());
+    if is_hex && prefix.len() < 12 && !Path::new(wanted).exists() {
+        return Err(EvalError::Invalid(format!(
+            "--checkpoint {wanted} looks like a weights hash prefix; give at least 12 hex \
+             digits, as in the table names under {}",
+            table_dir(&options.data_dir, dataset, version).display()
+        )));
+    }
     tables
         .iter()
         .find(|(_, info)| {
             info.checkpoint == absolute(wanted)
                 || info.checkpoint == *wanted
                 || wanted_sha256.as_deref() == Some(info.weights_sha256.as_str())
-                || (wanted.len() >= 12 && info.weights_sha256.starts_with(wanted.as_str()))
+                || (is_hex && prefix.len() >= 12 && info.weights_sha256.starts_with(&prefix))
         })
         .map(|(path, _)| path.clone())
         .ok_or_else(|| {

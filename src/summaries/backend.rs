@@ -71,7 +71,7 @@ pub enum BackendError {
         body_excerpt: String,
     },
     #[error(
-        "{url} timed out: no response within {secs} s; raise the backend timeout or check the server"
+        "{url} timed out: no response within {secs} s; raise the timeout (summaries.timeout_secs in a pipeline, --timeout-secs on the command line) or check the server"
     )]
     Timeout { url: String, secs: u64 },
     #[error("cannot reach {url}: {detail}; check that the server is running and the URL is right")]
@@ -83,7 +83,7 @@ pub enum BackendError {
     #[error("the backend is misconfigured: {detail}")]
     Config { detail: String },
     #[error(
-        "cannot use the model file {path}: {detail}; fetch it with tools/fetch-summary-model.sh or set summaries.model_path"
+        "cannot use the model file {path}: {detail}; fetch it with tools/fetch-summary-model.sh, or give another file (summaries.model_path in a pipeline, --model-path on the command line)"
     )]
     ModelUnavailable { path: String, detail: String },
     #[error("the in-process model failed: {detail}")]

@@ -371,8 +371,19 @@ async fn judge_command_writes_reports_and_fails_on_unjudged() {
     let markdown = std::fs::read_to_string(out.with_extension("md")).unwrap();
     assert_eq!(markdown, report.to_markdown());
 
+    // An existing report is never overwritten; the check comes before any judging.
+    let requests_before = server.prompts.lock().unwrap().len();
+    let again = paperclip(dir.path(), &args);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("exists already"), "{stderr}");
+    assert_eq!(server.prompts.lock().unwrap().len(), requests_before);
+
     // "comets" gets output that is not JSON: the reports are written, and the command fails.
     std::fs::write(dir.path().join("queries.txt"), "red circle\ncomets\n").unwrap();
+    let out = dir.path().join("judge-2.json");
+    let out_text = out.display().to_string();
+    let last = args.len() - 3;
+    args[last] = &out_text;
     args.extend(["--no-tfidf", "--json"]);
     let output = paperclip(dir.path(), &args);
     let stderr = String::from_utf8_lossy(&output.stderr);

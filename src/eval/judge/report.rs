@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{JudgeOptions, PROMPT_PATH, PROMPT_TEMPLATE, Retrieval};
 use crate::dataset::versions::VersionRecord;
-use crate::eval::report::one_line;
+use crate::eval::report::{markdown_text, one_line};
 use crate::train::data::SplitData;
 
 /// The ranking a method uses.
@@ -135,6 +135,9 @@ pub struct JudgeReport {
     pub queries: Vec<String>,
     /// The methods, in report order.
     pub methods: Vec<MethodScore>,
+    /// Things that limit what the scores mean: a split smaller than k, a checkpoint
+    /// trained on proposals of this split.
+    pub warnings: Vec<String>,
 }
 
 /// Puts the answers on the hits and counts them.
@@ -168,6 +171,7 @@ pub(super) fn build(
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         queries: options.queries.clone(),
         methods,
+        warnings: Vec::new(),
     }
 }
 
@@ -250,9 +254,9 @@ impl JudgeReport {
              {} queries, top {} of {} images per query and method. The judge `{}` read the \
              `{}` field with {} (SHA-256 {}), greedy, seed {}; {} distinct (query, abstract) \
              prompts. A score is the fraction of judged pairs answered relevant.\n\n",
-            self.dataset,
+            markdown_text(&self.dataset),
             self.version,
-            self.split,
+            markdown_text(&self.split),
             self.queries.len(),
             self.k,
             self.samples,
@@ -263,6 +267,9 @@ impl JudgeReport {
             self.seed,
             self.judge_requests,
         );
+        for warning in &self.warnings {
+            out.push_str(&format!("> Warning: {}\n\n", markdown_text(warning)));
+        }
         out.push_str(&self.method_table());
         out.push_str("\n## Score per query\n\n");
         out.push_str(&self.query_table());
@@ -324,13 +331,16 @@ impl JudgeReport {
             for query in &method.queries {
                 for hit in query.hits.iter().filter(|h| h.answer.is_none()) {
                     out.push_str(&format!(
-                        "- {}, {:?}, rank {}, `{}` (proposal {}): {}\n",
-                        method.label,
-                        query.query,
+                        "- {}, {}, rank {}, `{}` (proposal {}): {}\n",
+                        markdown_text(&method.label),
+                        markdown_text(&format!("{:?}", query.query)),
                         hit.rank,
-                        hit.key,
+                        hit.key.replace('`', "'"),
                         hit.proposal_id,
-                        one_line(hit.unjudged_reason.as_deref().unwrap_or("no answer"), 200)
+                        markdown_text(&one_line(
+                            hit.unjudged_reason.as_deref().unwrap_or("no answer"),
+                            200
+                        ))
                     ));
                 }
             }
@@ -345,7 +355,7 @@ fn score_text(score: Option<f64>) -> String {
 
 /// Text safe inside a Markdown table cell.
 fn cell(text: &str) -> String {
-    one_line(text, 80).replace('|', "\\|")
+    markdown_text(&one_line(text, 80))
 }
 
 #[cfg(test)]
@@ -373,7 +383,8 @@ mod tests {
     }
 
     #[test]
-    fn markdown_escapes_pipes_in_labels() {
+    fn markdown_escapes_pipes_and_html_in_labels() {
         assert_eq!(cell("a|b"), "a\\|b");
+        assert_eq!(cell("<script>"), "&lt;script&gt;");
     }
 }
