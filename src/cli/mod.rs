@@ -331,8 +331,21 @@ pub struct LlmArgs {
 #[derive(Debug, Args)]
 pub struct ServePipelinesArgs {
     /// Pipeline files (TOML), each with a `[schedule]` section.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "sql_listen")]
     pub pipelines: Vec<PathBuf>,
+    /// Also serve the SQL catalog over the PostgreSQL protocol, read-only, at this
+    /// address; 127.0.0.1:5433 when given without one (`psql -h 127.0.0.1 -p 5433`). An
+    /// address other than loopback is reachable from other machines.
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        num_args = 0..=1,
+        default_missing_value = "127.0.0.1:5433"
+    )]
+    pub sql_listen: Option<std::net::SocketAddr>,
+    /// Most SQL connections at once; 0 for no limit.
+    #[arg(long, default_value_t = 64)]
+    pub sql_max_connections: usize,
     /// Archive base URL replacing every pipeline's, or `embedded` for the built-in fixture
     /// archive on loopback (started once for the whole serve).
     #[arg(long)]

@@ -17,6 +17,7 @@ use paperclip::schedule::{
     Event, EventKind, EventSink, RunOutcome, RunSettings, ScheduledPipeline, Scheduler, SystemClock,
 };
 use paperclip::snapshots;
+use paperclip::sql::server::{SqlServerOptions, serve_sql};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -36,18 +37,49 @@ pub async fn serve(global: &GlobalArgs, args: &ServePipelinesArgs) -> Result<()>
         data_dir: global.data_dir.clone(),
         archive_override,
     };
-    let scheduler = Scheduler::new(pipelines, settings, Arc::new(SystemClock), printer)?;
+    let scheduler = if pipelines.is_empty() {
+        None
+    } else {
+        Some(Scheduler::new(
+            pipelines,
+            settings,
+            Arc::new(SystemClock),
+            printer,
+        )?)
+    };
 
     let stop = CancellationToken::new();
     stop_on_signal(stop.clone());
     let mut services: JoinSet<Result<()>> = JoinSet::new();
-    let scheduler_stop = stop.child_token();
-    services.spawn(async move {
-        scheduler
-            .run(scheduler_stop)
-            .await
-            .context("the scheduler stopped")
-    });
+    if let Some(scheduler) = scheduler {
+        let scheduler_stop = stop.child_token();
+        services.spawn(async move {
+            scheduler
+                .run(scheduler_stop)
+                .await
+                .context("the scheduler stopped")
+        });
+    }
+    if let Some(listen) = args.sql_listen {
+        let options = SqlServerOptions {
+            listen,
+            max_connections: args.sql_max_connections,
+        };
+        let data_dir = global.data_dir.clone();
+        let sql_stop = stop.child_token();
+        services.spawn(async move {
+            let announce = || {
+                if let Err(error) =
+                    write_stdout(&format!("SQL server listening on {listen} (read-only)"))
+                {
+                    tracing::warn!(%error, "cannot print that the SQL server listens");
+                }
+            };
+            serve_sql(&data_dir, &options, sql_stop, announce)
+                .await
+                .context("the SQL server stopped")
+        });
+    }
 
     let result = join_services(services, &stop).await;
     if let Some(server) = embedded {

@@ -8,6 +8,7 @@
 
 mod coalesce;
 pub mod graph;
+pub mod server;
 pub mod sources;
 
 use std::path::Path;

@@ -11,6 +11,7 @@ mod real_data;
 mod refresh;
 mod schedule;
 mod sql_files;
+mod sql_server;
 mod summaries;
 mod support;
 mod train;

@@ -1,0 +1,269 @@
+//! The SQL server of `paperclip serve --sql-listen`: the same catalog as `paperclip sql`
+//! (every dataset version, the run log, training runs) over the PostgreSQL wire protocol,
+//! through datafusion-postgres, so psql, DBeaver, psycopg and Grafana connect unchanged.
+//!
+//! Invariants:
+//! - Read-only: every statement that is not a query, `EXPLAIN` of a query, `SHOW`, `SET`,
+//!   a transaction or cursor statement is rejected with SQLSTATE 25006
+//!   (`read_only_sql_transaction`) before it is planned. `SET` changes only the session.
+//! - The catalog is read again every [`CATALOG_REFRESH_SECS`], so versions published by a
+//!   scheduled run appear without a restart. A query that started on the old catalog
+//!   finishes on it.
+//! - The listener binds the address given (the command line's default is 127.0.0.1) and
+//!   logs a warning when the address is reachable from other machines.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::common::ParamValues;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_postgres::auth::AuthManager;
+use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
+use datafusion_postgres::hooks::HookClient;
+use datafusion_postgres::hooks::cursor::CursorStatementHook;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::pgwire::api::ClientInfo;
+use datafusion_postgres::pgwire::api::results::Response;
+use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::{QueryHook, ServerOptions, serve_with_hooks};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{PipelineError, Result};
+
+/// Seconds between two readings of the catalog.
+pub const CATALOG_REFRESH_SECS: u64 = 10;
+
+/// The catalog database name clients see (`psql -d paperclip`); datasets are further
+/// catalogs next to it, as in `paperclip sql`.
+pub const DATABASE: &str = "datafusion";
+
+/// Listening address and connection limit of the SQL server.
+#[derive(Debug, Clone)]
+pub struct SqlServerOptions {
+    /// Address and port.
+    pub listen: SocketAddr,
+    /// Most connections at once; 0 for no limit.
+    pub max_connections: usize,
+}
+
+/// Serves the data directory's catalog until `stop` is cancelled. `on_ready` runs once
+/// the catalog is read and the address is free, just before the server listens.
+pub async fn serve_sql(
+    data_dir: &Path,
+    options: &SqlServerOptions,
+    stop: CancellationToken,
+    on_ready: impl FnOnce(),
+) -> Result<()> {
+    if !options.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %options.listen,
+            "the SQL server is reachable from other machines; bind it to 127.0.0.1 unless \
+             that is intended"
+        );
+    }
+    let ctx = Arc::new(session(data_dir).await?);
+    let server_options = ServerOptions::new()
+        .with_host(options.listen.ip().to_string())
+        .with_port(options.listen.port())
+        .with_max_connections(options.max_connections);
+    let hooks: Vec<Arc<dyn QueryHook>> = vec![
+        Arc::new(ReadOnly),
+        Arc::new(CursorStatementHook),
+        Arc::new(SetShowHook),
+        Arc::new(TransactionStatementHook),
+    ];
+    // The server binds inside datafusion-postgres, which only logs a failure; binding once
+    // here first turns a taken port into an error that names it.
+    drop(std::net::TcpListener::bind(options.listen).map_err(|e| {
+        PipelineError::Invalid(format!(
+            "the SQL server cannot listen on {}: {e}; choose another --sql-listen address",
+            options.listen
+        ))
+    })?);
+    tracing::info!(listen = %options.listen, "SQL server listening");
+    on_ready();
+
+    let refresh = refresh_catalog(ctx.clone(), data_dir.to_path_buf(), stop.clone());
+    tokio::select! {
+        served = serve_with_hooks(ctx, &server_options, hooks) => served.map_err(|e| {
+            PipelineError::Invalid(format!(
+                "the SQL server cannot listen on {}: {e}; choose another --sql-listen address",
+                options.listen
+            ))
+        }),
+        () = refresh => Ok(()),
+        () = stop.cancelled() => Ok(()),
+    }
+}
+
+/// A session with the project's functions, every dataset version, the run log and the
+/// `pg_catalog` tables clients probe.
+async fn session(data_dir: &Path) -> Result<SessionContext> {
+    let ctx = super::new_session();
+    crate::dataset::catalog::register_datasets(&ctx, data_dir).await?;
+    setup_pg_catalog(&ctx, DATABASE, AuthManager::new())
+        .map_err(|e| PipelineError::Invalid(format!("cannot set up pg_catalog: {e}")))?;
+    Ok(ctx)
+}
+
+/// Registers the datasets again every [`CATALOG_REFRESH_SECS`] until `stop`.
+async fn refresh_catalog(ctx: Arc<SessionContext>, data_dir: PathBuf, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(CATALOG_REFRESH_SECS));
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        if let Err(error) = crate::dataset::catalog::register_datasets(&ctx, &data_dir).await {
+            tracing::warn!(%error, "cannot read the catalog again; serving the previous one");
+        }
+    }
+}
+
+/// Rejects every statement that could change data or the catalog; see the module docs.
+#[derive(Debug)]
+struct ReadOnly;
+
+/// Returns the error for a statement that is not read-only, `None` for one that is.
+fn rejection(statement: &Statement) -> Option<PgWireError> {
+    if is_read_only(statement) {
+        return None;
+    }
+    let text = statement.to_string();
+    let first_word = text.split_whitespace().next().unwrap_or("").to_uppercase();
+    Some(PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".to_string(),
+        "25006".to_string(),
+        format!(
+            "{first_word} is not allowed: the paperclip SQL server is read-only (published \
+             versions never change); use SELECT, WITH, EXPLAIN, SHOW or SET"
+        ),
+    ))))
+}
+
+fn is_read_only(statement: &Statement) -> bool {
+    match statement {
+        Statement::Query(_)
+        | Statement::Set(_)
+        | Statement::ShowFunctions { .. }
+        | Statement::ShowVariable { .. }
+        | Statement::ShowStatus { .. }
+        | Statement::ShowVariables { .. }
+        | Statement::ShowCreate { .. }
+        | Statement::ShowColumns { .. }
+        | Statement::ShowCatalogs { .. }
+        | Statement::ShowDatabases { .. }
+        | Statement::ShowSchemas { .. }
+        | Statement::ShowTables { .. }
+        | Statement::ShowViews { .. }
+        | Statement::StartTransaction { .. }
+        | Statement::Commit { .. }
+        | Statement::Rollback { .. }
+        | Statement::Declare { .. }
+        | Statement::Fetch { .. }
+        | Statement::Close { .. }
+        | Statement::Discard { .. }
+        | Statement::ExplainTable { .. } => true,
+        // EXPLAIN ANALYZE runs its statement, so the statement itself must be read-only.
+        Statement::Explain { statement, .. } => is_read_only(statement),
+        _ => false,
+    }
+}
+
+#[async_trait]
+impl QueryHook for ReadOnly {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _session_context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        rejection(statement).map(Err)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _session_context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        rejection(statement).map(Err)
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _logical_plan: &LogicalPlan,
+        _params: &ParamValues,
+        _session_context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        rejection(statement).map(Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    use super::*;
+
+    fn read_only(sql: &str) -> bool {
+        let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
+        is_read_only(&statements[0])
+    }
+
+    #[test]
+    fn queries_and_session_statements_pass() {
+        for sql in [
+            "SELECT 1",
+            "WITH a AS (SELECT 1) SELECT * FROM a",
+            "EXPLAIN SELECT 1",
+            "SHOW TABLES",
+            "SET application_name = 'psql'",
+            "BEGIN",
+            "COMMIT",
+        ] {
+            assert!(read_only(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn writes_are_rejected() {
+        for sql in [
+            "INSERT INTO t VALUES (1)",
+            "UPDATE t SET a = 1",
+            "DELETE FROM t",
+            "CREATE TABLE t (a INT)",
+            "CREATE TABLE t AS SELECT 1",
+            "DROP TABLE t",
+            "COPY t TO '/tmp/x.csv'",
+            "EXPLAIN ANALYZE INSERT INTO t VALUES (1)",
+            "TRUNCATE t",
+        ] {
+            assert!(!read_only(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn rejection_names_the_statement_and_sqlstate() {
+        let statements = Parser::parse_sql(&PostgreSqlDialect {}, "DELETE FROM t").unwrap();
+        let Some(PgWireError::UserError(info)) = rejection(&statements[0]) else {
+            panic!("DELETE passed");
+        };
+        assert_eq!(info.code, "25006");
+        assert!(
+            info.message.starts_with("DELETE is not allowed"),
+            "{}",
+            info.message
+        );
+    }
+}

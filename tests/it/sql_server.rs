@@ -1,0 +1,154 @@
+//! `paperclip serve --sql-listen` against Debian's `psql`: the catalog over the PostgreSQL
+//! protocol on loopback, read-only.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use crate::support::{paperclip, pipeline_path};
+
+/// The `psql` binary, or `None` (after printing why) when it is missing, unless
+/// `PAPERCLIP_REQUIRE_PSQL=1`, which turns absence into a failure.
+fn psql() -> Option<&'static str> {
+    let found = Command::new("psql")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return Some("psql");
+    }
+    if std::env::var("PAPERCLIP_REQUIRE_PSQL").as_deref() == Ok("1") {
+        panic!(
+            "PAPERCLIP_REQUIRE_PSQL=1 but psql is not installed (apt-get install postgresql-client)"
+        );
+    }
+    eprintln!("skipped: psql is not installed (apt-get install postgresql-client)");
+    None
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// A server process, killed when dropped so a failed assertion leaves nothing running.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `serve --sql-listen` and waits until it prints that it listens.
+fn start_server(data_dir: &Path, port: u16) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_paperclip"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["serve", "--sql-listen", &format!("127.0.0.1:{port}")])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("SQL server listening"), "{line}");
+    Server(child)
+}
+
+/// Runs one statement through psql; returns (success, stdout, stderr). A refused
+/// connection is tried again for a few seconds: the server prints that it listens just
+/// before its socket is bound.
+fn run_psql(port: u16, sql: &str) -> (bool, String, String) {
+    for _ in 0..50 {
+        let result = psql_once(port, sql);
+        if !result.2.contains("Connection refused") {
+            return result;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    psql_once(port, sql)
+}
+
+fn psql_once(port: u16, sql: &str) -> (bool, String, String) {
+    let output = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "analyst"])
+        .args([
+            "-d",
+            "datafusion",
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn psql_queries_versions_and_cannot_write() {
+    let Some(_) = psql() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let pipeline = pipeline_path();
+    let run = paperclip(
+        &data,
+        &["run", pipeline.to_str().unwrap(), "--archive", "embedded"],
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    let port = free_port();
+    let _server = start_server(&data, port);
+
+    let (ok, count, err) = run_psql(
+        port,
+        r#"SELECT count(*) FROM "hst-paperclip".latest.samples"#,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(count, "7");
+
+    // A join across two version schemas, and the run log.
+    let (ok, joined, err) = run_psql(
+        port,
+        r#"SELECT count(*) FROM "hst-paperclip".v1.samples a
+           JOIN "hst-paperclip".latest.samples b ON a.key = b.key"#,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(joined, "7");
+    let (ok, status, err) = run_psql(port, "SELECT status FROM paperclip.runs");
+    assert!(ok, "{err}");
+    assert_eq!(status, "published");
+
+    // psql's \dt lists the version tables.
+    let (ok, tables, err) = run_psql(port, r"\dt");
+    assert!(ok, "{err}");
+    assert!(tables.contains("latest|samples|table"), "{tables}");
+
+    for write in ["DELETE FROM paperclip.runs", "CREATE TABLE t AS SELECT 1"] {
+        let (ok, _, err) = run_psql(port, write);
+        assert!(!ok, "{write} was accepted");
+        assert!(
+            err.contains("the paperclip SQL server is read-only"),
+            "{err}"
+        );
+    }
+}
