@@ -5,8 +5,6 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use crate::support::{paperclip, pipeline_path};
-
 /// The `psql` binary, or `None` (after printing why) when it is missing, unless
 /// `PAPERCLIP_REQUIRE_PSQL=1`, which turns absence into a failure.
 fn psql() -> Option<&'static str> {
@@ -104,17 +102,7 @@ fn psql_queries_versions_and_cannot_write() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let pipeline = pipeline_path();
-    let run = paperclip(
-        &data,
-        &["run", pipeline.to_str().unwrap(), "--archive", "embedded"],
-    );
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let data = crate::train::embedded_dataset(dir.path());
 
     let port = free_port();
     let _server = start_server(&data, port);

@@ -244,7 +244,7 @@ async fn caption_field_missing_lists_text_fields() {
 
 /// Publishes the embedded archive's dataset under `dir/data` with the CLI; returns the
 /// data directory.
-fn embedded_dataset(dir: &Path) -> PathBuf {
+pub(crate) fn embedded_dataset(dir: &Path) -> PathBuf {
     let data = dir.join("data");
     let pipeline = crate::support::pipeline_path();
     let run = paperclip(
