@@ -346,6 +346,13 @@ pub struct ServePipelinesArgs {
     /// Most SQL connections at once; 0 for no limit.
     #[arg(long, default_value_t = 64)]
     pub sql_max_connections: usize,
+    /// User name SQL clients log in with when a password is set.
+    #[arg(long, default_value = "analyst")]
+    pub sql_user: String,
+    /// Name of the environment variable that holds the SQL password (SCRAM-SHA-256).
+    /// Without it, any client may connect, which is allowed on loopback only.
+    #[arg(long, value_name = "VAR", default_value = "PAPERCLIP_SQL_PASSWORD")]
+    pub sql_password_env: String,
     /// Archive base URL replacing every pipeline's, or `embedded` for the built-in fixture
     /// archive on loopback (started once for the whole serve).
     #[arg(long)]
@@ -517,12 +524,19 @@ pub fn main() -> std::process::ExitCode {
             );
         }
     };
-    match runtime.block_on(commands::dispatch(cli)) {
+    let outcome = runtime.block_on(commands::dispatch(cli));
+    // Tasks still running when the command is done (an SQL query a client left behind, a
+    // download cut short) get a moment to finish, then the process exits regardless.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(SHUTDOWN_GRACE_SECS));
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) if is_broken_pipe(&error) => std::process::ExitCode::SUCCESS,
         Err(error) => report_error(&error, json),
     }
 }
+
+/// Seconds the runtime waits for tasks left running when a command is done.
+const SHUTDOWN_GRACE_SECS: u64 = 5;
 
 /// Prints an error on stderr, and with `--json` as `{"error": ...}` on stdout unless the
 /// command already printed its JSON result there, so stdout is always one JSON document.

@@ -17,7 +17,7 @@ use paperclip::schedule::{
     Event, EventKind, EventSink, RunOutcome, RunSettings, ScheduledPipeline, Scheduler, SystemClock,
 };
 use paperclip::snapshots;
-use paperclip::sql::server::{SqlServerOptions, serve_sql};
+use paperclip::sql::server::{Credentials, SqlServerOptions, serve_sql};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -64,14 +64,18 @@ pub async fn serve(global: &GlobalArgs, args: &ServePipelinesArgs) -> Result<()>
         let options = SqlServerOptions {
             listen,
             max_connections: args.sql_max_connections,
+            credentials: sql_credentials(args, listen)?,
         };
         let data_dir = global.data_dir.clone();
         let sql_stop = stop.child_token();
+        let login = match &options.credentials {
+            Some(credentials) => format!("user {}, password required", credentials.user()),
+            None => "no password: any local user can connect".to_string(),
+        };
         services.spawn(async move {
             let announce = || {
-                if let Err(error) =
-                    write_stdout(&format!("SQL server listening on {listen} (read-only)"))
-                {
+                let line = format!("SQL server listening on {listen} (read-only; {login})");
+                if let Err(error) = write_stdout(&line) {
                     tracing::warn!(%error, "cannot print that the SQL server listens");
                 }
             };
@@ -86,6 +90,25 @@ pub async fn serve(global: &GlobalArgs, args: &ServePipelinesArgs) -> Result<()>
         server.stop().await;
     }
     result
+}
+
+/// The SQL account from the password variable; none on loopback without one. A server
+/// reachable from other machines needs a password.
+fn sql_credentials(
+    args: &ServePipelinesArgs,
+    listen: std::net::SocketAddr,
+) -> Result<Option<Arc<Credentials>>> {
+    let variable = &args.sql_password_env;
+    let password = std::env::var(variable).ok().filter(|p| !p.is_empty());
+    match password {
+        Some(password) => Ok(Some(Arc::new(Credentials::new(&args.sql_user, &password)))),
+        None if listen.ip().is_loopback() => Ok(None),
+        None => bail!(
+            "--sql-listen {listen} is reachable from other machines, so it needs a password: \
+             put one in the environment variable {variable} (or name another variable with \
+             --sql-password-env)"
+        ),
+    }
 }
 
 /// Waits for every service; the first failure stops the others and is returned.

@@ -29,12 +29,20 @@ use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::pgwire::api::ClientInfo;
+use datafusion_postgres::pgwire::api::auth::StartupHandler;
+use datafusion_postgres::pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use datafusion_postgres::pgwire::api::results::Response;
+use datafusion_postgres::pgwire::api::{ConnectionManager, PgWireServerHandlers};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use datafusion_postgres::{QueryHook, ServerOptions, serve_with_hooks};
+use datafusion_postgres::{DfSessionService, QueryHook, ServerOptions, serve_with_handlers};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{PipelineError, Result};
+
+mod auth;
+
+pub use auth::Credentials;
 
 /// Seconds between two readings of the catalog.
 pub const CATALOG_REFRESH_SECS: u64 = 10;
@@ -50,6 +58,39 @@ pub struct SqlServerOptions {
     pub listen: SocketAddr,
     /// Most connections at once; 0 for no limit.
     pub max_connections: usize,
+    /// The account clients log in with (SCRAM-SHA-256); `None` accepts any client.
+    pub credentials: Option<Arc<Credentials>>,
+}
+
+/// The pgwire handlers: queries through datafusion-postgres's session service with the
+/// hooks above, start-up through [`auth`], cancel requests through the connections that
+/// start-up registered.
+struct Handlers {
+    session: Arc<DfSessionService>,
+    connections: Arc<ConnectionManager>,
+    cancel: Arc<DefaultCancelHandler>,
+    credentials: Option<Arc<Credentials>>,
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.session.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.session.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::new(auth::Startup::new(
+            self.credentials.as_ref(),
+            &self.connections,
+        ))
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        self.cancel.clone()
+    }
 }
 
 /// Serves the data directory's catalog until `stop` is cancelled. `on_ready` runs once
@@ -78,6 +119,13 @@ pub async fn serve_sql(
         Arc::new(SetShowHook),
         Arc::new(TransactionStatementHook),
     ];
+    let connections = Arc::new(ConnectionManager::new());
+    let handlers = Arc::new(Handlers {
+        session: Arc::new(DfSessionService::new_with_hooks(ctx.clone(), hooks)),
+        cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
+        connections,
+        credentials: options.credentials.clone(),
+    });
     // The server binds inside datafusion-postgres, which only logs a failure; binding once
     // here first turns a taken port into an error that names it.
     drop(std::net::TcpListener::bind(options.listen).map_err(|e| {
@@ -89,17 +137,35 @@ pub async fn serve_sql(
     tracing::info!(listen = %options.listen, "SQL server listening");
     on_ready();
 
+    // Queries run on a runtime of their own: a long query keeps its threads busy, and the
+    // caller's runtime must stay free for signals and the scheduler.
+    let query_runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("paperclip-sql")
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            PipelineError::Invalid(format!("cannot start the SQL server's threads: {e}"))
+        })?;
+    let listen = options.listen;
+    let server =
+        query_runtime.spawn(async move { serve_with_handlers(handlers, &server_options).await });
     let refresh = refresh_catalog(ctx.clone(), data_dir.to_path_buf(), stop.clone());
-    tokio::select! {
-        served = serve_with_hooks(ctx, &server_options, hooks) => served.map_err(|e| {
-            PipelineError::Invalid(format!(
-                "the SQL server cannot listen on {}: {e}; choose another --sql-listen address",
-                options.listen
-            ))
-        }),
+    let outcome = tokio::select! {
+        served = server => match served {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(PipelineError::Invalid(format!(
+                "the SQL server cannot listen on {listen}: {e}; choose another --sql-listen \
+                 address"
+            ))),
+            Err(e) => Err(PipelineError::Invalid(format!("the SQL server failed: {e}"))),
+        },
         () = refresh => Ok(()),
         () = stop.cancelled() => Ok(()),
-    }
+    };
+    // Queries still running are abandoned with their threads, since the server stopped
+    // and no client can receive their rows.
+    query_runtime.shutdown_background();
+    outcome
 }
 
 /// A session with the project's functions, every dataset version, the run log and the

@@ -39,9 +39,15 @@ impl Drop for Server {
     }
 }
 
-/// Starts `serve --sql-listen` and waits until it prints that it listens.
-fn start_server(data_dir: &Path, port: u16) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_paperclip"))
+/// Starts `serve --sql-listen` and waits until it prints that it listens; with a
+/// password, clients must log in as `analyst` with it.
+fn start_server(data_dir: &Path, port: u16, password: Option<&str>) -> Server {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_paperclip"));
+    match password {
+        Some(password) => command.env("PAPERCLIP_SQL_PASSWORD", password),
+        None => command.env_remove("PAPERCLIP_SQL_PASSWORD"),
+    };
+    let mut child = command
         .arg("--data-dir")
         .arg(data_dir)
         .args(["serve", "--sql-listen", &format!("127.0.0.1:{port}")])
@@ -62,18 +68,27 @@ fn start_server(data_dir: &Path, port: u16) -> Server {
 /// connection is tried again for a few seconds: the server prints that it listens just
 /// before its socket is bound.
 fn run_psql(port: u16, sql: &str) -> (bool, String, String) {
+    run_psql_as(port, None, sql)
+}
+
+fn run_psql_as(port: u16, password: Option<&str>, sql: &str) -> (bool, String, String) {
     for _ in 0..50 {
-        let result = psql_once(port, sql);
+        let result = psql_once(port, password, sql);
         if !result.2.contains("Connection refused") {
             return result;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    psql_once(port, sql)
+    psql_once(port, password, sql)
 }
 
-fn psql_once(port: u16, sql: &str) -> (bool, String, String) {
-    let output = Command::new("psql")
+fn psql_once(port: u16, password: Option<&str>, sql: &str) -> (bool, String, String) {
+    let mut command = Command::new("psql");
+    match password {
+        Some(password) => command.env("PGPASSWORD", password),
+        None => command.env_remove("PGPASSWORD"),
+    };
+    let output = command
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "analyst"])
         .args([
             "-d",
@@ -105,7 +120,7 @@ fn psql_queries_versions_and_cannot_write() {
     let data = crate::train::embedded_dataset(dir.path());
 
     let port = free_port();
-    let _server = start_server(&data, port);
+    let _server = start_server(&data, port, None);
 
     let (ok, count, err) = run_psql(
         port,
@@ -139,4 +154,41 @@ fn psql_queries_versions_and_cannot_write() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn password_is_checked_with_scram() {
+    let Some(_) = psql() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = crate::train::embedded_dataset(dir.path());
+    let port = free_port();
+    let _server = start_server(&data, port, Some("correct horse"));
+
+    let (ok, one, err) = run_psql_as(port, Some("correct horse"), "SELECT 1");
+    assert!(ok, "{err}");
+    assert_eq!(one, "1");
+    let (ok, _, err) = run_psql_as(port, Some("wrong"), "SELECT 1");
+    assert!(!ok);
+    assert!(err.contains("authentication failed"), "{err}");
+    let (ok, _, err) = run_psql_as(port, None, "SELECT 1");
+    assert!(!ok);
+    assert!(err.contains("no password supplied"), "{err}");
+}
+
+#[test]
+fn wide_address_without_password_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_paperclip"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--sql-listen", "0.0.0.0:0"])
+        .env_remove("PAPERCLIP_SQL_PASSWORD")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("needs a password"), "{stderr}");
+    assert!(stderr.contains("PAPERCLIP_SQL_PASSWORD"), "{stderr}");
 }
