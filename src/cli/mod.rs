@@ -349,6 +349,12 @@ pub struct ServePipelinesArgs {
     /// User name SQL clients log in with when a password is set.
     #[arg(long, default_value = "analyst")]
     pub sql_user: String,
+    /// PEM certificate chain for TLS on the SQL server; give --sql-tls-key with it.
+    #[arg(long, value_name = "FILE", requires = "sql_tls_key")]
+    pub sql_tls_cert: Option<PathBuf>,
+    /// PKCS#8 private key (BEGIN PRIVATE KEY) of --sql-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "sql_tls_cert")]
+    pub sql_tls_key: Option<PathBuf>,
     /// Name of the environment variable that holds the SQL password (SCRAM-SHA-256).
     /// Without it, any client may connect, which is allowed on loopback only.
     #[arg(long, value_name = "VAR", default_value = "PAPERCLIP_SQL_PASSWORD")]

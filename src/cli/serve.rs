@@ -17,7 +17,7 @@ use paperclip::schedule::{
     Event, EventKind, EventSink, RunOutcome, RunSettings, ScheduledPipeline, Scheduler, SystemClock,
 };
 use paperclip::snapshots;
-use paperclip::sql::server::{Credentials, SqlServerOptions, serve_sql};
+use paperclip::sql::server::{Credentials, SqlServerOptions, TlsFiles, serve_sql};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -65,13 +65,21 @@ pub async fn serve(global: &GlobalArgs, args: &ServePipelinesArgs) -> Result<()>
             listen,
             max_connections: args.sql_max_connections,
             credentials: sql_credentials(args, listen)?,
+            tls: args
+                .sql_tls_cert
+                .clone()
+                .zip(args.sql_tls_key.clone())
+                .map(|(cert, key)| TlsFiles { cert, key }),
         };
         let data_dir = global.data_dir.clone();
         let sql_stop = stop.child_token();
-        let login = match &options.credentials {
+        let mut login = match &options.credentials {
             Some(credentials) => format!("user {}, password required", credentials.user()),
             None => "no password: any local user can connect".to_string(),
         };
+        if options.tls.is_some() {
+            login.push_str("; TLS");
+        }
         services.spawn(async move {
             let announce = || {
                 let line = format!("SQL server listening on {listen} (read-only; {login})");

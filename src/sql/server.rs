@@ -60,6 +60,53 @@ pub struct SqlServerOptions {
     pub max_connections: usize,
     /// The account clients log in with (SCRAM-SHA-256); `None` accepts any client.
     pub credentials: Option<Arc<Credentials>>,
+    /// Certificate and key files for TLS; plain connections when `None`.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A PEM certificate chain and its PKCS#8 private key.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain, server certificate first.
+    pub cert: PathBuf,
+    /// Private key in PKCS#8 form (`BEGIN PRIVATE KEY`).
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Checks that both files read as datafusion-postgres will read them. It falls back
+    /// to unencrypted connections when they do not, which must never happen silently.
+    pub fn check(&self) -> Result<()> {
+        let open = |path: &Path| {
+            std::fs::File::open(path)
+                .map(std::io::BufReader::new)
+                .map_err(|e| PipelineError::io(path, e))
+        };
+        let certs = rustls_pemfile::certs(&mut open(&self.cert)?)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| tls_error(&self.cert, &e.to_string()))?;
+        if certs.is_empty() {
+            return Err(tls_error(
+                &self.cert,
+                "holds no PEM certificate (BEGIN CERTIFICATE)",
+            ));
+        }
+        let keys = rustls_pemfile::pkcs8_private_keys(&mut open(&self.key)?)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| tls_error(&self.key, &e.to_string()))?;
+        if keys.is_empty() {
+            return Err(tls_error(
+                &self.key,
+                "holds no PKCS#8 private key (BEGIN PRIVATE KEY); convert it with `openssl \
+                 pkcs8 -topk8 -nocrypt -in KEY -out KEY.pk8`",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn tls_error(path: &Path, problem: &str) -> PipelineError {
+    PipelineError::Invalid(format!("TLS file {} {problem}", path.display()))
 }
 
 /// The pgwire handlers: queries through datafusion-postgres's session service with the
@@ -109,10 +156,16 @@ pub async fn serve_sql(
         );
     }
     let ctx = Arc::new(session(data_dir).await?);
+    if let Some(tls) = &options.tls {
+        tls.check()?;
+    }
+    let path_text = |path: &PathBuf| path.display().to_string();
     let server_options = ServerOptions::new()
         .with_host(options.listen.ip().to_string())
         .with_port(options.listen.port())
-        .with_max_connections(options.max_connections);
+        .with_max_connections(options.max_connections)
+        .with_tls_cert_path(options.tls.as_ref().map(|tls| path_text(&tls.cert)))
+        .with_tls_key_path(options.tls.as_ref().map(|tls| path_text(&tls.key)));
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
         Arc::new(ReadOnly),
         Arc::new(CursorStatementHook),

@@ -42,6 +42,10 @@ impl Drop for Server {
 /// Starts `serve --sql-listen` and waits until it prints that it listens; with a
 /// password, clients must log in as `analyst` with it.
 fn start_server(data_dir: &Path, port: u16, password: Option<&str>) -> Server {
+    start_server_with(data_dir, port, password, &[])
+}
+
+fn start_server_with(data_dir: &Path, port: u16, password: Option<&str>, extra: &[&str]) -> Server {
     let mut command = Command::new(env!("CARGO_BIN_EXE_paperclip"));
     match password {
         Some(password) => command.env("PAPERCLIP_SQL_PASSWORD", password),
@@ -51,6 +55,7 @@ fn start_server(data_dir: &Path, port: u16, password: Option<&str>) -> Server {
         .arg("--data-dir")
         .arg(data_dir)
         .args(["serve", "--sql-listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -191,4 +196,70 @@ fn wide_address_without_password_is_refused() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("needs a password"), "{stderr}");
     assert!(stderr.contains("PAPERCLIP_SQL_PASSWORD"), "{stderr}");
+}
+
+#[test]
+fn tls_is_used_when_configured() {
+    let Some(_) = psql() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output();
+    if !made.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: openssl cannot make a test certificate");
+        return;
+    }
+    let data = crate::train::embedded_dataset(dir.path());
+
+    // A certificate given as the key is refused before the server starts.
+    let wrong = Command::new(env!("CARGO_BIN_EXE_paperclip"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["serve", "--sql-listen", "127.0.0.1:0", "--sql-tls-cert"])
+        .arg(&cert)
+        .arg("--sql-tls-key")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(stderr.contains("holds no PKCS#8 private key"), "{stderr}");
+
+    let port = free_port();
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let _server = start_server_with(
+        &data,
+        port,
+        None,
+        &["--sql-tls-cert", &cert, "--sql-tls-key", &key],
+    );
+    let mut info = (false, String::new(), String::new());
+    for _ in 0..50 {
+        let output = Command::new("psql")
+            .arg(format!(
+                "host=127.0.0.1 port={port} user=analyst dbname=datafusion sslmode=require"
+            ))
+            .args(["-X", "-w", "-c", r"\conninfo"])
+            .output()
+            .unwrap();
+        info = (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        );
+        if !info.2.contains("Connection refused") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(info.0, "{}", info.2);
+    assert!(info.1.contains("SSL connection"), "{}", info.1);
 }
