@@ -263,3 +263,38 @@ fn tls_is_used_when_configured() {
     assert!(info.0, "{}", info.2);
     assert!(info.1.contains("SSL connection"), "{}", info.1);
 }
+
+#[test]
+fn psycopg_runs_prepared_statements() {
+    let python = crate::support::repo_root().join(".venv/bin/python");
+    let has_psycopg = Command::new(&python)
+        .args(["-c", "import psycopg"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_psycopg {
+        eprintln!(
+            "skipped: install tests/python/requirements.txt into {}",
+            python.display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = crate::train::embedded_dataset(dir.path());
+    let port = free_port();
+    let _server = start_server(&data, port, Some("py secret"));
+    // The server prints that it listens just before its socket is bound.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    let output = Command::new(&python)
+        .arg(crate::support::repo_root().join("tests/python/check_sql_server.py"))
+        .arg(port.to_string())
+        .arg("py secret")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
