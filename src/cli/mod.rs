@@ -346,6 +346,10 @@ pub struct ServePipelinesArgs {
     /// Most SQL connections at once; 0 for no limit.
     #[arg(long, default_value_t = 64)]
     pub sql_max_connections: usize,
+    /// Memory all running SQL queries may hold together, in MiB; a query that needs more
+    /// fails with an error naming this limit.
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(16..))]
+    pub sql_memory_limit_mib: u64,
     /// User name SQL clients log in with when a password is set.
     #[arg(long, default_value = "analyst")]
     pub sql_user: String,

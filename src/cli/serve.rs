@@ -70,6 +70,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServePipelinesArgs) -> Result<()>
                 .clone()
                 .zip(args.sql_tls_key.clone())
                 .map(|(cert, key)| TlsFiles { cert, key }),
+            memory_limit_mib: Some(args.sql_memory_limit_mib as usize),
         };
         let data_dir = global.data_dir.clone();
         let sql_stop = stop.child_token();

@@ -26,17 +26,33 @@ use crate::error::{PipelineError, Result};
 
 /// Creates a session with the project's scalar functions registered.
 pub fn new_session() -> SessionContext {
-    let config = SessionConfig::new()
+    let ctx = SessionContext::new_with_config(session_config());
+    register_functions(&ctx);
+    ctx
+}
+
+/// Creates a session like [`new_session`] on the given runtime (a memory pool, say).
+pub fn new_session_with_runtime(
+    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+) -> SessionContext {
+    let ctx = SessionContext::new_with_config_rt(session_config(), runtime);
+    register_functions(&ctx);
+    ctx
+}
+
+fn session_config() -> SessionConfig {
+    SessionConfig::new()
         .with_information_schema(true)
         .with_target_partitions(
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
-        );
-    let ctx = SessionContext::new_with_config(config);
+        )
+}
+
+fn register_functions(ctx: &SessionContext) {
     ctx.register_udf(seeded_uniform_udf());
     ctx.register_udf(coalesce::StringWinsCoalesce::udf());
-    ctx
 }
 
 /// Options that accept only queries: no DDL (`CREATE`, `DROP`), no DML (`INSERT`,

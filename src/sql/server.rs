@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::common::ParamValues;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
@@ -41,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{PipelineError, Result};
 
 mod auth;
+mod memory;
 
 pub use auth::Credentials;
 
@@ -62,6 +64,8 @@ pub struct SqlServerOptions {
     pub credentials: Option<Arc<Credentials>>,
     /// Certificate and key files for TLS; plain connections when `None`.
     pub tls: Option<TlsFiles>,
+    /// Memory all running queries may hold together, in MiB; no limit when `None`.
+    pub memory_limit_mib: Option<usize>,
 }
 
 /// A PEM certificate chain and its PKCS#8 private key.
@@ -155,7 +159,7 @@ pub async fn serve_sql(
              that is intended"
         );
     }
-    let ctx = Arc::new(session(data_dir).await?);
+    let ctx = Arc::new(session(data_dir, options.memory_limit_mib).await?);
     if let Some(tls) = &options.tls {
         tls.check()?;
     }
@@ -223,8 +227,16 @@ pub async fn serve_sql(
 
 /// A session with the project's functions, every dataset version, the run log and the
 /// `pg_catalog` tables clients probe.
-async fn session(data_dir: &Path) -> Result<SessionContext> {
-    let ctx = super::new_session();
+async fn session(data_dir: &Path, memory_limit_mib: Option<usize>) -> Result<SessionContext> {
+    let ctx = match memory_limit_mib {
+        Some(limit_mib) => {
+            let runtime = RuntimeEnvBuilder::new()
+                .with_memory_pool(memory::LimitedPool::new(limit_mib))
+                .build_arc()?;
+            super::new_session_with_runtime(runtime)
+        }
+        None => super::new_session(),
+    };
     crate::dataset::catalog::register_datasets(&ctx, data_dir).await?;
     setup_pg_catalog(&ctx, DATABASE, AuthManager::new())
         .map_err(|e| PipelineError::Invalid(format!("cannot set up pg_catalog: {e}")))?;

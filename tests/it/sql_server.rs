@@ -298,3 +298,28 @@ fn psycopg_runs_prepared_statements() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn memory_limit_is_named_in_the_error() {
+    let Some(_) = psql() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = crate::train::embedded_dataset(dir.path());
+    let port = free_port();
+    let _server = start_server_with(&data, port, None, &["--sql-memory-limit-mib", "16"]);
+
+    let greedy = "SELECT cardinality(array_agg(repeat('x', 200) || a.value)) FROM range(1000000) a";
+    let (ok, _, err) = run_psql(port, greedy);
+    assert!(!ok, "a query over the memory limit succeeded");
+    assert!(err.contains("limit of 16 MiB"), "{err}");
+    assert!(err.contains("--sql-memory-limit-mib"), "{err}");
+
+    // The pool is free again for the next query.
+    let (ok, count, err) = run_psql(
+        port,
+        r#"SELECT count(*) FROM "hst-paperclip".latest.samples"#,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(count, "7");
+}
