@@ -208,6 +208,9 @@ struct VersionSchema {
     state: datafusion::execution::SessionState,
 }
 
+/// The name of the table of a version's embeddings, one row per sample and checkpoint.
+const EMBEDDINGS_TABLE: &str = "embeddings";
+
 impl VersionSchema {
     fn skips_path(&self) -> std::path::PathBuf {
         self.paths.version_dir(self.version).join("skips.parquet")
@@ -242,10 +245,68 @@ impl VersionSchema {
     }
 }
 
+impl VersionSchema {
+    /// The Parquet tables `paperclip embed` wrote for this version.
+    fn embedding_files(&self) -> Vec<std::path::PathBuf> {
+        let Some(data_dir) = self.paths.root.parent().and_then(Path::parent) else {
+            return Vec::new();
+        };
+        let dir = crate::eval::embeddings::table_dir(data_dir, &self.paths.name, self.version);
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.extension().is_some_and(|e| e == "parquet"))
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// Every embeddings table of the version as one table, with the checkpoint and its
+    /// weights SHA-256 as the first columns.
+    async fn embeddings(&self) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
+        use datafusion::prelude::lit;
+
+        let ctx = SessionContext::new_with_state(self.state.clone());
+        let mut union: Option<datafusion::prelude::DataFrame> = None;
+        for path in self.embedding_files() {
+            let info = crate::eval::embeddings::read_info(&path)
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            let table = ctx
+                .read_parquet(
+                    path.to_string_lossy().as_ref(),
+                    ParquetReadOptions::default(),
+                )
+                .await?;
+            let columns: Vec<_> = table
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| datafusion::prelude::col(f.name()))
+                .collect();
+            let mut selected = vec![
+                lit(info.checkpoint).alias("checkpoint"),
+                lit(info.weights_sha256).alias("weights_sha256"),
+            ];
+            selected.extend(columns);
+            let table = table.select(selected)?;
+            union = Some(match union {
+                Some(all) => all.union(table)?,
+                None => table,
+            });
+        }
+        Ok(union.map(|frame| frame.into_view()))
+    }
+}
+
 #[async_trait::async_trait]
 impl SchemaProvider for VersionSchema {
     fn table_names(&self) -> Vec<String> {
-        vec!["samples".to_string(), "skips".to_string()]
+        let mut names = vec!["samples".to_string(), "skips".to_string()];
+        if !self.embedding_files().is_empty() {
+            names.push(EMBEDDINGS_TABLE.to_string());
+        }
+        names
     }
 
     async fn table(&self, name: &str) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
@@ -258,12 +319,15 @@ impl SchemaProvider for VersionSchema {
                 Ok(Some(provider))
             }
             "skips" => self.skips().await.map(Some),
+            EMBEDDINGS_TABLE => self.embeddings().await,
             _ => Ok(None),
         }
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        name == "samples" || name == "skips"
+        name == "samples"
+            || name == "skips"
+            || (name == EMBEDDINGS_TABLE && !self.embedding_files().is_empty())
     }
 }
 

@@ -348,6 +348,26 @@ fn search_finds_what_the_query_names(data_dir: &Path, checkpoint: &str, vocabula
         "{}",
         String::from_utf8_lossy(&second.stderr)
     );
+    // Both tables are one SQL table, told apart by the weights hash.
+    let sql = paperclip(
+        data_dir,
+        &[
+            "--json",
+            "sql",
+            "SELECT count(*) AS n, count(DISTINCT weights_sha256) AS models FROM shapes.v1.embeddings",
+        ],
+    );
+    assert!(
+        sql.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sql.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&sql.stdout).unwrap();
+    assert_eq!(
+        rows,
+        serde_json::json!([{"n": 2 * (1024 + 128), "models": 2}])
+    );
+
     let ambiguous = paperclip(data_dir, &["search", "a red square", "--dataset", "shapes"]);
     let stderr = String::from_utf8_lossy(&ambiguous.stderr);
     assert!(stderr.contains("pick one with --checkpoint"), "{stderr}");
