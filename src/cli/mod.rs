@@ -350,6 +350,10 @@ pub struct ServePipelinesArgs {
     /// fails with an error naming this limit.
     #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(16..))]
     pub sql_memory_limit_mib: u64,
+    /// Longest an SQL query may take, rows included, in seconds; 0 for no limit. A
+    /// query that takes longer fails with SQLSTATE 57014.
+    #[arg(long, default_value_t = 300)]
+    pub sql_query_timeout_secs: u64,
     /// User name SQL clients log in with when a password is set.
     #[arg(long, default_value = "analyst")]
     pub sql_user: String,

@@ -71,6 +71,8 @@ pub async fn serve(global: &GlobalArgs, args: &ServePipelinesArgs) -> Result<()>
                 .zip(args.sql_tls_key.clone())
                 .map(|(cert, key)| TlsFiles { cert, key }),
             memory_limit_mib: Some(args.sql_memory_limit_mib as usize),
+            query_timeout: (args.sql_query_timeout_secs > 0)
+                .then(|| std::time::Duration::from_secs(args.sql_query_timeout_secs)),
         };
         let data_dir = global.data_dir.clone();
         let sql_stop = stop.child_token();

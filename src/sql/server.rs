@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{PipelineError, Result};
 
 mod auth;
+mod guard;
 mod memory;
 
 pub use auth::Credentials;
@@ -66,6 +67,8 @@ pub struct SqlServerOptions {
     pub tls: Option<TlsFiles>,
     /// Memory all running queries may hold together, in MiB; no limit when `None`.
     pub memory_limit_mib: Option<usize>,
+    /// Longest a query may take, rows included; no limit when `None`.
+    pub query_timeout: Option<Duration>,
 }
 
 /// A PEM certificate chain and its PKCS#8 private key.
@@ -117,7 +120,7 @@ fn tls_error(path: &Path, problem: &str) -> PipelineError {
 /// hooks above, start-up through [`auth`], cancel requests through the connections that
 /// start-up registered.
 struct Handlers {
-    session: Arc<DfSessionService>,
+    session: Arc<guard::Guarded>,
     connections: Arc<ConnectionManager>,
     cancel: Arc<DefaultCancelHandler>,
     credentials: Option<Arc<Credentials>>,
@@ -176,9 +179,28 @@ pub async fn serve_sql(
         Arc::new(SetShowHook),
         Arc::new(TransactionStatementHook),
     ];
+    // Connections run on one runtime and the rows are computed on another: a long query
+    // keeps the compute threads busy, and the connections must still notice deadlines,
+    // cancel requests and new clients. Both are apart from the caller's runtime, which
+    // handles signals and the scheduler.
+    let runtime = |name: &str| {
+        tokio::runtime::Builder::new_multi_thread()
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                PipelineError::Invalid(format!("cannot start the SQL server's threads: {e}"))
+            })
+    };
+    let connection_runtime = runtime("paperclip-sql-io")?;
+    let compute_runtime = runtime("paperclip-sql")?;
     let connections = Arc::new(ConnectionManager::new());
     let handlers = Arc::new(Handlers {
-        session: Arc::new(DfSessionService::new_with_hooks(ctx.clone(), hooks)),
+        session: Arc::new(guard::Guarded::new(
+            Arc::new(DfSessionService::new_with_hooks(ctx.clone(), hooks)),
+            options.query_timeout,
+            compute_runtime.handle().clone(),
+        )),
         cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
         connections,
         credentials: options.credentials.clone(),
@@ -194,18 +216,9 @@ pub async fn serve_sql(
     tracing::info!(listen = %options.listen, "SQL server listening");
     on_ready();
 
-    // Queries run on a runtime of their own: a long query keeps its threads busy, and the
-    // caller's runtime must stay free for signals and the scheduler.
-    let query_runtime = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("paperclip-sql")
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            PipelineError::Invalid(format!("cannot start the SQL server's threads: {e}"))
-        })?;
     let listen = options.listen;
-    let server =
-        query_runtime.spawn(async move { serve_with_handlers(handlers, &server_options).await });
+    let server = connection_runtime
+        .spawn(async move { serve_with_handlers(handlers, &server_options).await });
     let refresh = refresh_catalog(ctx.clone(), data_dir.to_path_buf(), stop.clone());
     let outcome = tokio::select! {
         served = server => match served {
@@ -221,7 +234,8 @@ pub async fn serve_sql(
     };
     // Queries still running are abandoned with their threads, since the server stopped
     // and no client can receive their rows.
-    query_runtime.shutdown_background();
+    connection_runtime.shutdown_background();
+    compute_runtime.shutdown_background();
     outcome
 }
 

@@ -323,3 +323,43 @@ fn memory_limit_is_named_in_the_error() {
     assert!(ok, "{err}");
     assert_eq!(count, "7");
 }
+
+#[test]
+fn timeout_and_cancel_stop_a_running_query() {
+    let Some(_) = psql() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = crate::train::embedded_dataset(dir.path());
+    let port = free_port();
+    let _server = start_server_with(&data, port, None, &["--sql-query-timeout-secs", "2"]);
+    // Billions of rows: minutes of work unless something stops it.
+    let endless = "SELECT a.value FROM range(200000) a CROSS JOIN range(200000) b";
+
+    let started = std::time::Instant::now();
+    let (ok, _, err) = run_psql(port, endless);
+    assert!(!ok);
+    assert!(err.contains("query timeout of 2 s"), "{err}");
+    assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+
+    // psql sends a cancel request on SIGINT (Ctrl-C).
+    let query = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "analyst"])
+        .args(["-d", "datafusion", "-X", "-w", "-c", endless])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let signalled = Command::new("kill")
+        .args(["-INT", &query.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let output = query.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("canceling statement due to user request"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,238 @@
+//! Timeouts and cancel requests for the whole of a query, rows included.
+//!
+//! NOTE: a query whose planning call computes the whole result (an aggregate over a large
+//! join, measured) is checked only after that call returns.
+//!
+//! pgwire races a client's cancel request only against planning: the rows are computed
+//! while they are sent, after that race is over. [`Guarded`] wraps datafusion-postgres's
+//! handlers and puts every row stream behind a guard that ends it with SQLSTATE 57014
+//! (`query_canceled`) when the server's query timeout passes or the client cancels.
+
+use std::fmt::Debug;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion_postgres::DfSessionService;
+use datafusion_postgres::pgwire::api::portal::Portal;
+use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use datafusion_postgres::pgwire::api::results::{
+    DescribePortalResponse, DescribeStatementResponse, Response,
+};
+use datafusion_postgres::pgwire::api::stmt::StoredStatement;
+use datafusion_postgres::pgwire::api::store::PortalStore;
+use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, ConnectionHandle};
+use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
+use datafusion_postgres::pgwire::messages::data::DataRow;
+use futures::{Sink, Stream, StreamExt};
+use tokio::time::Instant;
+
+/// datafusion-postgres's handlers with every result behind a timeout and cancel guard.
+pub struct Guarded {
+    inner: Arc<DfSessionService>,
+    timeout: Option<Duration>,
+    compute: tokio::runtime::Handle,
+}
+
+impl Guarded {
+    /// Wraps `inner`; `timeout` bounds each query from its start to its last row. Rows
+    /// are computed on `compute`, a runtime other than the connections', so that busy
+    /// computations never keep a connection from noticing its deadline or a cancel.
+    pub fn new(
+        inner: Arc<DfSessionService>,
+        timeout: Option<Duration>,
+        compute: tokio::runtime::Handle,
+    ) -> Self {
+        Self {
+            inner,
+            timeout,
+            compute,
+        }
+    }
+
+    fn guard(&self, response: Response, client: &impl ClientInfo, started: Instant) -> Response {
+        let Response::Query(mut query) = response else {
+            return response;
+        };
+        let handle = client
+            .session_extensions()
+            .get::<Arc<ConnectionHandle>>()
+            .map(|handle| Arc::clone(&*handle));
+        let rows = std::mem::replace(query.data_rows(), Box::pin(futures::stream::empty()));
+        let deadline = self.timeout.map(|timeout| (started + timeout, timeout));
+        *query.data_rows() = Box::pin(guarded_rows(rows, handle, deadline, self.compute.clone()));
+        Response::Query(query)
+    }
+}
+
+type Rows = Pin<Box<dyn Stream<Item = PgWireResult<DataRow>> + Send>>;
+
+/// Aborts the task that computes the rows when the guarded stream is dropped, so a
+/// client that goes away stops its query.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// State of a guarded stream between rows.
+struct Guard {
+    rows: tokio::sync::mpsc::Receiver<PgWireResult<DataRow>>,
+    producer: AbortOnDrop,
+    handle: Option<Arc<ConnectionHandle>>,
+    cancel: Option<futures::channel::oneshot::Receiver<()>>,
+}
+
+/// Passes on the rows of `rows` until they end, the deadline passes or the client
+/// cancels.
+///
+/// The rows are computed on a task of their own and passed through a channel: a
+/// DataFusion stream can compute for minutes inside one poll, and only a separate task
+/// lets the deadline and the cancel request be noticed meanwhile.
+fn guarded_rows(
+    mut rows: Rows,
+    handle: Option<Arc<ConnectionHandle>>,
+    deadline: Option<(Instant, Duration)>,
+    compute: tokio::runtime::Handle,
+) -> impl Stream<Item = PgWireResult<DataRow>> + Send {
+    let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    let producer = compute.spawn(async move {
+        while let Some(row) = rows.next().await {
+            if sender.send(row).await.is_err() {
+                break;
+            }
+        }
+    });
+    let guard = Guard {
+        rows: receiver,
+        producer: AbortOnDrop(producer),
+        handle,
+        cancel: None,
+    };
+    futures::stream::unfold(Some(guard), move |guard| async move {
+        let mut guard = guard?;
+        // The cancel receiver is taken on the first poll, once pgwire's own race against
+        // planning is over; taking it earlier would cancel that race.
+        if guard.cancel.is_none()
+            && let Some(handle) = &guard.handle
+        {
+            guard.cancel = Some(handle.start_query().await);
+        }
+        let cancelled = async {
+            match guard.cancel.as_mut() {
+                Some(receiver) => {
+                    let _ = receiver.await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let expired = async {
+            match deadline {
+                Some((at, _)) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let stopped = tokio::select! {
+            row = guard.rows.recv() => {
+                let row = row?;
+                return Some((row, Some(guard)));
+            }
+            () = cancelled => canceled("canceling statement due to user request"),
+            () = expired => {
+                let secs = deadline.map_or(0, |(_, timeout)| timeout.as_secs());
+                canceled(&format!(
+                    "canceling statement due to the SQL server's query timeout of {secs} s \
+                     (--sql-query-timeout-secs)"
+                ))
+            }
+        };
+        guard.producer.0.abort();
+        Some((Err(stopped), None))
+    })
+}
+
+fn canceled(message: &str) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".to_string(),
+        "57014".to_string(),
+        message.to_string(),
+    )))
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Guarded {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let started = Instant::now();
+        let responses = SimpleQueryHandler::do_query(&*self.inner, client, query).await?;
+        Ok(responses
+            .into_iter()
+            .map(|response| self.guard(response, client, started))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Guarded {
+    type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
+    type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.inner.query_parser()
+    }
+
+    async fn do_describe_statement<C>(
+        &self,
+        client: &mut C,
+        target: &StoredStatement<Self::Statement>,
+    ) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.inner.do_describe_statement(client, target).await
+    }
+
+    async fn do_describe_portal<C>(
+        &self,
+        client: &mut C,
+        target: &Portal<Self::Statement>,
+    ) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.inner.do_describe_portal(client, target).await
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let started = Instant::now();
+        let response =
+            ExtendedQueryHandler::do_query(&*self.inner, client, portal, max_rows).await?;
+        Ok(self.guard(response, client, started))
+    }
+}
