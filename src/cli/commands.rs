@@ -59,7 +59,10 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Datasets(DatasetsCommand::Diff { name, from, to }) => {
             datasets_diff(global, &name, &from, &to).await
         }
-        Command::Sql(args) => sql(global, &args.query).await,
+        Command::Sql(args) => match &args.query {
+            Some(query) => sql(global, query).await,
+            None => super::sql_shell::run(global).await,
+        },
         Command::Serve(args) => super::serve::serve(global, &args).await,
         Command::Runs(RunsCommand::List { dataset, limit }) => {
             super::runs::list(global, dataset.as_deref(), limit as usize)
@@ -404,14 +407,24 @@ async fn datasets_show(global: &GlobalArgs, name: &str) -> Result<()> {
 async fn sql(global: &GlobalArgs, query: &str) -> Result<()> {
     let ctx = paperclip::sql::new_session();
     let datasets = paperclip::dataset::catalog::register_datasets(&ctx, &global.data_dir).await?;
+    run_query(global, &ctx, &datasets, query).await
+}
+
+/// Runs one query on a session with the datasets registered and prints its rows.
+pub(super) async fn run_query(
+    global: &GlobalArgs,
+    ctx: &datafusion::prelude::SessionContext,
+    datasets: &[String],
+    query: &str,
+) -> Result<()> {
     let with_hint = |error: anyhow::Error| {
         let text = format!("{error:#}");
-        match paperclip::dataset::sql_hints::name_hint(query, &text, &datasets) {
+        match paperclip::dataset::sql_hints::name_hint(query, &text, datasets) {
             Some(hint) => anyhow::anyhow!("query failed: {}; {hint}", error.root_cause()),
             None => error,
         }
     };
-    let frame = paperclip::sql::read_only_query(&ctx, query)
+    let frame = paperclip::sql::read_only_query(ctx, query)
         .await
         .map_err(|e| with_hint(e.into()))?;
     let schema = frame.schema().as_arrow().clone();

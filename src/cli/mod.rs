@@ -9,6 +9,7 @@ mod llm;
 mod progress;
 mod runs;
 mod serve;
+mod sql_shell;
 mod summarize;
 mod train;
 
@@ -60,7 +61,8 @@ pub enum Command {
     /// List and inspect published datasets.
     #[command(subcommand)]
     Datasets(DatasetsCommand),
-    /// Run one SQL query over every dataset version (`"<dataset>".<latest|vN>.samples`).
+    /// Run SQL over every dataset version (`"<dataset>".<latest|vN>.samples`): one query,
+    /// a script on standard input, or an interactive shell.
     Sql(SqlArgs),
     /// Run pipelines whenever their `[schedule]` comes due, until Ctrl-C or SIGTERM.
     ///
@@ -514,8 +516,9 @@ pub enum DatasetsCommand {
 
 #[derive(Debug, Args)]
 pub struct SqlArgs {
-    /// SQL query.
-    pub query: String,
+    /// SQL query. Without one, statements are read from standard input: an interactive
+    /// shell with history on a terminal, a script of `;`-separated statements otherwise.
+    pub query: Option<String>,
 }
 
 /// Parses arguments, runs the command and returns the process exit code.

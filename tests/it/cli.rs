@@ -151,6 +151,40 @@ fn embedded_run_then_query_as_json() {
     let rows: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(rows, serde_json::json!([{"status": "published"}]));
 
+    // Without a query, standard input is a script; the first failure stops it.
+    let script = |text: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_paperclip"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--json", "sql"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let two = script("SELECT 1 AS a;\nSELECT status FROM paperclip.runs;\n");
+    assert!(two.status.success(), "{}", text(&two.stderr));
+    assert_eq!(
+        text(&two.stdout),
+        "[{\"a\":1}]\n[{\"status\":\"published\"}]\n"
+    );
+    let stops = script("SELECT 1; SELECT nope FROM paperclip.runs; SELECT 2;");
+    assert_eq!(stops.status.code(), Some(1));
+    assert!(
+        text(&stops.stderr).contains("statement 2 of the script"),
+        "{}",
+        text(&stops.stderr)
+    );
+
     // A lost skips file fails the queries that name it, with the fix, and no others.
     let skips = dir
         .path()
