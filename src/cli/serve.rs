@@ -103,8 +103,8 @@ pub async fn serve(global: &GlobalArgs, args: &ServePipelinesArgs) -> Result<()>
     result
 }
 
-/// The SQL account from the password variable; none on loopback without one. A server
-/// reachable from other machines needs a password.
+/// Builds the SQL account from the password variable: none on loopback without one, and
+/// an error for a server reachable from other machines without one.
 fn sql_credentials(
     args: &ServePipelinesArgs,
     listen: std::net::SocketAddr,
@@ -313,7 +313,7 @@ mod tests {
     use paperclip::schedule::events::{Event, EventKind};
 
     #[test]
-    fn a_multi_line_error_prints_as_one_line() {
+    fn event_line_joins_multi_line_errors() {
         let printer = EventPrinter {
             json: false,
             zones: HashMap::from([("d".to_string(), chrono_tz::UTC)]),
