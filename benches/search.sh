@@ -13,8 +13,8 @@ if [ ! -x "$venv/bin/python" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check "numpy==2.3.5"
 fi
 
-# The dev profile builds the clip crate at opt-level 3 (see Cargo.toml); a release build
-# gives the same kernel at the cost of building the whole stack again.
+# The dev profile builds the clip crate at opt-level 3 (see Cargo.toml). A release build
+# gives the same kernel but builds the whole stack again.
 cargo bench --quiet --profile dev -p paperclip-clip --bench search -- "$rows" "$dim"
 "$venv/bin/python" benches/search_numpy.py "$rows" "$dim"
 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "$venv/bin/python" benches/search_numpy.py "$rows" "$dim"

@@ -69,7 +69,7 @@ impl RunSummary {
     }
 }
 
-/// The status of a run record: `failed` when it has an error, else `published` or
+/// Returns the status of a run record: `failed` when it has an error, else `published` or
 /// `unchanged`, else `ok`.
 pub fn run_status(record: &serde_json::Value) -> &'static str {
     let has = |key: &str| record.get(key).is_some_and(|v| !v.is_null());

@@ -95,7 +95,7 @@ pub enum Command {
     Eval(EvalArgs),
     /// Write the image and caption embeddings of a dataset version to a Parquet table.
     ///
-    /// The table, <data dir>/embeddings/<dataset>/v<N>/<weights hash>.parquet, holds the
+    /// The table, <data dir>/embeddings/<dataset>/v<N>/<weights hash>.parquet, contains the
     /// sample keys, proposal, target and caption next to both embeddings, and records the
     /// checkpoint, so `paperclip search` embeds its queries with the same model.
     Embed(EmbedArgs),
@@ -106,9 +106,9 @@ pub enum Command {
     Search(SearchArgs),
     /// Score text-to-image retrieval with a language model as the judge of relevance.
     ///
-    /// For each query (by default the ten of the PAPERCLIP paper), the best k images of the
-    /// split under each --checkpoint (embedded afresh, no `embed` table needed), and the
-    /// best k samples by TF-IDF similarity of their abstracts, go to the judge. It reads
+    /// For each query (by default the ten of the PAPERCLIP paper), the judge gets the best
+    /// k images of the split under each --checkpoint, embedded afresh without an `embed`
+    /// table. It also gets the best k samples by TF-IDF similarity of their abstracts. It reads
     /// each image's proposal abstract and decides whether the observations could be
     /// relevant to the query. A method's score is the fraction of its judged pairs found
     /// relevant. Use an instruction-tuned judge (--server or --model-path): the default
@@ -119,7 +119,7 @@ pub enum Command {
     Judge(JudgeArgs),
 }
 
-/// How `eval` and `embed` run a checkpoint.
+/// Settings `eval` and `embed` use to run a checkpoint.
 #[derive(Debug, Args)]
 pub struct ModelArgs {
     /// CLIP vocabulary (bpe_simple_vocab_16e6.txt.gz or merges.txt); by default found
@@ -352,8 +352,8 @@ pub struct ServePipelinesArgs {
     /// fails with an error naming this limit.
     #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(16..))]
     pub sql_memory_limit_mib: u64,
-    /// Longest an SQL query may take, rows included, in seconds; 0 for no limit. A
-    /// query that takes longer fails with SQLSTATE 57014.
+    /// Maximum time an SQL query may take, rows included, in seconds; 0 for no limit.
+    /// A query that takes longer fails with SQLSTATE 57014.
     #[arg(long, default_value_t = 300)]
     pub sql_query_timeout_secs: u64,
     /// User name SQL clients log in with when a password is set.
@@ -365,7 +365,7 @@ pub struct ServePipelinesArgs {
     /// PKCS#8 private key (BEGIN PRIVATE KEY) of --sql-tls-cert.
     #[arg(long, value_name = "FILE", requires = "sql_tls_cert")]
     pub sql_tls_key: Option<PathBuf>,
-    /// Name of the environment variable that holds the SQL password (SCRAM-SHA-256).
+    /// Name of the environment variable that contains the SQL password (SCRAM-SHA-256).
     /// Without it, any client may connect, which is allowed on loopback only.
     #[arg(long, value_name = "VAR", default_value = "PAPERCLIP_SQL_PASSWORD")]
     pub sql_password_env: String,

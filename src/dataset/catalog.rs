@@ -354,7 +354,8 @@ impl CatalogProvider for DatasetCatalog {
         }
         let digits = name.strip_prefix('v')?;
         let version = digits.parse::<u64>().ok()?;
-        // `v01` is not a version name; the table lookup fails and the error hint says so.
+        // `v01` is not a version name, so the table lookup fails and the error hint names
+        // the right spelling.
         if digits != version.to_string() {
             return None;
         }

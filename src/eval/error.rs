@@ -34,7 +34,7 @@ pub enum EvalError {
     Table {
         /// The table's file.
         path: PathBuf,
-        /// What went wrong.
+        /// Description of the problem.
         message: String,
     },
     /// Drawing a plot failed.
@@ -42,7 +42,7 @@ pub enum EvalError {
     Plot {
         /// The plot.
         name: String,
-        /// What went wrong.
+        /// Description of the problem.
         message: String,
     },
     /// An argument or input is unusable; the message names it and the fix.

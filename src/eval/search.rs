@@ -342,7 +342,7 @@ fn find_table(options: &SearchOptions, dataset: &str, version: u64) -> Result<Pa
                 .join(", ")
         )));
     };
-    let wanted_sha256 = checkpoint_sha256(wanted);
+    let given_sha256 = checkpoint_sha256(wanted);
     let prefix = wanted.to_ascii_lowercase();
     let is_hex = !prefix.is_empty() && prefix.chars().all(|c| c.is_ascii_hexdigit());
     if is_hex && prefix.len() < 12 && !Path::new(wanted).exists() {
@@ -357,7 +357,7 @@ fn find_table(options: &SearchOptions, dataset: &str, version: u64) -> Result<Pa
         .find(|(_, info)| {
             info.checkpoint == absolute(wanted)
                 || info.checkpoint == *wanted
-                || wanted_sha256.as_deref() == Some(info.weights_sha256.as_str())
+                || given_sha256.as_deref() == Some(info.weights_sha256.as_str())
                 || (is_hex && prefix.len() >= 12 && info.weights_sha256.starts_with(&prefix))
         })
         .map(|(path, _)| path.clone())

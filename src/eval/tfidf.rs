@@ -96,7 +96,7 @@ impl TfidfIndex {
         index
     }
 
-    /// The idf of `term` (one lowercased token), or `None` when no text contains it.
+    /// Returns the idf of `term` (one lowercased token), or `None` when no text contains it.
     pub fn idf(&self, term: &str) -> Option<f64> {
         self.vocabulary.get(term).map(|&id| self.idf[id])
     }
@@ -137,7 +137,7 @@ impl TfidfIndex {
         vector
     }
 
-    /// The cosine similarity of `query` to each input text, in input order.
+    /// Computes the cosine similarity of `query` to each input text, in input order.
     pub fn similarities(&self, query: &str) -> Vec<f64> {
         let query = self.weigh(&tokenize(query));
         let by_document: Vec<f64> = self
@@ -148,7 +148,7 @@ impl TfidfIndex {
         self.document_of.iter().map(|&d| by_document[d]).collect()
     }
 
-    /// The `k` input texts most similar to `query` as `(position, similarity)`, best first.
+    /// Returns the `k` input texts most similar to `query` as `(position, similarity)`, best first.
     /// Equal similarities keep input order.
     pub fn top_k(&self, query: &str, k: usize) -> Vec<(usize, f64)> {
         let mut scored: Vec<(usize, f64)> =

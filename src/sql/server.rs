@@ -67,7 +67,7 @@ pub struct SqlServerOptions {
     pub tls: Option<TlsFiles>,
     /// Memory all running queries may hold together, in MiB; no limit when `None`.
     pub memory_limit_mib: Option<usize>,
-    /// Longest a query may take, rows included; no limit when `None`.
+    /// Maximum time a query may take, rows included; no limit when `None`.
     pub query_timeout: Option<Duration>,
 }
 

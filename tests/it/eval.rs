@@ -348,7 +348,7 @@ fn search_finds_what_the_query_names(data_dir: &Path, checkpoint: &str, vocabula
         "{}",
         String::from_utf8_lossy(&second.stderr)
     );
-    // Both tables are one SQL table, told apart by the weights hash.
+    // Both tables are one SQL table, distinguished by the weights hash.
     let sql = paperclip(
         data_dir,
         &[

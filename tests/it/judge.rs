@@ -32,7 +32,7 @@ fn random_start(dir: &Path, seed: u64) -> PathBuf {
     out
 }
 
-/// The shapes dataset, the tiny model files and two random starts.
+/// Publishes the shapes dataset and writes the tiny model files and two random starts.
 async fn setup(dir: &Path) -> Vec<(String, String)> {
     shapes(dir, 32).await;
     write_config(dir, "shapes", 1, "");
@@ -65,7 +65,7 @@ fn options(dir: &Path, checkpoints: Vec<(String, String)>) -> JudgeOptions {
     }
 }
 
-/// The text between `"` after `label` on its line of the prompt.
+/// Returns the text between `"` after `label` on its line of the prompt.
 fn quoted(prompt: &str, label: &str) -> String {
     let line = prompt
         .lines()
@@ -120,7 +120,7 @@ impl SummaryBackend for WordJudge {
     }
 }
 
-/// The caption of every validation sample, in split order.
+/// Returns the caption of every validation sample, in split order.
 async fn captions(dir: &Path) -> Vec<String> {
     let record = open_version(dir, "shapes", "1").await.unwrap();
     let data = SplitData::load(dir, &record, "val", "caption", 0, None).unwrap();

@@ -529,7 +529,7 @@ async fn inputs_that_give_the_same_samples_are_remembered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn damaged_or_missing_earlier_shards_are_rewritten_not_reused() {
+async fn damaged_shards_rewritten_not_reused() {
     let dir = tempfile::tempdir().unwrap();
     let (data_dir, archive, config, day0) = first_version_one_sample_per_shard(dir.path()).await;
 
@@ -564,12 +564,12 @@ async fn damaged_or_missing_earlier_shards_are_rewritten_not_reused() {
         .map(ToString::to_string)
         .collect();
     assert!(in_v2.is_empty(), "{in_v2:?}");
-    // v1 is still damaged, and verify says so.
+    // v1 is still damaged, and verify reports it.
     assert!(problems.iter().any(|p| p.version == 1), "{problems:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_whose_model_fails_to_plan_is_recorded_as_failed() {
+async fn unplannable_model_run_recorded_failed() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let archive = Archive::new(dir.path());

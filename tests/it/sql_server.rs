@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-/// The `psql` binary, or `None` (after printing why) when it is missing, unless
+/// Returns the `psql` binary, or `None` (after printing why) when it is missing, unless
 /// `PAPERCLIP_REQUIRE_PSQL=1`, which turns absence into a failure.
 fn psql() -> Option<&'static str> {
     let found = Command::new("psql")
@@ -205,7 +205,7 @@ fn tls_is_used_when_configured() {
     };
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = Command::new("openssl")
+    let certificate = Command::new("openssl")
         .args([
             "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
         ])
@@ -214,7 +214,7 @@ fn tls_is_used_when_configured() {
         .arg("-out")
         .arg(&cert)
         .output();
-    if !made.is_ok_and(|o| o.status.success()) {
+    if !certificate.is_ok_and(|o| o.status.success()) {
         eprintln!("skipped: openssl cannot make a test certificate");
         return;
     }

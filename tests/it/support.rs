@@ -113,7 +113,7 @@ pub fn paperclip(data_dir: &Path, args: &[&str]) -> std::process::Output {
         .expect("the binary runs")
 }
 
-/// A chat completions response of an OpenAI-compatible server with `content` as the
+/// Builds a chat completions response of an OpenAI-compatible server with `content` as the
 /// assistant's message, for the scripted test servers.
 pub fn chat_answer(content: &str) -> axum::response::Response {
     use axum::response::IntoResponse;
