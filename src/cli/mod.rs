@@ -348,10 +348,14 @@ pub struct ServePipelinesArgs {
     /// Most SQL connections at once; 0 for no limit.
     #[arg(long, default_value_t = 64)]
     pub sql_max_connections: usize,
-    /// Memory all running SQL queries may hold together, in MiB; a query that needs more
-    /// fails with an error naming this limit.
+    /// Memory one SQL query may hold, in MiB; a query that needs more fails with an
+    /// error naming this limit.
     #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(16..))]
     pub sql_memory_limit_mib: u64,
+    /// Memory all running SQL queries may hold together, in MiB; at least
+    /// --sql-memory-limit-mib.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(16..))]
+    pub sql_memory_total_mib: u64,
     /// Maximum time an SQL query may take, rows included, in seconds; 0 for no limit.
     /// A query that takes longer fails with SQLSTATE 57014.
     #[arg(long, default_value_t = 300)]

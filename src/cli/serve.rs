@@ -17,7 +17,7 @@ use paperclip::schedule::{
     Event, EventKind, EventSink, RunOutcome, RunSettings, ScheduledPipeline, Scheduler, SystemClock,
 };
 use paperclip::snapshots;
-use paperclip::sql::server::{Credentials, SqlServerOptions, TlsFiles, serve_sql};
+use paperclip::sql::server::{Credentials, MemoryLimits, SqlServerOptions, TlsFiles, serve_sql};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -70,7 +70,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServePipelinesArgs) -> Result<()>
                 .clone()
                 .zip(args.sql_tls_key.clone())
                 .map(|(cert, key)| TlsFiles { cert, key }),
-            memory_limit_mib: Some(args.sql_memory_limit_mib as usize),
+            memory: Some(sql_memory_limits(args)?),
             query_timeout: (args.sql_query_timeout_secs > 0)
                 .then(|| std::time::Duration::from_secs(args.sql_query_timeout_secs)),
         };
@@ -101,6 +101,22 @@ pub async fn serve(global: &GlobalArgs, args: &ServePipelinesArgs) -> Result<()>
         server.stop().await;
     }
     result
+}
+
+/// The per-query and total memory limits, checked against each other.
+fn sql_memory_limits(args: &ServePipelinesArgs) -> Result<MemoryLimits> {
+    let (per_query_mib, total_mib) = (args.sql_memory_limit_mib, args.sql_memory_total_mib);
+    if total_mib < per_query_mib {
+        bail!(
+            "--sql-memory-total-mib {total_mib} is below --sql-memory-limit-mib \
+             {per_query_mib}, so no query could use its own limit; raise the total or lower \
+             the limit per query"
+        );
+    }
+    Ok(MemoryLimits {
+        per_query_mib: per_query_mib as usize,
+        total_mib: total_mib as usize,
+    })
 }
 
 /// Builds the SQL account from the password variable: none on loopback without one, and

@@ -10,6 +10,7 @@ mod coalesce;
 pub mod graph;
 pub mod server;
 pub mod sources;
+mod yielding;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use datafusion::arrow::array::{Array, ArrayRef, Float64Array, Int64Array, String
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::cast::{as_int64_array, as_string_array};
+use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use sha2::{Digest, Sha256};
@@ -26,16 +28,22 @@ use crate::error::{PipelineError, Result};
 
 /// Creates a session with the project's scalar functions registered.
 pub fn new_session() -> SessionContext {
-    let ctx = SessionContext::new_with_config(session_config());
-    register_functions(&ctx);
-    ctx
+    new_session_with_runtime(Arc::new(
+        datafusion::execution::runtime_env::RuntimeEnv::default(),
+    ))
 }
 
 /// Creates a session like [`new_session`] on the given runtime (a memory pool, say).
 pub fn new_session_with_runtime(
     runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
 ) -> SessionContext {
-    let ctx = SessionContext::new_with_config_rt(session_config(), runtime);
+    let state = SessionStateBuilder::new()
+        .with_config(session_config())
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(yielding::YieldingJoins))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     register_functions(&ctx);
     ctx
 }

@@ -22,7 +22,7 @@ use datafusion::common::ParamValues;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{Set, Statement};
 use datafusion_postgres::auth::AuthManager;
 use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
 use datafusion_postgres::hooks::HookClient;
@@ -36,7 +36,7 @@ use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryH
 use datafusion_postgres::pgwire::api::results::Response;
 use datafusion_postgres::pgwire::api::{ConnectionManager, PgWireServerHandlers};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use datafusion_postgres::{DfSessionService, QueryHook, ServerOptions, serve_with_handlers};
+use datafusion_postgres::{QueryHook, ServerOptions, serve_with_handlers};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{PipelineError, Result};
@@ -46,6 +46,7 @@ mod guard;
 mod memory;
 
 pub use auth::Credentials;
+pub use memory::MemoryLimits;
 
 /// Seconds between two readings of the catalog.
 pub const CATALOG_REFRESH_SECS: u64 = 10;
@@ -65,8 +66,9 @@ pub struct SqlServerOptions {
     pub credentials: Option<Arc<Credentials>>,
     /// Certificate and key files for TLS; plain connections when `None`.
     pub tls: Option<TlsFiles>,
-    /// Memory all running queries may hold together, in MiB; no limit when `None`.
-    pub memory_limit_mib: Option<usize>,
+    /// Memory one query, and all running queries together, may hold; no limits when
+    /// `None`.
+    pub memory: Option<MemoryLimits>,
     /// Maximum time a query may take, rows included; no limit when `None`.
     pub query_timeout: Option<Duration>,
 }
@@ -162,7 +164,10 @@ pub async fn serve_sql(
              that is intended"
         );
     }
-    let ctx = Arc::new(session(data_dir, options.memory_limit_mib).await?);
+    let server_pool = options
+        .memory
+        .map(|limits| memory::ServerPool::new(limits.total_mib));
+    let ctx = Arc::new(session(data_dir, server_pool.clone()).await?);
     if let Some(tls) = &options.tls {
         tls.check()?;
     }
@@ -197,7 +202,14 @@ pub async fn serve_sql(
     let connections = Arc::new(ConnectionManager::new());
     let handlers = Arc::new(Handlers {
         session: Arc::new(guard::Guarded::new(
-            Arc::new(DfSessionService::new_with_hooks(ctx.clone(), hooks)),
+            ctx.clone(),
+            hooks,
+            server_pool
+                .zip(options.memory)
+                .map(|(server, limits)| guard::QueryMemory {
+                    server,
+                    per_query_mib: limits.per_query_mib,
+                }),
             options.query_timeout,
             compute_runtime.handle().clone(),
         )),
@@ -241,11 +253,14 @@ pub async fn serve_sql(
 
 /// A session with the project's functions, every dataset version, the run log and the
 /// `pg_catalog` tables clients probe.
-async fn session(data_dir: &Path, memory_limit_mib: Option<usize>) -> Result<SessionContext> {
-    let ctx = match memory_limit_mib {
-        Some(limit_mib) => {
+async fn session(
+    data_dir: &Path,
+    server_pool: Option<Arc<memory::ServerPool>>,
+) -> Result<SessionContext> {
+    let ctx = match server_pool {
+        Some(pool) => {
             let runtime = RuntimeEnvBuilder::new()
-                .with_memory_pool(memory::LimitedPool::new(limit_mib))
+                .with_memory_pool(pool)
                 .build_arc()?;
             super::new_session_with_runtime(runtime)
         }
@@ -278,6 +293,17 @@ struct ReadOnly;
 
 /// Returns the error for a statement that is not read-only, `None` for one that is.
 fn rejection(statement: &Statement) -> Option<PgWireError> {
+    if let Some(variable) = engine_setting(statement) {
+        return Some(PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".to_string(),
+            "0A000".to_string(),
+            format!(
+                "SET {variable} is not available on the paperclip SQL server: its DataFusion \
+                 settings are the same for every client; use `paperclip sql` to run a query \
+                 with other settings"
+            ),
+        ))));
+    }
     if is_read_only(statement) {
         return None;
     }
@@ -291,6 +317,18 @@ fn rejection(statement: &Statement) -> Option<PgWireError> {
              versions never change); use SELECT, WITH, EXPLAIN, SHOW or SET"
         ),
     ))))
+}
+
+/// The name of a DataFusion setting (`datafusion.*`) that `statement` sets, if any. The
+/// server's sessions share these settings, so no client may change them.
+fn engine_setting(statement: &Statement) -> Option<String> {
+    let Statement::Set(Set::SingleAssignment { variable, .. }) = statement else {
+        return None;
+    };
+    let name = variable.to_string();
+    name.to_lowercase()
+        .starts_with("datafusion.")
+        .then_some(name)
 }
 
 fn is_read_only(statement: &Statement) -> bool {
@@ -395,6 +433,19 @@ mod tests {
             "TRUNCATE t",
         ] {
             assert!(!read_only(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn engine_settings_cannot_be_changed() {
+        for (sql, rejected) in [
+            ("SET datafusion.execution.batch_size = 1", true),
+            ("SET DataFusion.runtime.memory_limit = '100G'", true),
+            ("SET application_name = 'psql'", false),
+            ("SET statement_timeout = 1000", false),
+        ] {
+            let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
+            assert_eq!(rejection(&statements[0]).is_some(), rejected, "{sql}");
         }
     }
 

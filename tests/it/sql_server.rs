@@ -312,8 +312,16 @@ fn memory_limit_is_named_in_the_error() {
     let greedy = "SELECT cardinality(array_agg(repeat('x', 200) || a.value)) FROM range(1000000) a";
     let (ok, _, err) = run_psql(port, greedy);
     assert!(!ok, "a query over the memory limit succeeded");
-    assert!(err.contains("limit of 16 MiB"), "{err}");
+    assert!(err.contains("limit of 16 MiB per query"), "{err}");
     assert!(err.contains("--sql-memory-limit-mib"), "{err}");
+
+    // A client cannot lift the limit through the engine's settings.
+    let (ok, _, err) = run_psql(port, "SET datafusion.runtime.memory_limit = '100G'");
+    assert!(!ok, "the memory limit could be changed");
+    assert!(
+        err.contains("SET datafusion.runtime.memory_limit is not available"),
+        "{err}"
+    );
 
     // The pool is free again for the next query.
     let (ok, count, err) = run_psql(
@@ -332,15 +340,22 @@ fn timeout_and_cancel_stop_a_running_query() {
     let dir = tempfile::tempdir().unwrap();
     let data = crate::train::embedded_dataset(dir.path());
     let port = free_port();
-    let _server = start_server_with(&data, port, None, &["--sql-query-timeout-secs", "2"]);
+    let server = start_server_with(&data, port, None, &["--sql-query-timeout-secs", "2"]);
     // Billions of rows: minutes of work unless something stops it.
     let endless = "SELECT a.value FROM range(200000) a CROSS JOIN range(200000) b";
+    // The same amount of work, but only one row at the end: all of it is computed
+    // before the first row exists.
+    let endless_count = "SELECT count(*) FROM range(200000) a JOIN range(200000) b \
+                         ON a.value % 7 = b.value % 7";
 
-    let started = std::time::Instant::now();
-    let (ok, _, err) = run_psql(port, endless);
-    assert!(!ok);
-    assert!(err.contains("query timeout of 2 s"), "{err}");
-    assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+    for sql in [endless, endless_count] {
+        let started = std::time::Instant::now();
+        let (ok, _, err) = run_psql(port, sql);
+        assert!(!ok);
+        assert!(err.contains("query timeout of 2 s"), "{err}");
+        assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+        assert_server_is_idle(&server);
+    }
 
     // psql sends a cancel request on SIGINT (Ctrl-C).
     let query = Command::new("psql")
@@ -361,5 +376,33 @@ fn timeout_and_cancel_stop_a_running_query() {
     assert!(
         stderr.contains("canceling statement due to user request"),
         "{stderr}"
+    );
+}
+
+/// Fails unless the server process uses well under one core over a second: a stopped
+/// query must not keep computing in the background.
+fn assert_server_is_idle(server: &Server) {
+    let stat = format!("/proc/{}/stat", server.0.id());
+    let cpu_ticks = || {
+        let text = std::fs::read_to_string(&stat).ok()?;
+        // The fields after the command name, which is in parentheses: the state first,
+        // then utime and stime as the 12th and 13th.
+        let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = |i: usize| fields[i].parse::<u64>().unwrap();
+        Some(ticks(11) + ticks(12))
+    };
+    if cpu_ticks().is_none() {
+        return;
+    }
+
+    // Give an aborted task a moment to reach its next yield.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let start = cpu_ticks().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let used = cpu_ticks().unwrap() - start;
+    // Clock ticks are 1/100 s on Linux.
+    assert!(
+        used < 30,
+        "the server used {used} ticks of CPU in 1 s after the query stopped"
     );
 }

@@ -1,20 +1,25 @@
 //! Timeouts and cancel requests for the whole of a query, rows included.
 //!
-//! NOTE: a query whose planning call computes the whole result (an aggregate over a large
-//! join, measured) is checked only after that call returns.
-//!
 //! pgwire races a client's cancel request only against planning: the rows are computed
 //! while they are sent, after that race is over. [`Guarded`] wraps datafusion-postgres's
 //! handlers and puts every row stream behind a guard that ends it with SQLSTATE 57014
 //! (`query_canceled`) when the server's query timeout passes or the client cancels.
+//!
+//! Planning runs with the compute runtime as the current one. DataFusion starts the
+//! partitions of a query (a join's build side, an aggregate's input) as tasks when the
+//! plan is executed, and those tasks must not occupy the connections' threads, which
+//! watch the deadlines and cancel requests.
 
 use std::fmt::Debug;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datafusion_postgres::DfSessionService;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::prelude::SessionContext;
 use datafusion_postgres::pgwire::api::portal::Portal;
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use datafusion_postgres::pgwire::api::results::{
@@ -26,29 +31,88 @@ use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, Connection
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use datafusion_postgres::pgwire::messages::data::DataRow;
+use datafusion_postgres::{DfSessionService, QueryHook};
 use futures::{Sink, Stream, StreamExt};
 use tokio::time::Instant;
 
-/// datafusion-postgres's handlers with every result behind a timeout and cancel guard.
+use super::memory::{QueryPool, ServerPool};
+
+/// datafusion-postgres's handlers with every result behind a timeout and cancel guard,
+/// and every query under its own memory limit.
 pub struct Guarded {
     inner: Arc<DfSessionService>,
+    ctx: Arc<SessionContext>,
+    hooks: Vec<Arc<dyn QueryHook>>,
+    memory: Option<QueryMemory>,
     timeout: Option<Duration>,
     compute: tokio::runtime::Handle,
 }
 
+/// The per-query memory limit and the server's pool each query takes from.
+pub struct QueryMemory {
+    /// The pool shared by all queries.
+    pub server: Arc<ServerPool>,
+    /// Memory limit of one query, in MiB.
+    pub per_query_mib: usize,
+}
+
 impl Guarded {
-    /// Wraps `inner`; `timeout` bounds each query from its start to its last row. Rows
-    /// are computed on `compute`, a runtime other than the connections', so that busy
-    /// computations never keep a connection from noticing its deadline or a cancel.
+    /// Serves `ctx` through datafusion-postgres with `hooks`; `timeout` bounds each query
+    /// from its start to its last row. Rows are computed on `compute`, a runtime other
+    /// than the connections', so that busy computations never keep a connection from
+    /// noticing its deadline or a cancel.
     pub fn new(
-        inner: Arc<DfSessionService>,
+        ctx: Arc<SessionContext>,
+        hooks: Vec<Arc<dyn QueryHook>>,
+        memory: Option<QueryMemory>,
         timeout: Option<Duration>,
         compute: tokio::runtime::Handle,
     ) -> Self {
         Self {
-            inner,
+            inner: Arc::new(DfSessionService::new_with_hooks(ctx.clone(), hooks.clone())),
+            ctx,
+            hooks,
+            memory,
             timeout,
             compute,
+        }
+    }
+
+    /// Returns the handlers for one query: the shared ones, or with a memory limit a
+    /// session of the query's own whose memory pool counts only that query. The session shares the
+    /// catalog, functions and settings of the server's.
+    fn query_service(&self) -> Arc<DfSessionService> {
+        let Some(memory) = &self.memory else {
+            return self.inner.clone();
+        };
+        let pool = QueryPool::new(memory.server.clone(), memory.per_query_mib);
+        let runtime = RuntimeEnv {
+            memory_pool: pool,
+            ..(*self.ctx.runtime_env()).clone()
+        };
+        let state = SessionStateBuilder::new_from_existing(self.ctx.state())
+            .with_runtime_env(Arc::new(runtime))
+            .build();
+        Arc::new(DfSessionService::new_with_hooks(
+            Arc::new(SessionContext::new_with_state(state)),
+            self.hooks.clone(),
+        ))
+    }
+
+    /// Runs `planning` (datafusion-postgres's handler, up to the start of the rows) with
+    /// the compute runtime as the current one, and stops it at the query's deadline.
+    async fn plan<T>(
+        &self,
+        planning: impl Future<Output = PgWireResult<T>> + Send,
+        started: Instant,
+    ) -> PgWireResult<T> {
+        let planning = on_runtime(self.compute.clone(), planning);
+        let Some(timeout) = self.timeout else {
+            return planning.await;
+        };
+        match tokio::time::timeout_at(started + timeout, planning).await {
+            Ok(planned) => planned,
+            Err(_) => Err(timed_out(timeout)),
         }
     }
 
@@ -65,6 +129,18 @@ impl Guarded {
         *query.data_rows() = Box::pin(guarded_rows(rows, handle, deadline, self.compute.clone()));
         Response::Query(query)
     }
+}
+
+/// Polls `future` with `runtime` entered, so the tasks it spawns run there.
+fn on_runtime<'a, T>(
+    runtime: tokio::runtime::Handle,
+    future: impl Future<Output = T> + Send + 'a,
+) -> impl Future<Output = T> + Send + 'a {
+    let mut future = Box::pin(future);
+    std::future::poll_fn(move |cx| {
+        let _entered = runtime.enter();
+        future.as_mut().poll(cx)
+    })
 }
 
 type Rows = Pin<Box<dyn Stream<Item = PgWireResult<DataRow>> + Send>>;
@@ -142,17 +218,19 @@ fn guarded_rows(
                 return Some((row, Some(guard)));
             }
             () = cancelled => canceled("canceling statement due to user request"),
-            () = expired => {
-                let secs = deadline.map_or(0, |(_, timeout)| timeout.as_secs());
-                canceled(&format!(
-                    "canceling statement due to the SQL server's query timeout of {secs} s \
-                     (--sql-query-timeout-secs)"
-                ))
-            }
+            () = expired => timed_out(deadline.map_or(Duration::ZERO, |(_, timeout)| timeout)),
         };
         guard.producer.0.abort();
         Some((Err(stopped), None))
     })
+}
+
+fn timed_out(timeout: Duration) -> PgWireError {
+    canceled(&format!(
+        "canceling statement due to the SQL server's query timeout of {} s \
+         (--sql-query-timeout-secs)",
+        timeout.as_secs()
+    ))
 }
 
 fn canceled(message: &str) -> PgWireError {
@@ -173,7 +251,13 @@ impl SimpleQueryHandler for Guarded {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let started = Instant::now();
-        let responses = SimpleQueryHandler::do_query(&*self.inner, client, query).await?;
+        let service = self.query_service();
+        let responses = self
+            .plan(
+                SimpleQueryHandler::do_query(&*service, client, query),
+                started,
+            )
+            .await?;
         Ok(responses
             .into_iter()
             .map(|response| self.guard(response, client, started))
@@ -231,8 +315,13 @@ impl ExtendedQueryHandler for Guarded {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let started = Instant::now();
-        let response =
-            ExtendedQueryHandler::do_query(&*self.inner, client, portal, max_rows).await?;
+        let service = self.query_service();
+        let response = self
+            .plan(
+                ExtendedQueryHandler::do_query(&*service, client, portal, max_rows),
+                started,
+            )
+            .await?;
         Ok(self.guard(response, client, started))
     }
 }
