@@ -23,6 +23,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{Set, Statement};
+use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
 use datafusion_postgres::auth::AuthManager;
 use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
 use datafusion_postgres::hooks::HookClient;
@@ -32,18 +33,22 @@ use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::pgwire::api::ClientInfo;
 use datafusion_postgres::pgwire::api::auth::StartupHandler;
 use datafusion_postgres::pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use datafusion_postgres::pgwire::api::portal::Format;
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use datafusion_postgres::pgwire::api::results::Response;
 use datafusion_postgres::pgwire::api::{ConnectionManager, PgWireServerHandlers};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::types::format::FormatOptions;
 use datafusion_postgres::{QueryHook, ServerOptions, serve_with_handlers};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{PipelineError, Result};
 
 mod auth;
+mod copy;
 mod guard;
 mod memory;
+mod wire;
 
 pub use auth::Credentials;
 pub use memory::MemoryLimits;
@@ -180,6 +185,7 @@ pub async fn serve_sql(
         .with_tls_key_path(options.tls.as_ref().map(|tls| path_text(&tls.key)));
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
         Arc::new(ReadOnly),
+        Arc::new(WireTypes),
         Arc::new(CursorStatementHook),
         Arc::new(SetShowHook),
         Arc::new(TransactionStatementHook),
@@ -354,6 +360,8 @@ fn is_read_only(statement: &Statement) -> bool {
         | Statement::Close { .. }
         | Statement::Discard { .. }
         | Statement::ExplainTable { .. } => true,
+        // COPY TO STDOUT only sends rows to the client, as psql's \copy asks.
+        Statement::Copy { .. } => copy::is_copy_to_stdout(statement),
         // EXPLAIN ANALYZE runs its statement, so the statement itself must be read-only.
         Statement::Explain { statement, .. } => is_read_only(statement),
         _ => false,
@@ -389,6 +397,87 @@ impl QueryHook for ReadOnly {
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         rejection(statement).map(Err)
+    }
+}
+
+/// Plans queries with [`wire::wire_safe`] on top, so every result column is sent in a
+/// type clients decode correctly.
+#[derive(Debug)]
+struct WireTypes;
+
+impl WireTypes {
+    async fn plan(statement: &Statement, ctx: &SessionContext) -> PgWireResult<LogicalPlan> {
+        let statement = datafusion::sql::parser::Statement::Statement(Box::new(statement.clone()));
+        let plan = ctx
+            .state()
+            .statement_to_plan(statement)
+            .await
+            .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+        wire::wire_safe(plan).map_err(|e| PgWireError::ApiError(Box::new(e)))
+    }
+}
+
+#[async_trait]
+impl QueryHook for WireTypes {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if let Some(copy) = copy::CopyOut::parse(statement) {
+            let format = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+            return Some(match copy {
+                Ok(copy) => copy.respond(ctx, format).await,
+                Err(error) => Err(error),
+            });
+        }
+        let Statement::Query(_) = statement else {
+            return None;
+        };
+        let response = async {
+            let plan = Self::plan(statement, ctx).await?;
+            let frame = ctx
+                .execute_logical_plan(plan)
+                .await
+                .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+            let format = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+            let rows = encode_dataframe(frame, &Format::UnifiedText, Some(format)).await?;
+            Ok(Response::Query(rows))
+        };
+        Some(response.await)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        if copy::is_copy_to_stdout(statement) {
+            return Some(Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "ERROR".to_string(),
+                "0A000".to_string(),
+                "COPY ... TO STDOUT works only as a simple query, as psql's \\copy sends it; \
+                 run the query with SELECT to read its rows through a prepared statement"
+                    .to_string(),
+            )))));
+        }
+        let Statement::Query(_) = statement else {
+            return None;
+        };
+        Some(Self::plan(statement, ctx).await)
+    }
+
+    async fn handle_extended_query(
+        &self,
+        _statement: &Statement,
+        _logical_plan: &LogicalPlan,
+        _params: &ParamValues,
+        _session_context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        None
     }
 }
 

@@ -116,40 +116,70 @@ fn psql_once(port: u16, password: Option<&str>, sql: &str) -> (bool, String, Str
     )
 }
 
+/// Publishes the embedded archive twice: v1 with the pipeline as shipped, and v2 with at
+/// most one image per proposal, so v2 lacks some of v1's samples.
+fn two_versions(dir: &Path) -> std::path::PathBuf {
+    let data = crate::train::embedded_dataset(dir);
+    let root = crate::support::repo_root();
+    let pipeline = std::fs::read_to_string(crate::support::pipeline_path())
+        .unwrap()
+        .replace(
+            "max_images_per_proposal = 20",
+            "max_images_per_proposal = 1",
+        )
+        .replace("\"../sql/", &format!("\"{}/sql/", root.display()));
+    let narrower = dir.join("one-image.toml");
+    std::fs::write(&narrower, pipeline).unwrap();
+    let run = crate::support::paperclip(
+        &data,
+        &["run", narrower.to_str().unwrap(), "--archive", "embedded"],
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    data
+}
+
 #[test]
-fn psql_queries_versions_and_cannot_write() {
+fn psql_compares_versions_and_cannot_write() {
     let Some(_) = psql() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let data = crate::train::embedded_dataset(dir.path());
+    let data = two_versions(dir.path());
 
     let port = free_port();
     let _server = start_server(&data, port, None);
 
-    let (ok, count, err) = run_psql(
+    let (ok, count, err) = run_psql(port, r#"SELECT count(*) FROM "hst-paperclip".v1.samples"#);
+    assert!(ok, "{err}");
+    assert_eq!(count, "7");
+
+    // What v2 dropped, through a join across the two versions.
+    let (ok, dropped, err) = run_psql(
+        port,
+        r#"SELECT count(*) FROM "hst-paperclip".v1.samples a
+           LEFT JOIN "hst-paperclip".v2.samples b ON a.key = b.key
+           WHERE b.key IS NULL"#,
+    );
+    assert!(ok, "{err}");
+    let (ok, latest, err) = run_psql(
         port,
         r#"SELECT count(*) FROM "hst-paperclip".latest.samples"#,
     );
     assert!(ok, "{err}");
-    assert_eq!(count, "7");
+    let latest: u64 = latest.parse().unwrap();
+    assert!(latest < 7, "v2 has {latest} samples");
+    assert_eq!(dropped.parse::<u64>().unwrap(), 7 - latest);
 
-    // A join across two version schemas, and the run log.
-    let (ok, joined, err) = run_psql(
+    let (ok, status, err) = run_psql(
         port,
-        r#"SELECT count(*) FROM "hst-paperclip".v1.samples a
-           JOIN "hst-paperclip".latest.samples b ON a.key = b.key"#,
+        "SELECT string_agg(status, ',' ORDER BY started_at) FROM paperclip.runs",
     );
     assert!(ok, "{err}");
-    assert_eq!(joined, "7");
-    let (ok, status, err) = run_psql(port, "SELECT status FROM paperclip.runs");
-    assert!(ok, "{err}");
-    assert_eq!(status, "published");
-
-    // psql's \dt lists the version tables.
-    let (ok, tables, err) = run_psql(port, r"\dt");
-    assert!(ok, "{err}");
-    assert!(tables.contains("latest|samples|table"), "{tables}");
+    assert_eq!(status, "published,published");
 
     for write in ["DELETE FROM paperclip.runs", "CREATE TABLE t AS SELECT 1"] {
         let (ok, _, err) = run_psql(port, write);
@@ -159,6 +189,58 @@ fn psql_queries_versions_and_cannot_write() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn psql_metadata_commands_and_export() {
+    let Some(_) = psql() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = crate::train::embedded_dataset(dir.path());
+    let port = free_port();
+    let _server = start_server(&data, port, None);
+
+    let (ok, tables, err) = run_psql(port, r"\dt");
+    assert!(ok, "{err}");
+    assert!(tables.contains("latest|samples|table"), "{tables}");
+    assert!(tables.contains("paperclip|runs|table"), "{tables}");
+    let (ok, databases, err) = run_psql(port, r"\l");
+    assert!(ok, "{err}");
+    assert!(databases.contains("hst-paperclip|"), "{databases}");
+    let (ok, views, err) = run_psql(port, r"\dv");
+    assert!(ok, "{err}");
+    assert!(views.contains("paperclip|stages|view"), "{views}");
+    let (ok, columns, err) = run_psql(port, r"\d paperclip.runs");
+    assert!(ok, "{err}");
+    assert!(columns.contains("run_id|text"), "{columns}");
+
+    // Maps and lists of structs with lists inside arrive as text.
+    let (ok, runs, err) = run_psql(port, "SELECT counts, stages FROM paperclip.runs");
+    assert!(ok, "{err}");
+    assert!(runs.contains("samples: 7"), "{runs}");
+    assert!(runs.contains("{stage: catalog, status: ran"), "{runs}");
+
+    // What DBeaver runs when it connects and opens its navigator.
+    let probes = crate::support::repo_root().join("tests/sql_server/dbeaver_probes.sql");
+    let (ok, listed, err) = run_psql(port, &format!(r"\i {}", probes.display()));
+    assert!(ok, "{err}");
+    assert!(listed.contains("|samples|"), "{listed}");
+
+    // psql's \copy runs the query on the server and writes the file on the client.
+    let csv = dir.path().join("captions.csv");
+    let (ok, _, err) = run_psql(
+        port,
+        &format!(
+            r#"\copy (SELECT key, caption FROM "hst-paperclip".latest.samples ORDER BY key) TO '{}' CSV HEADER"#,
+            csv.display()
+        ),
+    );
+    assert!(ok, "{err}");
+    let exported = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = exported.lines();
+    assert_eq!(lines.next(), Some("key,caption"));
+    assert_eq!(lines.count(), 7);
 }
 
 #[test]
@@ -356,6 +438,20 @@ fn timeout_and_cancel_stop_a_running_query() {
         assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
         assert_server_is_idle(&server);
     }
+
+    // A client's own statement_timeout covers the rows too. psql sends each -c apart.
+    let limited = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "analyst"])
+        .args(["-d", "datafusion", "-X", "-w", "-v", "ON_ERROR_STOP=1"])
+        .args(["-c", "SET statement_timeout = '1500ms'", "-c", endless])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&limited.stderr);
+    assert!(!limited.status.success());
+    assert!(
+        stderr.contains("canceling statement due to statement timeout (1500 ms"),
+        "{stderr}"
+    );
 
     // psql sends a cancel request on SIGINT (Ctrl-C).
     let query = Command::new("psql")

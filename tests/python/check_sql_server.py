@@ -7,9 +7,29 @@ parameterized query below is a prepared statement on the server. Exits non-zero 
 message on the first failed check.
 """
 
+import datetime
 import sys
 
 import psycopg
+
+# Each expression with the Python value psycopg must decode it to, in text and in binary
+# format alike.
+TYPED_VALUES = [
+    ("arrow_cast(-5, 'Int8')", -5),
+    ("arrow_cast(70000, 'UInt32')", 70000),
+    ("arrow_cast(1.5, 'Float16')", 1.5),
+    ("TIMESTAMP '2024-01-02 03:04:05.123456'", datetime.datetime(2024, 1, 2, 3, 4, 5, 123456)),
+    (
+        "arrow_cast(TIMESTAMP '2024-01-02 03:04:05', 'Timestamp(Microsecond, Some(\"UTC\"))')",
+        datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc),
+    ),
+    ("DATE '2024-01-02'", datetime.date(2024, 1, 2)),
+    ("make_array(0.25::real, -1.5::real)", [0.25, -1.5]),
+    ("make_array('a', NULL, 'c')", ["a", None, "c"]),
+    ("X'00ff10'", b"\x00\xff\x10"),
+    ("map(['a'], [1])", "{a: 1}"),
+    ("make_array(make_array(1, 2), make_array(3))", "[[1, 2], [3]]"),
+]
 
 
 def main() -> None:
@@ -42,12 +62,20 @@ def main() -> None:
             assert len(rows) == 2, rows
             assert isinstance(rows[0][1], int), f"proposal_id came back as {type(rows[0][1])}"
 
+            cur.execute("SELECT started_at FROM paperclip.stages LIMIT 1")
+            (started_at,) = cur.fetchone()
+            assert isinstance(started_at, datetime.datetime), repr(started_at)
+
             try:
                 cur.execute("DELETE FROM paperclip.runs")
             except psycopg.errors.ReadOnlySqlTransaction as error:
                 assert "read-only" in str(error), str(error)
             else:
                 raise AssertionError("DELETE was accepted")
+
+    with psycopg.connect(**login, password=password, autocommit=True) as conn:
+        check_types(conn)
+        check_statement_timeout(conn)
 
     try:
         psycopg.connect(**login, password="wrong")
@@ -56,6 +84,33 @@ def main() -> None:
     else:
         raise AssertionError("a wrong password was accepted")
     print("psycopg checks passed")
+
+
+def check_types(conn: psycopg.Connection) -> None:
+    """Decodes each of TYPED_VALUES in text and binary format, as a parameter-free query."""
+    for binary in (False, True):
+        with conn.cursor(binary=binary) as cur:
+            for expression, expected in TYPED_VALUES:
+                cur.execute(f"SELECT {expression} AS v")
+                (value,) = cur.fetchone()
+                assert value == expected, f"{expression} (binary={binary}): {value!r}"
+            # Every column of the run log, maps and nested lists included.
+            cur.execute("SELECT * FROM paperclip.runs")
+            assert len(cur.fetchall()) == 1
+
+
+def check_statement_timeout(conn: psycopg.Connection) -> None:
+    """A client's statement_timeout stops a query that is still sending rows."""
+    with conn.cursor() as cur:
+        cur.execute("SET statement_timeout = 1000")
+        try:
+            cur.execute("SELECT a.value FROM range(200000) a CROSS JOIN range(200000) b")
+            cur.fetchall()
+        except psycopg.errors.QueryCanceled as error:
+            assert "statement timeout" in str(error), str(error)
+        else:
+            raise AssertionError("the query outlived its statement_timeout")
+        cur.execute("SET statement_timeout = 0")
 
 
 if __name__ == "__main__":

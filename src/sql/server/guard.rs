@@ -3,7 +3,8 @@
 //! pgwire races a client's cancel request only against planning: the rows are computed
 //! while they are sent, after that race is over. [`Guarded`] wraps datafusion-postgres's
 //! handlers and puts every row stream behind a guard that ends it with SQLSTATE 57014
-//! (`query_canceled`) when the server's query timeout passes or the client cancels.
+//! (`query_canceled`) when the server's query timeout or the client's
+//! `statement_timeout` passes, or the client cancels.
 //!
 //! Planning runs with the compute runtime as the current one. DataFusion starts the
 //! partitions of a query (a join's build side, an aggregate's input) as tasks when the
@@ -30,7 +31,6 @@ use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, ConnectionHandle};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
-use datafusion_postgres::pgwire::messages::data::DataRow;
 use datafusion_postgres::{DfSessionService, QueryHook};
 use futures::{Sink, Stream, StreamExt};
 use tokio::time::Instant;
@@ -99,35 +99,68 @@ impl Guarded {
         ))
     }
 
-    /// Runs `planning` (datafusion-postgres's handler, up to the start of the rows) with
-    /// the compute runtime as the current one, and stops it at the query's deadline.
-    async fn plan<T>(
-        &self,
-        planning: impl Future<Output = PgWireResult<T>> + Send,
-        started: Instant,
-    ) -> PgWireResult<T> {
-        let planning = on_runtime(self.compute.clone(), planning);
-        let Some(timeout) = self.timeout else {
-            return planning.await;
-        };
-        match tokio::time::timeout_at(started + timeout, planning).await {
-            Ok(planned) => planned,
-            Err(_) => Err(timed_out(timeout)),
+    /// Returns the deadline of a query that starts now: the earlier of the server's
+    /// timeout and the client's `statement_timeout`.
+    fn deadline(&self, client: &impl ClientInfo) -> Option<Deadline> {
+        let started = Instant::now();
+        let server = self.timeout.map(|timeout| Deadline {
+            at: started + timeout,
+            timeout,
+            set_by: SetBy::Server,
+        });
+        let client = client_statement_timeout(client).map(|timeout| Deadline {
+            at: started + timeout,
+            timeout,
+            set_by: SetBy::Client,
+        });
+        match (server, client) {
+            (Some(server), Some(client)) if client.at < server.at => Some(client),
+            (server, client) => server.or(client),
         }
     }
 
-    fn guard(&self, response: Response, client: &impl ClientInfo, started: Instant) -> Response {
-        let Response::Query(mut query) = response else {
-            return response;
+    /// Runs `planning` (datafusion-postgres's handler, up to the start of the rows) with
+    /// the compute runtime as the current one, and stops it at `deadline`.
+    async fn plan<T>(
+        &self,
+        planning: impl Future<Output = PgWireResult<T>> + Send,
+        deadline: Option<Deadline>,
+    ) -> PgWireResult<T> {
+        let planning = on_runtime(self.compute.clone(), planning);
+        let Some(deadline) = deadline else {
+            return planning.await;
         };
+        match tokio::time::timeout_at(deadline.at, planning).await {
+            Ok(planned) => planned,
+            Err(_) => Err(deadline.error()),
+        }
+    }
+
+    fn guard(
+        &self,
+        response: Response,
+        client: &impl ClientInfo,
+        deadline: Option<Deadline>,
+    ) -> Response {
         let handle = client
             .session_extensions()
             .get::<Arc<ConnectionHandle>>()
             .map(|handle| Arc::clone(&*handle));
-        let rows = std::mem::replace(query.data_rows(), Box::pin(futures::stream::empty()));
-        let deadline = self.timeout.map(|timeout| (started + timeout, timeout));
-        *query.data_rows() = Box::pin(guarded_rows(rows, handle, deadline, self.compute.clone()));
-        Response::Query(query)
+        let compute = self.compute.clone();
+        match response {
+            Response::Query(mut query) => {
+                let rows = std::mem::replace(query.data_rows(), Box::pin(futures::stream::empty()));
+                *query.data_rows() = Box::pin(guarded_rows(rows, handle, deadline, compute));
+                Response::Query(query)
+            }
+            Response::CopyOut(mut copy) => {
+                let rows =
+                    std::mem::replace(&mut copy.data_stream, Box::pin(futures::stream::empty()));
+                copy.data_stream = Box::pin(guarded_rows(rows, handle, deadline, compute));
+                Response::CopyOut(copy)
+            }
+            response => response,
+        }
     }
 }
 
@@ -143,7 +176,49 @@ fn on_runtime<'a, T>(
     })
 }
 
-type Rows = Pin<Box<dyn Stream<Item = PgWireResult<DataRow>> + Send>>;
+/// Who set a query's time limit.
+#[derive(Debug, Clone, Copy)]
+enum SetBy {
+    Server,
+    Client,
+}
+
+/// The time by which a query must have sent its last row.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    timeout: Duration,
+    set_by: SetBy,
+}
+
+impl Deadline {
+    fn error(&self) -> PgWireError {
+        match self.set_by {
+            SetBy::Server => canceled(&format!(
+                "canceling statement due to the SQL server's query timeout of {} s \
+                 (--sql-query-timeout-secs)",
+                self.timeout.as_secs()
+            )),
+            SetBy::Client => canceled(&format!(
+                "canceling statement due to statement timeout ({} ms, set by SET \
+                 statement_timeout)",
+                self.timeout.as_millis()
+            )),
+        }
+    }
+}
+
+/// Returns the client's `SET statement_timeout`, which datafusion-postgres keeps in the
+/// connection's metadata in milliseconds; 0 means none, as in PostgreSQL.
+fn client_statement_timeout(client: &impl ClientInfo) -> Option<Duration> {
+    let millis: u64 = client.metadata().get(STATEMENT_TIMEOUT_KEY)?.parse().ok()?;
+    (millis > 0).then(|| Duration::from_millis(millis))
+}
+
+/// The metadata key under which datafusion-postgres stores `statement_timeout`.
+const STATEMENT_TIMEOUT_KEY: &str = "statement_timeout_ms";
+
+type Rows<T> = Pin<Box<dyn Stream<Item = PgWireResult<T>> + Send>>;
 
 /// Aborts the task that computes the rows when the guarded stream is dropped, so a
 /// client that goes away stops its query.
@@ -156,8 +231,8 @@ impl Drop for AbortOnDrop {
 }
 
 /// State of a guarded stream between rows.
-struct Guard {
-    rows: tokio::sync::mpsc::Receiver<PgWireResult<DataRow>>,
+struct Guard<T> {
+    rows: tokio::sync::mpsc::Receiver<PgWireResult<T>>,
     producer: AbortOnDrop,
     handle: Option<Arc<ConnectionHandle>>,
     cancel: Option<futures::channel::oneshot::Receiver<()>>,
@@ -169,12 +244,12 @@ struct Guard {
 /// The rows are computed on a task of their own and passed through a channel: a
 /// DataFusion stream can compute for minutes inside one poll, and only a separate task
 /// lets the deadline and the cancel request be noticed meanwhile.
-fn guarded_rows(
-    mut rows: Rows,
+fn guarded_rows<T: Send + 'static>(
+    mut rows: Rows<T>,
     handle: Option<Arc<ConnectionHandle>>,
-    deadline: Option<(Instant, Duration)>,
+    deadline: Option<Deadline>,
     compute: tokio::runtime::Handle,
-) -> impl Stream<Item = PgWireResult<DataRow>> + Send {
+) -> impl Stream<Item = PgWireResult<T>> + Send {
     let (sender, receiver) = tokio::sync::mpsc::channel(64);
     let producer = compute.spawn(async move {
         while let Some(row) = rows.next().await {
@@ -208,7 +283,7 @@ fn guarded_rows(
         };
         let expired = async {
             match deadline {
-                Some((at, _)) => tokio::time::sleep_until(at).await,
+                Some(deadline) => tokio::time::sleep_until(deadline.at).await,
                 None => std::future::pending().await,
             }
         };
@@ -218,19 +293,11 @@ fn guarded_rows(
                 return Some((row, Some(guard)));
             }
             () = cancelled => canceled("canceling statement due to user request"),
-            () = expired => timed_out(deadline.map_or(Duration::ZERO, |(_, timeout)| timeout)),
+            () = expired => deadline.expect("only a deadline expires").error(),
         };
         guard.producer.0.abort();
         Some((Err(stopped), None))
     })
-}
-
-fn timed_out(timeout: Duration) -> PgWireError {
-    canceled(&format!(
-        "canceling statement due to the SQL server's query timeout of {} s \
-         (--sql-query-timeout-secs)",
-        timeout.as_secs()
-    ))
 }
 
 fn canceled(message: &str) -> PgWireError {
@@ -250,17 +317,17 @@ impl SimpleQueryHandler for Guarded {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let started = Instant::now();
+        let deadline = self.deadline(client);
         let service = self.query_service();
         let responses = self
             .plan(
                 SimpleQueryHandler::do_query(&*service, client, query),
-                started,
+                deadline,
             )
             .await?;
         Ok(responses
             .into_iter()
-            .map(|response| self.guard(response, client, started))
+            .map(|response| self.guard(response, client, deadline))
             .collect())
     }
 }
@@ -314,14 +381,14 @@ impl ExtendedQueryHandler for Guarded {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let started = Instant::now();
+        let deadline = self.deadline(client);
         let service = self.query_service();
         let response = self
             .plan(
                 ExtendedQueryHandler::do_query(&*service, client, portal, max_rows),
-                started,
+                deadline,
             )
             .await?;
-        Ok(self.guard(response, client, started))
+        Ok(self.guard(response, client, deadline))
     }
 }
