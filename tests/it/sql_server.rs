@@ -346,8 +346,8 @@ fn tls_is_used_when_configured() {
     assert!(info.1.contains("SSL connection"), "{}", info.1);
 }
 
-#[test]
-fn psycopg_runs_prepared_statements() {
+/// The project's Python with psycopg, or `None` (with a note) when it is not set up.
+fn python_with_psycopg() -> Option<std::path::PathBuf> {
     let python = crate::support::repo_root().join(".venv/bin/python");
     let has_psycopg = Command::new(&python)
         .args(["-c", "import psycopg"])
@@ -358,8 +358,16 @@ fn psycopg_runs_prepared_statements() {
             "skipped: install tests/python/requirements.txt into {}",
             python.display()
         );
-        return;
+        return None;
     }
+    Some(python)
+}
+
+#[test]
+fn psycopg_runs_prepared_statements() {
+    let Some(python) = python_with_psycopg() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let data = crate::train::embedded_dataset(dir.path());
     let port = free_port();
@@ -501,4 +509,32 @@ fn assert_server_is_idle(server: &Server) {
         used < 30,
         "the server used {used} ticks of CPU in 1 s after the query stopped"
     );
+}
+
+#[test]
+fn thirty_two_clients_run_without_errors() {
+    let Some(python) = python_with_psycopg() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = crate::train::embedded_dataset(dir.path());
+    let port = free_port();
+    let _server = start_server(&data, port, None);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    let output = Command::new(&python)
+        .arg(crate::support::repo_root().join("benches/sql_bench.py"))
+        .args(["load", "--port", &port.to_string()])
+        .args(["--table", r#""hst-paperclip".latest.samples"#])
+        .args(["--clients", "32", "--seconds", "5"])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(report.contains("32 clients"), "{report}");
+    assert!(report.contains(" 0 errors"), "{report}");
 }

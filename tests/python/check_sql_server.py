@@ -76,6 +76,7 @@ def main() -> None:
     with psycopg.connect(**login, password=password, autocommit=True) as conn:
         check_types(conn)
         check_statement_timeout(conn)
+        check_pandas(conn)
 
     try:
         psycopg.connect(**login, password="wrong")
@@ -111,6 +112,23 @@ def check_statement_timeout(conn: psycopg.Connection) -> None:
         else:
             raise AssertionError("the query outlived its statement_timeout")
         cur.execute("SET statement_timeout = 0")
+
+
+def check_pandas(conn: psycopg.Connection) -> None:
+    """pandas reads a query into a data frame through the same connection."""
+    import warnings
+
+    import pandas
+
+    with warnings.catch_warnings():
+        # pandas prefers SQLAlchemy and warns about plain DB-API connections.
+        warnings.simplefilter("ignore", UserWarning)
+        frame = pandas.read_sql(
+            "SELECT run_id, stage, started_at, elapsed_secs FROM paperclip.stages", conn
+        )
+    assert len(frame) == 5, frame
+    assert str(frame["started_at"].dtype).startswith("datetime64"), frame.dtypes
+    assert frame["elapsed_secs"].dtype == "float64", frame.dtypes
 
 
 if __name__ == "__main__":
