@@ -33,14 +33,28 @@ async fn main() -> anyhow::Result<()> {
     let copies = rows.div_ceil(base_rows);
     // Each copy shifts the proposal ids by a million and numbers its keys and captions,
     // so no two rows are alike and proposals stay groups of a few rows.
+    let columns: Vec<String> = ctx
+        .table(format!(r#""{dataset}".latest.samples"#))
+        .await?
+        .schema()
+        .fields()
+        .iter()
+        .map(|field| match field.name().as_str() {
+            "key" => "concat(s.key, '-', CAST(c.value AS VARCHAR)) AS key".to_string(),
+            "proposal_id" => "s.proposal_id + c.value * 1000000 AS proposal_id".to_string(),
+            "caption" => {
+                "concat(s.caption, ' Observation set ', CAST(c.value AS VARCHAR), '.') AS caption"
+                    .to_string()
+            }
+            name => format!(r#"s."{name}""#),
+        })
+        .collect();
     let sql = format!(
-        r#"SELECT s.* REPLACE (
-               concat(s.key, '-', CAST(c.value AS VARCHAR)) AS key,
-               s.proposal_id + c.value * 1000000 AS proposal_id,
-               concat(s.caption, ' Observation set ', CAST(c.value AS VARCHAR), '.') AS caption)
+        r#"SELECT {}
            FROM "{dataset}".latest.samples s CROSS JOIN range({copies}) c
-           ORDER BY c.value, s.key
-           LIMIT {rows}"#
+           ORDER BY 1
+           LIMIT {rows}"#,
+        columns.join(", ")
     );
     let frame = ctx.sql(&sql).await?;
     let schema = frame.schema().as_arrow().clone();
