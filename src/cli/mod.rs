@@ -330,6 +330,12 @@ pub struct LlmArgs {
     pub timeout_secs: u64,
 }
 
+/// Largest SQL memory limit accepted, in MiB (1 PiB).
+const MAX_SQL_MEMORY_MIB: u64 = 1 << 30;
+
+/// The password variable `serve` reads unless `--sql-password-env` names another.
+pub const DEFAULT_SQL_PASSWORD_ENV: &str = "PAPERCLIP_SQL_PASSWORD";
+
 #[derive(Debug, Args)]
 pub struct ServePipelinesArgs {
     /// Pipeline files (TOML), each with a `[schedule]` section.
@@ -350,11 +356,11 @@ pub struct ServePipelinesArgs {
     pub sql_max_connections: usize,
     /// Memory one SQL query may hold, in MiB; a query that needs more fails with an
     /// error naming this limit.
-    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(16..))]
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(16..=MAX_SQL_MEMORY_MIB))]
     pub sql_memory_limit_mib: u64,
     /// Memory all running SQL queries may hold together, in MiB; at least
     /// --sql-memory-limit-mib.
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(16..))]
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(16..=MAX_SQL_MEMORY_MIB))]
     pub sql_memory_total_mib: u64,
     /// Maximum time an SQL query may take, rows included, in seconds; 0 for no limit.
     /// A query that takes longer fails with SQLSTATE 57014.
@@ -370,8 +376,10 @@ pub struct ServePipelinesArgs {
     #[arg(long, value_name = "FILE", requires = "sql_tls_cert")]
     pub sql_tls_key: Option<PathBuf>,
     /// Name of the environment variable that contains the SQL password (SCRAM-SHA-256).
-    /// Without it, any client may connect, which is allowed on loopback only.
-    #[arg(long, value_name = "VAR", default_value = "PAPERCLIP_SQL_PASSWORD")]
+    /// Without it, any client may connect, which is allowed on loopback only. A variable
+    /// that this flag names but that is not set, or a password variable set but empty, is
+    /// an error.
+    #[arg(long, value_name = "VAR", default_value = DEFAULT_SQL_PASSWORD_ENV)]
     pub sql_password_env: String,
     /// Archive base URL replacing every pipeline's, or `embedded` for the built-in fixture
     /// archive on loopback (started once for the whole serve).

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::commands::write_stdout;
-use super::{GlobalArgs, ServePipelinesArgs};
+use super::{DEFAULT_SQL_PASSWORD_ENV, GlobalArgs, ServePipelinesArgs};
 
 pub async fn serve(global: &GlobalArgs, args: &ServePipelinesArgs) -> Result<()> {
     let pipelines = args
@@ -126,7 +126,21 @@ fn sql_credentials(
     listen: std::net::SocketAddr,
 ) -> Result<Option<Arc<Credentials>>> {
     let variable = &args.sql_password_env;
-    let password = std::env::var(variable).ok().filter(|p| !p.is_empty());
+    let password = match std::env::var(variable) {
+        Ok(password) if password.is_empty() => bail!(
+            "the environment variable {variable} is set but empty; put the SQL password in \
+             it, or unset it to serve without a password on loopback"
+        ),
+        Ok(password) => Some(password),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            bail!("the environment variable {variable} is not valid UTF-8; set it again")
+        }
+        Err(std::env::VarError::NotPresent) if variable != DEFAULT_SQL_PASSWORD_ENV => bail!(
+            "--sql-password-env names {variable}, but {variable} is not set; export the SQL \
+             password in it"
+        ),
+        Err(std::env::VarError::NotPresent) => None,
+    };
     match password {
         Some(password) => Ok(Some(Arc::new(Credentials::new(&args.sql_user, &password)))),
         None if listen.ip().is_loopback() => Ok(None),

@@ -108,13 +108,32 @@ impl TlsFiles {
         let keys = rustls_pemfile::pkcs8_private_keys(&mut open(&self.key)?)
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| tls_error(&self.key, &e.to_string()))?;
-        if keys.is_empty() {
+        let Some(key) = keys.into_iter().next() else {
             return Err(tls_error(
                 &self.key,
                 "holds no PKCS#8 private key (BEGIN PRIVATE KEY); convert it with `openssl \
                  pkcs8 -topk8 -nocrypt -in KEY -out KEY.pk8`",
             ));
-        }
+        };
+
+        // datafusion-postgres serves in plain text when this fails, so it must not fail
+        // there: a key of another certificate is refused here.
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .and_then(|builder| {
+                builder
+                    .with_no_client_auth()
+                    .with_single_cert(certs, key.into())
+            })
+            .map_err(|e| {
+                PipelineError::Invalid(format!(
+                    "TLS files {} and {} cannot be used together ({e}); give the key that \
+                     belongs to the certificate",
+                    self.cert.display(),
+                    self.key.display()
+                ))
+            })?;
         Ok(())
     }
 }
@@ -199,6 +218,7 @@ pub async fn serve_sql(
             .thread_name(name)
             .enable_all()
             .build()
+            .map(|runtime| OwnedRuntime(Some(runtime)))
             .map_err(|e| {
                 PipelineError::Invalid(format!("cannot start the SQL server's threads: {e}"))
             })
@@ -250,11 +270,37 @@ pub async fn serve_sql(
         () = refresh => Ok(()),
         () = stop.cancelled() => Ok(()),
     };
-    // Queries still running are abandoned with their threads, since the server stopped
-    // and no client can receive their rows.
-    connection_runtime.shutdown_background();
-    compute_runtime.shutdown_background();
+    // Dropping the runtimes abandons queries still running, since the server stopped and
+    // no client can receive their rows.
+    drop((connection_runtime, compute_runtime));
     outcome
+}
+
+/// A runtime owned by an async function. Dropped, it shuts down without waiting for its
+/// tasks: tokio panics when a runtime is dropped the ordinary way inside another one,
+/// which an early error return would do.
+struct OwnedRuntime(Option<tokio::runtime::Runtime>);
+
+impl OwnedRuntime {
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("present until dropped").handle()
+    }
+
+    fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.handle().spawn(future)
+    }
+}
+
+impl Drop for OwnedRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// A session with the project's functions, every dataset version, the run log and the

@@ -264,6 +264,55 @@ fn password_is_checked_with_scram() {
     assert!(err.contains("no password supplied"), "{err}");
 }
 
+/// Runs `serve` with `args` until it exits; returns (exit code, stdout, stderr).
+fn serve_exit(data_dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_paperclip"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("serve")
+        .args(args)
+        .env_remove("PAPERCLIP_SQL_PASSWORD")
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn start_up_errors_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let (code, _, stderr) = serve_exit(dir.path(), &["--sql-listen", &address]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {address}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let (code, _, stderr) = serve_exit(
+        dir.path(),
+        &["--sql-listen", "--sql-password-env", "NO_SUCH_VARIABLE_SET"],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("but NO_SUCH_VARIABLE_SET is not set"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = serve_exit(
+        dir.path(),
+        &["--sql-listen", "--sql-memory-limit-mib", "17592186044416"],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--sql-memory-limit-mib"), "{stderr}");
+}
+
 #[test]
 fn wide_address_without_password_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -314,6 +363,28 @@ fn tls_is_used_when_configured() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&wrong.stderr);
     assert!(stderr.contains("holds no PKCS#8 private key"), "{stderr}");
+
+    // So is the key of another certificate, which would otherwise leave the server
+    // without TLS.
+    let other_key = dir.path().join("other-key.pem");
+    let made = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "RSA", "-out"])
+        .arg(&other_key)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let mismatched = Command::new(env!("CARGO_BIN_EXE_paperclip"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["serve", "--sql-listen", "127.0.0.1:0", "--sql-tls-cert"])
+        .arg(&cert)
+        .arg("--sql-tls-key")
+        .arg(&other_key)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&mismatched.stderr);
+    assert_eq!(mismatched.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot be used together"), "{stderr}");
 
     let port = free_port();
     let (cert, key) = (cert.display().to_string(), key.display().to_string());
