@@ -48,6 +48,7 @@ mod auth;
 mod copy;
 mod guard;
 mod memory;
+mod session;
 mod wire;
 
 pub use auth::Credentials;
@@ -204,6 +205,7 @@ pub async fn serve_sql(
         .with_tls_key_path(options.tls.as_ref().map(|tls| path_text(&tls.key)));
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
         Arc::new(ReadOnly),
+        Arc::new(session::ClientStatements),
         Arc::new(WireTypes),
         Arc::new(CursorStatementHook),
         Arc::new(SetShowHook),
@@ -377,7 +379,7 @@ fn engine_setting(statement: &Statement) -> Option<String> {
     let Statement::Set(Set::SingleAssignment { variable, .. }) = statement else {
         return None;
     };
-    let name = variable.to_string();
+    let name = variable.to_string().replace('"', "");
     name.to_lowercase()
         .starts_with("datafusion.")
         .then_some(name)
@@ -405,6 +407,7 @@ fn is_read_only(statement: &Statement) -> bool {
         | Statement::Fetch { .. }
         | Statement::Close { .. }
         | Statement::Discard { .. }
+        | Statement::Deallocate { .. }
         | Statement::ExplainTable { .. } => true,
         // COPY TO STDOUT only sends rows to the client, as psql's \copy asks.
         Statement::Copy { .. } => copy::is_copy_to_stdout(statement),
@@ -576,6 +579,7 @@ mod tests {
         for (sql, rejected) in [
             ("SET datafusion.execution.batch_size = 1", true),
             ("SET DataFusion.runtime.memory_limit = '100G'", true),
+            ("SET \"datafusion.execution.batch_size\" = 1", true),
             ("SET application_name = 'psql'", false),
             ("SET statement_timeout = 1000", false),
         ] {

@@ -29,6 +29,7 @@ TYPED_VALUES = [
     ("X'00ff10'", b"\x00\xff\x10"),
     ("map(['a'], [1])", "{a: 1}"),
     ("make_array(make_array(1, 2), make_array(3))", "[[1, 2], [3]]"),
+    ("named_struct('a', NULL, 'b', 'x,y \"z\"')", '{a: , b: x,y "z"}'),
 ]
 
 
@@ -77,6 +78,8 @@ def main() -> None:
         check_types(conn)
         check_statement_timeout(conn)
         check_pandas(conn)
+    with psycopg.connect(**login, password=password) as conn:
+        check_rollback_after_prepare(conn)
 
     try:
         psycopg.connect(**login, password="wrong")
@@ -103,7 +106,7 @@ def check_types(conn: psycopg.Connection) -> None:
 def check_statement_timeout(conn: psycopg.Connection) -> None:
     """A client's statement_timeout stops a query that is still sending rows."""
     with conn.cursor() as cur:
-        cur.execute("SET statement_timeout = 1000")
+        cur.execute("SET statement_timeout = '1 s'")
         try:
             cur.execute("SELECT a.value FROM range(200000) a CROSS JOIN range(200000) b")
             cur.fetchall()
@@ -112,6 +115,20 @@ def check_statement_timeout(conn: psycopg.Connection) -> None:
         else:
             raise AssertionError("the query outlived its statement_timeout")
         cur.execute("SET statement_timeout = 0")
+        try:
+            cur.execute("SET statement_timeout = 'soon'")
+        except psycopg.errors.InvalidParameterValue as error:
+            assert "statement_timeout" in str(error), str(error)
+        else:
+            raise AssertionError("an invalid statement_timeout was accepted")
+
+
+def check_rollback_after_prepare(conn: psycopg.Connection) -> None:
+    """psycopg prepares a query it runs often and sends DEALLOCATE when it rolls back."""
+    for _ in range(7):
+        conn.execute("SELECT count(*) FROM paperclip.runs WHERE run_id <> %s", ("x",))
+    conn.rollback()
+    assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
 def check_pandas(conn: psycopg.Connection) -> None:

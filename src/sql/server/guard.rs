@@ -36,6 +36,7 @@ use futures::{Sink, Stream, StreamExt};
 use tokio::time::Instant;
 
 use super::memory::{QueryPool, ServerPool};
+use super::session::STATEMENT_TIMEOUT_KEY;
 
 /// datafusion-postgres's handlers with every result behind a timeout and cancel guard,
 /// and every query under its own memory limit.
@@ -214,9 +215,6 @@ fn client_statement_timeout(client: &impl ClientInfo) -> Option<Duration> {
     let millis: u64 = client.metadata().get(STATEMENT_TIMEOUT_KEY)?.parse().ok()?;
     (millis > 0).then(|| Duration::from_millis(millis))
 }
-
-/// The metadata key under which datafusion-postgres stores `statement_timeout`.
-const STATEMENT_TIMEOUT_KEY: &str = "statement_timeout_ms";
 
 type Rows<T> = Pin<Box<dyn Stream<Item = PgWireResult<T>> + Send>>;
 

@@ -1,8 +1,11 @@
 //! Result columns in types that the PostgreSQL encoder sends correctly.
 //!
 //! datafusion-postgres encodes rows with arrow-pg, which rejects some Arrow types (half
-//! floats, maps, lists of lists) and sends one wrongly: in binary format an `Int8`
+//! floats, maps, lists of lists) and sends two wrongly. In binary format an `Int8`
 //! column goes out as `int2` with a single byte, which clients read as another number.
+//! In text format a struct goes out as a record whose NULL fields read as empty strings
+//! and whose quotes and parentheses are not escaped the way PostgreSQL does, so clients
+//! split it into the wrong fields.
 //! [`wire_safe`] puts a projection on top of a query's plan that casts such columns to
 //! the nearest type sent correctly (`Int8` to `Int16`, `Float16` to `Float32`) and
 //! renders the others as text, the way Arrow prints them (`{a: 1}`, `[[1, 2], [3]]`).
@@ -68,9 +71,6 @@ fn conversion(data_type: &DataType) -> Conversion {
         DataType::List(element)
         | DataType::LargeList(element)
         | DataType::FixedSizeList(element, _) => list_conversion(element),
-        DataType::Struct(fields) if fields.iter().all(|f| is_plain(f.data_type())) => {
-            Conversion::Keep
-        }
         DataType::Dictionary(_, values) if is_plain(values) => Conversion::Keep,
         data_type if is_plain(data_type) => Conversion::Keep,
         _ => Conversion::Text,
@@ -84,9 +84,6 @@ fn list_conversion(element: &Field) -> Conversion {
     let cast_to = match element.data_type() {
         DataType::Int8 => DataType::Int16,
         DataType::Float16 => DataType::Float32,
-        DataType::Struct(fields) if fields.iter().all(|f| is_plain(f.data_type())) => {
-            return Conversion::Keep;
-        }
         data_type if is_plain(data_type) => return Conversion::Keep,
         _ => return Conversion::Text,
     };
@@ -216,7 +213,7 @@ mod tests {
         let (types, table) = converted(
             "SELECT make_array(make_array(1, 2), make_array(3)) AS nested, \
              map(['a'], [1]) AS m, make_array(named_struct('a', make_array(1))) AS s, \
-             CAST(NULL AS INT) IS NULL AS flag",
+             CAST(NULL AS INT) IS NULL AS flag, named_struct('a', NULL, 'b', 'x,y \"z\"') AS r",
         )
         .await;
 
@@ -224,9 +221,11 @@ mod tests {
         assert_eq!(types[1], DataType::Utf8);
         assert_eq!(types[2], DataType::Utf8);
         assert_eq!(types[3], DataType::Boolean);
+        assert_eq!(types[4], DataType::Utf8);
         assert!(table.contains("[[1, 2], [3]]"), "{table}");
         assert!(table.contains("{a: 1}"), "{table}");
         assert!(table.contains("[{a: [1]}]"), "{table}");
+        assert!(table.contains(r#"{a: , b: x,y "z"}"#), "{table}");
     }
 
     #[tokio::test]
