@@ -7,6 +7,14 @@ use crate::sql::graph::closest;
 /// Tables of every version schema.
 const VERSION_TABLES: [&str; 2] = ["samples", "skips"];
 
+/// Returns whether `name` is a version schema: `latest` or `v<N>`.
+fn is_version_schema(name: &str) -> bool {
+    name == "latest"
+        || name
+            .strip_prefix('v')
+            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+}
+
 /// Returns a hint for `error`, raised by `query` over a data directory with `datasets`.
 pub fn name_hint(query: &str, error: &str, datasets: &[String]) -> Option<String> {
     if let Some(name) = unquoted_dataset(query, datasets) {
@@ -22,6 +30,14 @@ pub fn name_hint(query: &str, error: &str, datasets: &[String]) -> Option<String
         ["datafusion", dataset, table] if known(dataset) => Some(format!(
             "name a version between the dataset and the table: \"{dataset}\".latest.{table} or \
              \"{dataset}\".v<N>.{table}"
+        )),
+        ["datafusion", schema, table] if is_version_schema(schema) => Some(format!(
+            "name the dataset before the version: \"<dataset>\".{schema}.{table}; datasets: {}",
+            if datasets.is_empty() {
+                "none yet (publish one with `paperclip run`)".to_string()
+            } else {
+                datasets.join(", ")
+            }
         )),
         [dataset, schema, table] if known(dataset) => version_hint(dataset, schema, table),
         [dataset, _, _] if *dataset != "paperclip" && *dataset != "datafusion" => {
@@ -88,6 +104,20 @@ mod tests {
 
     fn hint(query: &str, error: &str) -> String {
         name_hint(query, error, &["hst-paperclip".to_string()]).unwrap_or_default()
+    }
+
+    #[test]
+    fn version_without_dataset_hinted() {
+        let text = hint(
+            "SELECT * FROM latest.samples",
+            "Error during planning: table 'datafusion.latest.samples' not found",
+        );
+
+        assert!(
+            text.contains("name the dataset before the version"),
+            "{text}"
+        );
+        assert!(text.contains("datasets: hst-paperclip"), "{text}");
     }
 
     #[test]

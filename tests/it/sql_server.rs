@@ -215,6 +215,14 @@ fn psql_metadata_commands_and_export() {
     assert!(ok, "{err}");
     assert!(columns.contains("run_id|text"), "{columns}");
 
+    // The names \dt shows need the dataset in front, and the error says so.
+    let (ok, _, err) = run_psql(port, "SELECT count(*) FROM latest.samples");
+    assert!(!ok);
+    assert!(
+        err.contains("HINT:  name the dataset before the version"),
+        "{err}"
+    );
+
     // Maps and lists of structs with lists inside arrive as text.
     let (ok, runs, err) = run_psql(port, "SELECT counts, stages FROM paperclip.runs");
     assert!(ok, "{err}");

@@ -67,6 +67,18 @@ def main() -> None:
             (started_at,) = cur.fetchone()
             assert isinstance(started_at, datetime.datetime), repr(started_at)
 
+            for statement, error_class in [
+                ("SELEC 1", psycopg.errors.SyntaxError),
+                ("SELECT * FROM paperclip.nope", psycopg.errors.UndefinedTable),
+                ("SELECT nope FROM paperclip.runs", psycopg.errors.UndefinedColumn),
+            ]:
+                try:
+                    cur.execute(statement)
+                except error_class:
+                    pass
+                else:
+                    raise AssertionError(f"{statement} did not raise {error_class.__name__}")
+
             try:
                 cur.execute("DELETE FROM paperclip.runs")
             except psycopg.errors.ReadOnlySqlTransaction as error:

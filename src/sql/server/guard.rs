@@ -121,20 +121,41 @@ impl Guarded {
     }
 
     /// Runs `planning` (datafusion-postgres's handler, up to the start of the rows) with
-    /// the compute runtime as the current one, and stops it at `deadline`.
+    /// the compute runtime as the current one, and stops it at `deadline`. Errors of
+    /// `query` get an SQLSTATE and a hint where they can.
     async fn plan<T>(
         &self,
         planning: impl Future<Output = PgWireResult<T>> + Send,
         deadline: Option<Deadline>,
+        query: &str,
     ) -> PgWireResult<T> {
         let planning = on_runtime(self.compute.clone(), planning);
-        let Some(deadline) = deadline else {
-            return planning.await;
+        let planned = match deadline {
+            None => planning.await,
+            Some(deadline) => match tokio::time::timeout_at(deadline.at, planning).await {
+                Ok(planned) => planned,
+                Err(_) => Err(deadline.error()),
+            },
         };
-        match tokio::time::timeout_at(deadline.at, planning).await {
-            Ok(planned) => planned,
-            Err(_) => Err(deadline.error()),
-        }
+        planned.map_err(|error| self.explain(error, query))
+    }
+
+    /// Turns an engine error into one with the SQLSTATE a client expects, and the hint
+    /// `paperclip sql` gives for a misnamed dataset, version or table.
+    fn explain(&self, error: PgWireError, query: &str) -> PgWireError {
+        let PgWireError::ApiError(source) = &error else {
+            return error;
+        };
+        let message = source.to_string();
+        let datasets: Vec<String> = self
+            .ctx
+            .catalog_names()
+            .into_iter()
+            .filter(|name| name != "datafusion")
+            .collect();
+        let mut info = ErrorInfo::new("ERROR".to_string(), sqlstate(&message).to_string(), message);
+        info.hint = crate::dataset::sql_hints::name_hint(query, &info.message, &datasets);
+        PgWireError::UserError(Box::new(info))
     }
 
     fn guard(
@@ -177,7 +198,7 @@ fn on_runtime<'a, T>(
     })
 }
 
-/// Who set a query's time limit.
+/// Origin of a query's time limit.
 #[derive(Debug, Clone, Copy)]
 enum SetBy {
     Server,
@@ -298,6 +319,24 @@ fn guarded_rows<T: Send + 'static>(
     })
 }
 
+/// The SQLSTATE of an engine error, from its message: syntax, unknown table, column or
+/// function, out of memory; `XX000` (internal error) for the rest.
+fn sqlstate(message: &str) -> &'static str {
+    if message.contains("ParserError") || message.contains("sql parser error") {
+        "42601"
+    } else if message.contains("table '") && message.contains("not found") {
+        "42P01"
+    } else if message.contains("No field named") {
+        "42703"
+    } else if message.contains("Invalid function") {
+        "42883"
+    } else if message.contains("Resources exhausted") {
+        "53200"
+    } else {
+        "XX000"
+    }
+}
+
 fn canceled(message: &str) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".to_string(),
@@ -321,6 +360,7 @@ impl SimpleQueryHandler for Guarded {
             .plan(
                 SimpleQueryHandler::do_query(&*service, client, query),
                 deadline,
+                query,
             )
             .await?;
         Ok(responses
@@ -381,10 +421,12 @@ impl ExtendedQueryHandler for Guarded {
     {
         let deadline = self.deadline(client);
         let service = self.query_service();
+        let query = portal.statement.statement.0.clone();
         let response = self
             .plan(
                 ExtendedQueryHandler::do_query(&*service, client, portal, max_rows),
                 deadline,
+                &query,
             )
             .await?;
         Ok(self.guard(response, client, deadline))

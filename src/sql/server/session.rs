@@ -79,7 +79,7 @@ fn statement_timeout_value(statement: &Statement) -> Option<String> {
 }
 
 /// Reads a timeout as PostgreSQL does: a number of milliseconds, or a number with one of
-/// the units `us`, `ms`, `s`, `min`, `h`, `d`; `DEFAULT` and 0 mean none.
+/// the units `us`, `ms`, `s`, `min`, `h`, `d`. `DEFAULT` and 0 mean none.
 pub fn parse_timeout_millis(text: &str) -> PgWireResult<u64> {
     let trimmed = text.trim();
     if trimmed.eq_ignore_ascii_case("default") {

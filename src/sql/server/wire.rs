@@ -79,7 +79,7 @@ fn conversion(data_type: &DataType) -> Conversion {
 
 /// Returns the conversion of a list column. A list of plain values is sent as a
 /// PostgreSQL array. Lists of `Int8` or `Float16` are cast element by element first, and
-/// other lists (of lists, maps, ...) become text.
+/// other lists (of lists, structs, maps, ...) become text.
 fn list_conversion(element: &Field) -> Conversion {
     let cast_to = match element.data_type() {
         DataType::Int8 => DataType::Int16,
