@@ -48,6 +48,7 @@ mod auth;
 mod copy;
 mod guard;
 mod memory;
+mod params;
 mod session;
 mod wire;
 

@@ -8,6 +8,7 @@ message on the first failed check.
 """
 
 import datetime
+import decimal
 import sys
 
 import psycopg
@@ -62,6 +63,20 @@ def main() -> None:
             rows = cur.fetchall()
             assert len(rows) == 2, rows
             assert isinstance(rows[0][1], int), f"proposal_id came back as {type(rows[0][1])}"
+
+            # A parameter keeps the type the client declares, whatever its neighbour's.
+            cur.execute("SELECT 3 * %s", (decimal.Decimal("0.5"),), prepare=True)
+            assert cur.fetchone()[0] == decimal.Decimal("1.5")
+            cur.execute(
+                'SELECT count(*) FROM "hst-paperclip".latest.samples WHERE sample_rank < %s',
+                (2.5,),
+                prepare=True,
+            )
+            (below,) = cur.fetchone()
+            cur.execute(
+                'SELECT count(*) FROM "hst-paperclip".latest.samples WHERE sample_rank <= 2'
+            )
+            assert below == cur.fetchone()[0], below
 
             cur.execute("SELECT started_at FROM paperclip.stages LIMIT 1")
             (started_at,) = cur.fetchone()

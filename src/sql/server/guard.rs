@@ -36,12 +36,14 @@ use futures::{Sink, Stream, StreamExt};
 use tokio::time::Instant;
 
 use super::memory::{QueryPool, ServerPool};
+use super::params::DeclaredTypes;
 use super::session::STATEMENT_TIMEOUT_KEY;
 
 /// datafusion-postgres's handlers with every result behind a timeout and cancel guard,
 /// and every query under its own memory limit.
 pub struct Guarded {
     inner: Arc<DfSessionService>,
+    parser: Arc<DeclaredTypes>,
     ctx: Arc<SessionContext>,
     hooks: Vec<Arc<dyn QueryHook>>,
     memory: Option<QueryMemory>,
@@ -69,8 +71,10 @@ impl Guarded {
         timeout: Option<Duration>,
         compute: tokio::runtime::Handle,
     ) -> Self {
+        let inner = Arc::new(DfSessionService::new_with_hooks(ctx.clone(), hooks.clone()));
         Self {
-            inner: Arc::new(DfSessionService::new_with_hooks(ctx.clone(), hooks.clone())),
+            parser: Arc::new(DeclaredTypes::new(inner.query_parser())),
+            inner,
             ctx,
             hooks,
             memory,
@@ -373,10 +377,10 @@ impl SimpleQueryHandler for Guarded {
 #[async_trait]
 impl ExtendedQueryHandler for Guarded {
     type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
-    type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+    type QueryParser = DeclaredTypes;
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
-        self.inner.query_parser()
+        self.parser.clone()
     }
 
     async fn do_describe_statement<C>(
