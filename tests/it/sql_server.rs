@@ -249,6 +249,22 @@ fn psql_metadata_commands_and_export() {
     let mut lines = exported.lines();
     assert_eq!(lines.next(), Some("key,caption"));
     assert_eq!(lines.count(), 7);
+
+    // NULL and the empty string stay apart, and the count is of rows alone.
+    let awkward = dir.path().join("awkward.csv");
+    let (ok, reported, err) = run_psql(
+        port,
+        &format!(
+            r#"\copy (SELECT CAST(NULL AS VARCHAR) AS n, '' AS e, 'a,"b"' AS q) TO '{}' CSV HEADER"#,
+            awkward.display()
+        ),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(reported, "COPY 1");
+    assert_eq!(
+        std::fs::read_to_string(&awkward).unwrap(),
+        "n,e,q\n,\"\",\"a,\"\"b\"\"\"\n"
+    );
 }
 
 #[test]

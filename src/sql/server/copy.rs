@@ -2,6 +2,12 @@
 //! `\copy ... TO 'file'` sends, so analysts can export a result to a file on their own
 //! machine. The rows go out in PostgreSQL's text or CSV copy format; nothing is written
 //! on the server. Every other form of `COPY` is rejected by the read-only hook.
+//!
+//! Values are rendered as in query results (PostgreSQL's text forms), then escaped or
+//! quoted here by PostgreSQL's rules: in text format backslash escapes and `\N` for
+//! NULL; in CSV a NULL is the bare NULL marker and any value that could be mistaken for
+//! it, or contains the delimiter, the quote or a line break, is quoted. So an empty string
+//! (`""`) and a NULL stay apart when the file is read back.
 
 use std::sync::Arc;
 
@@ -14,7 +20,7 @@ use datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields;
 use datafusion_postgres::arrow_pg::encoder::encode_value;
 use datafusion_postgres::pgwire::api::portal::Format;
 use datafusion_postgres::pgwire::api::results::{
-    CopyCsvOptions, CopyEncoder, CopyResponse, CopyTextOptions, FieldInfo, Response,
+    CopyResponse, DataRowEncoder, FieldInfo, Response,
 };
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::copy::CopyData;
@@ -30,11 +36,88 @@ pub struct CopyOut {
 
 #[derive(Debug, Clone, PartialEq)]
 enum CopyFormat {
-    Text(CopyTextOptions),
+    Text {
+        delimiter: char,
+        null: String,
+    },
     Csv {
-        options: CopyCsvOptions,
+        delimiter: char,
+        quote: char,
+        escape: char,
+        null: String,
         header: bool,
     },
+}
+
+impl CopyFormat {
+    fn delimiter(&self) -> char {
+        match self {
+            CopyFormat::Text { delimiter, .. } | CopyFormat::Csv { delimiter, .. } => *delimiter,
+        }
+    }
+
+    /// Appends one value, `None` for NULL, to `line`.
+    fn push_value(&self, line: &mut String, value: Option<&str>) {
+        match (self, value) {
+            (CopyFormat::Text { null, .. } | CopyFormat::Csv { null, .. }, None) => {
+                line.push_str(null);
+            }
+            (CopyFormat::Text { delimiter, .. }, Some(value)) => {
+                for c in value.chars() {
+                    match c {
+                        '\\' => line.push_str("\\\\"),
+                        '\n' => line.push_str("\\n"),
+                        '\r' => line.push_str("\\r"),
+                        '\t' => line.push_str("\\t"),
+                        c if c == *delimiter => {
+                            line.push('\\');
+                            line.push(c);
+                        }
+                        c => line.push(c),
+                    }
+                }
+            }
+            (
+                CopyFormat::Csv {
+                    delimiter,
+                    quote,
+                    escape,
+                    null,
+                    ..
+                },
+                Some(value),
+            ) => {
+                let needs_quotes = value == null
+                    || value == "\\."
+                    || value.contains([*delimiter, *quote, '\n', '\r']);
+                if !needs_quotes {
+                    line.push_str(value);
+                    return;
+                }
+                line.push(*quote);
+                for c in value.chars() {
+                    if c == *quote || c == *escape {
+                        line.push(*escape);
+                    }
+                    line.push(c);
+                }
+                line.push(*quote);
+            }
+        }
+    }
+
+    /// Renders one line of `values`, ending in a newline.
+    fn line<'a>(&self, values: impl Iterator<Item = Option<&'a str>>) -> String {
+        let mut line = String::new();
+        for (i, value) in values.enumerate() {
+            if i > 0 {
+                line.push(self.delimiter());
+            }
+            self.push_value(&mut line, value);
+        }
+        line.push('\n');
+        line
+    }
 }
 
 /// Returns whether `statement` is a `COPY ... TO STDOUT`, the only `COPY` that reads.
@@ -126,21 +209,40 @@ impl CopyOut {
             .await
             .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
 
+        // The header goes out with the first row, or alone for an empty result, so
+        // the row count in psql's `COPY n` counts rows only.
         let header = match &self.format {
-            CopyFormat::Csv {
-                options,
-                header: true,
-            } => Some(Ok(csv_header(&fields, options))),
+            CopyFormat::Csv { header: true, .. } => Some(
+                self.format
+                    .line(fields.iter().map(|field| Some(field.name()))),
+            ),
             _ => None,
         };
+        let pending_header = Arc::new(std::sync::Mutex::new(header));
         let format = self.format.clone();
+        let header_for_rows = Arc::clone(&pending_header);
         let rows = batches
-            .map(move |batch| match batch {
-                Ok(batch) => encode_batch(&batch, &fields, &format),
-                Err(e) => vec![Err(PgWireError::ApiError(Box::new(e)))],
+            .map(move |batch| {
+                let mut lines = match batch {
+                    Ok(batch) => encode_batch(&batch, &fields, &format),
+                    Err(e) => vec![Err(PgWireError::ApiError(Box::new(e)))],
+                };
+                if let Some(Ok(first)) = lines.first_mut()
+                    && let Some(header) = header_for_rows.lock().expect("not poisoned").take()
+                {
+                    first.insert_str(0, &header);
+                }
+                lines
             })
             .flat_map(futures::stream::iter);
-        let data = futures::stream::iter(header).chain(rows);
+        let rest =
+            futures::stream::once(
+                async move { pending_header.lock().expect("not poisoned").take() },
+            )
+            .filter_map(|header| async move { header.map(Ok) });
+        let data = rows.chain(rest).map(|line: PgWireResult<String>| {
+            line.map(|line| CopyData::new(line.into_bytes().into()))
+        });
         Ok(Response::CopyOut(CopyResponse::new(
             0,
             schema.fields().len(),
@@ -206,34 +308,77 @@ impl Settings {
     }
 
     fn into_format(self) -> PgWireResult<CopyFormat> {
-        match self.format.as_deref().unwrap_or("text") {
+        let format = match self.format.as_deref().unwrap_or("text") {
             "text" => {
                 if self.header || self.quote.is_some() || self.escape.is_some() {
                     return Err(unsupported("HEADER, QUOTE or ESCAPE with FORMAT text"));
                 }
-                let defaults = CopyTextOptions::default();
-                Ok(CopyFormat::Text(CopyTextOptions {
-                    delimiter: self.delimiter.map_or(defaults.delimiter, Into::into),
-                    null_string: self.null.map_or(defaults.null_string, Into::into),
-                }))
+                CopyFormat::Text {
+                    delimiter: self.delimiter.unwrap_or('\t'),
+                    null: self.null.unwrap_or_else(|| "\\N".to_string()),
+                }
             }
             "csv" => {
-                let defaults = CopyCsvOptions::default();
-                let quote = self.quote.map_or(defaults.quote, Into::into);
-                Ok(CopyFormat::Csv {
-                    options: CopyCsvOptions {
-                        delimiter: self.delimiter.map_or(defaults.delimiter, Into::into),
-                        escape: self.escape.map_or_else(|| quote.clone(), Into::into),
-                        quote,
-                        null_string: self.null.map_or(defaults.null_string, Into::into),
-                        force_quote: Vec::new(),
-                    },
+                let quote = self.quote.unwrap_or('"');
+                CopyFormat::Csv {
+                    delimiter: self.delimiter.unwrap_or(','),
+                    quote,
+                    escape: self.escape.unwrap_or(quote),
+                    null: self.null.unwrap_or_default(),
                     header: self.header,
-                })
+                }
             }
-            other => Err(unsupported(&format!("FORMAT {other}"))),
+            other => return Err(unsupported(&format!("FORMAT {other}"))),
+        };
+        check_characters(&format)?;
+        Ok(format)
+    }
+}
+
+/// Rejects delimiters and quotes that would make the output ambiguous, as PostgreSQL
+/// does.
+fn check_characters(format: &CopyFormat) -> PgWireResult<()> {
+    let delimiter = format.delimiter();
+    if matches!(delimiter, '\n' | '\r') {
+        return Err(invalid_option("the COPY delimiter cannot be a line break"));
+    }
+    match format {
+        CopyFormat::Text { null, .. } => {
+            let escapes_use = delimiter == '\\'
+                || delimiter == '.'
+                || delimiter.is_ascii_lowercase()
+                || delimiter.is_ascii_digit();
+            if escapes_use {
+                return Err(invalid_option(&format!(
+                    "the text COPY delimiter cannot be {delimiter:?}, which escapes use"
+                )));
+            }
+            if null.contains(delimiter) {
+                return Err(invalid_option(
+                    "the COPY NULL marker cannot contain the delimiter",
+                ));
+            }
+        }
+        CopyFormat::Csv { quote, null, .. } => {
+            if *quote == delimiter {
+                return Err(invalid_option("the COPY delimiter and quote must differ"));
+            }
+            if null.contains([delimiter, *quote]) {
+                return Err(invalid_option(
+                    "the COPY NULL marker cannot contain the delimiter or the quote",
+                ));
+            }
         }
     }
+    Ok(())
+}
+
+fn invalid_option(problem: &str) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".to_string(),
+        "22023".to_string(),
+        format!("{problem}; choose another character"),
+    )))
 }
 
 fn unsupported(option: &str) -> PgWireError {
@@ -248,18 +393,16 @@ fn unsupported(option: &str) -> PgWireError {
     )))
 }
 
-/// Encodes each row of `batch` as one copy-data message.
+/// Encodes each row of `batch` as one line: the values in PostgreSQL's text forms,
+/// escaped or quoted by `format`.
 fn encode_batch(
     batch: &RecordBatch,
     fields: &Arc<Vec<FieldInfo>>,
     format: &CopyFormat,
-) -> Vec<PgWireResult<CopyData>> {
-    let mut encoder = match format {
-        CopyFormat::Text(options) => CopyEncoder::new_text(fields.clone(), options.clone()),
-        CopyFormat::Csv { options, .. } => CopyEncoder::new_csv(fields.clone(), options.clone()),
-    };
+) -> Vec<PgWireResult<String>> {
+    let mut encoder = DataRowEncoder::new(fields.clone());
     let schema = batch.schema();
-    let mut rows = Vec::with_capacity(batch.num_rows());
+    let mut lines = Vec::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
         let encoded = (0..batch.num_columns()).try_for_each(|column| {
             encode_value(
@@ -270,37 +413,41 @@ fn encode_batch(
                 &fields[column],
             )
         });
-        match encoded {
-            Ok(()) => rows.push(Ok(encoder.take_copy())),
-            Err(error) => {
-                rows.push(Err(error));
+        if let Err(error) = encoded {
+            lines.push(Err(error));
+            break;
+        }
+        let data_row = encoder.take_row();
+        match row_values(&data_row.data) {
+            Some(values) => lines.push(Ok(format.line(values.into_iter()))),
+            None => {
+                lines.push(Err(PgWireError::ApiError(
+                    "a value of the row is not valid UTF-8 text".into(),
+                )));
                 break;
             }
         }
     }
-    rows
+    lines
 }
 
-/// Builds the CSV header line: the column names, quoted where CSV needs it.
-fn csv_header(fields: &[FieldInfo], options: &CopyCsvOptions) -> CopyData {
-    let quote = options.quote.as_str();
-    let names: Vec<String> = fields
-        .iter()
-        .map(|field| {
-            let name = field.name();
-            let needs_quotes = name.contains(options.delimiter.as_str())
-                || name.contains(quote)
-                || name.contains(['\n', '\r']);
-            if needs_quotes {
-                let doubled = name.replace(quote, &format!("{}{quote}", options.escape));
-                format!("{quote}{doubled}{quote}")
-            } else {
-                name.to_string()
-            }
-        })
-        .collect();
-    let line = format!("{}\n", names.join(options.delimiter.as_str()));
-    CopyData::new(line.into_bytes().into())
+/// Splits an encoded data row into its values: each is a 4-byte length (-1 for NULL)
+/// followed by that many bytes of text. `None` when a value is not UTF-8.
+fn row_values(data: &[u8]) -> Option<Vec<Option<&str>>> {
+    let mut values = Vec::new();
+    let mut rest = data;
+    while let Some((length, tail)) = rest.split_first_chunk::<4>() {
+        let length = i32::from_be_bytes(*length);
+        if length < 0 {
+            values.push(None);
+            rest = tail;
+            continue;
+        }
+        let (value, tail) = tail.split_at_checked(length as usize)?;
+        values.push(Some(std::str::from_utf8(value).ok()?));
+        rest = tail;
+    }
+    Some(values)
 }
 
 #[cfg(test)]
@@ -311,15 +458,25 @@ mod tests {
         CopyOut::parse(&parse_query(sql).unwrap()).expect("a COPY TO STDOUT")
     }
 
+    fn csv(format: &CopyFormat) -> (char, char, char, &str, bool) {
+        let CopyFormat::Csv {
+            delimiter,
+            quote,
+            escape,
+            null,
+            header,
+        } = format
+        else {
+            panic!("{format:?}");
+        };
+        (*delimiter, *quote, *escape, null, *header)
+    }
+
     #[test]
     fn psql_copy_csv_header_parses() {
         let copy = parse("COPY (SELECT 1 AS a) TO STDOUT CSV HEADER").unwrap();
 
-        let CopyFormat::Csv { options, header } = copy.format else {
-            panic!("{:?}", copy.format);
-        };
-        assert!(header);
-        assert_eq!(options.delimiter, ",");
+        assert_eq!(csv(&copy.format), (',', '"', '"', "", true));
     }
 
     #[test]
@@ -330,19 +487,18 @@ mod tests {
         .unwrap();
 
         assert_eq!(copy.query.to_string(), "SELECT a, b FROM t");
-        let CopyFormat::Csv { options, header } = copy.format else {
-            panic!("{:?}", copy.format);
-        };
-        assert!(header);
-        assert_eq!(options.delimiter, ";");
-        assert_eq!(options.null_string, "NA");
+        assert_eq!(csv(&copy.format), (';', '"', '"', "NA", true));
     }
 
     #[test]
     fn text_is_the_default() {
         let copy = parse("COPY t TO STDOUT").unwrap();
 
-        assert_eq!(copy.format, CopyFormat::Text(CopyTextOptions::default()));
+        let expected = CopyFormat::Text {
+            delimiter: '\t',
+            null: "\\N".to_string(),
+        };
+        assert_eq!(copy.format, expected);
     }
 
     #[test]
@@ -362,6 +518,21 @@ mod tests {
     }
 
     #[test]
+    fn ambiguous_characters_rejected() {
+        for sql in [
+            "COPY t TO STDOUT WITH (FORMAT csv, DELIMITER '\"')",
+            "COPY t TO STDOUT WITH (FORMAT csv, QUOTE ',')",
+            "COPY t TO STDOUT WITH (FORMAT text, DELIMITER 'a')",
+            "COPY t TO STDOUT WITH (FORMAT text, DELIMITER '\\')",
+        ] {
+            let Err(PgWireError::UserError(info)) = parse(sql) else {
+                panic!("{sql} was accepted");
+            };
+            assert_eq!(info.code, "22023", "{sql}");
+        }
+    }
+
+    #[test]
     fn other_statements_are_not_copies() {
         for sql in ["SELECT 1", "COPY t TO '/tmp/t.csv'", "COPY t FROM STDIN"] {
             let statement = parse_query(sql).unwrap();
@@ -370,26 +541,50 @@ mod tests {
     }
 
     #[test]
+    fn csv_keeps_null_and_empty_apart() {
+        let format = parse("COPY t TO STDOUT CSV").unwrap().format;
+
+        let line = format.line(
+            [
+                None,
+                Some(""),
+                Some("a,b"),
+                Some("say \"hi\""),
+                Some("x\ny"),
+                Some("plain"),
+            ]
+            .into_iter(),
+        );
+
+        assert_eq!(line, ",\"\",\"a,b\",\"say \"\"hi\"\"\",\"x\ny\",plain\n");
+    }
+
+    #[test]
+    fn csv_escape_differs_from_quote() {
+        let format = parse("COPY t TO STDOUT WITH (FORMAT csv, QUOTE '''', ESCAPE '\\')")
+            .unwrap()
+            .format;
+
+        let line = format.line([Some("it's")].into_iter());
+
+        assert_eq!(line, "'it\\'s'\n");
+    }
+
+    #[test]
+    fn text_escapes_specials() {
+        let format = parse("COPY t TO STDOUT").unwrap().format;
+
+        let line = format.line([None, Some("a\tb\\c\nd"), Some("")].into_iter());
+
+        assert_eq!(line, "\\N\ta\\tb\\\\c\\nd\t\n");
+    }
+
+    #[test]
     fn header_quotes_awkward_names() {
-        let fields = vec![
-            FieldInfo::new(
-                "plain".into(),
-                None,
-                None,
-                datafusion_postgres::pgwire::api::Type::TEXT,
-                datafusion_postgres::pgwire::api::results::FieldFormat::Text,
-            ),
-            FieldInfo::new(
-                "a,\"b\"".into(),
-                None,
-                None,
-                datafusion_postgres::pgwire::api::Type::TEXT,
-                datafusion_postgres::pgwire::api::results::FieldFormat::Text,
-            ),
-        ];
+        let format = parse("COPY t TO STDOUT CSV HEADER").unwrap().format;
 
-        let header = csv_header(&fields, &CopyCsvOptions::default());
+        let line = format.line([Some("plain"), Some("a,\"b\"")].into_iter());
 
-        assert_eq!(&header.data[..], b"plain,\"a,\"\"b\"\"\"\n");
+        assert_eq!(line, "plain,\"a,\"\"b\"\"\"\n");
     }
 }
