@@ -47,6 +47,20 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
             let summary = snapshots::fixtures::build(&args.out)?;
             print_value(global, &summary, || summary.to_string())
         }
+        Command::Archive(ArchiveCommand::Synth(args)) => {
+            let spec = snapshots::synth::SynthSpec {
+                proposals: args.proposals,
+                previews_per_proposal: args.previews_per_proposal,
+                seed: args.seed,
+                min_side_px: args.min_side_px,
+                max_side_px: args.max_side_px,
+                colour_fraction: args.colour_fraction,
+                fits_per_proposal: args.fits_per_proposal,
+                jpeg_quality: args.jpeg_quality,
+            };
+            let summary = snapshots::synth::build(&args.out, &spec)?;
+            print_value(global, &summary, || summary.to_string())
+        }
         Command::Datasets(DatasetsCommand::List) => datasets_list(global).await,
         Command::Datasets(DatasetsCommand::Show { name }) => datasets_show(global, &name).await,
         Command::Datasets(DatasetsCommand::Verify { name }) => datasets_verify(global, &name).await,

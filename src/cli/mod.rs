@@ -448,6 +448,9 @@ pub enum ArchiveCommand {
     Snapshot(SnapshotArgs),
     /// Write the built-in fixture snapshot (synthetic proposals and sky images).
     Fixtures(FixturesArgs),
+    /// Write a synthetic archive of any size for benchmarks: sky previews of 512 to 4,500
+    /// pixels, greyscale and colour, and optionally FITS files.
+    Synth(SynthArgs),
 }
 
 #[derive(Debug, Args)]
@@ -481,6 +484,36 @@ pub struct SnapshotArgs {
 pub struct FixturesArgs {
     /// Output directory (created; must be empty or absent).
     pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// Output directory (created; must be empty or absent).
+    pub out: PathBuf,
+    /// Number of proposals in the catalog.
+    #[arg(long, default_value_t = 100)]
+    pub proposals: usize,
+    /// Preview JPEGs per proposal, one observation each (at most 999).
+    #[arg(long, default_value_t = 10)]
+    pub previews_per_proposal: usize,
+    /// Seed of every random choice; the same seed writes the same archive.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Smallest preview side in pixels.
+    #[arg(long, default_value_t = 512)]
+    pub min_side_px: u32,
+    /// Largest preview side in pixels; sides are drawn log-uniformly in between.
+    #[arg(long, default_value_t = 4500)]
+    pub max_side_px: u32,
+    /// Share of previews in colour (0 to 1); the others are greyscale.
+    #[arg(long, default_value_t = 0.5)]
+    pub colour_fraction: f64,
+    /// FITS files (256 x 256) per proposal.
+    #[arg(long, default_value_t = 0)]
+    pub fits_per_proposal: usize,
+    /// JPEG quality of the previews (1 to 100).
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub jpeg_quality: u8,
 }
 
 #[derive(Debug, Subcommand)]

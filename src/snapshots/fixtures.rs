@@ -150,7 +150,7 @@ fn catalog_bytes() -> Vec<u8> {
     out
 }
 
-fn wrap_words(words: &[&str], width: usize) -> Vec<String> {
+pub(super) fn wrap_words(words: &[&str], width: usize) -> Vec<String> {
     let mut lines = Vec::new();
     let mut line = String::new();
     for word in words {
@@ -237,17 +237,7 @@ const OBSERVATIONS: &[FixtureObservation] = &[
 
 /// Writes the fixture snapshot into `dir`, which must be empty or absent.
 pub fn build(dir: &Path) -> Result<FixtureSummary> {
-    if dir.exists()
-        && std::fs::read_dir(dir)
-            .map_err(|e| PipelineError::io(dir, e))?
-            .next()
-            .is_some()
-    {
-        return Err(PipelineError::Invalid(format!(
-            "fixture directory {} is not empty; choose a new directory or delete it",
-            dir.display()
-        )));
-    }
+    require_empty(dir)?;
     let mut writer = SnapshotWriter::create(dir, "paperclip built-in fixture archive (synthetic)")?;
     writer.set_catalog(&catalog_bytes())?;
 
@@ -263,6 +253,22 @@ pub fn build(dir: &Path) -> Result<FixtureSummary> {
     writer.add_products(products)?;
     writer.finish()?;
     Ok(summary)
+}
+
+/// Fails unless `dir` is absent or empty, so a snapshot never mixes with other files.
+pub(super) fn require_empty(dir: &Path) -> Result<()> {
+    let has_entries = dir.exists()
+        && std::fs::read_dir(dir)
+            .map_err(|e| PipelineError::io(dir, e))?
+            .next()
+            .is_some();
+    if has_entries {
+        return Err(PipelineError::Invalid(format!(
+            "snapshot directory {} is not empty; choose a new directory or delete it",
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Release date of every fixture observation, MJD (2020-01-01).

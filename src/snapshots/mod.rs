@@ -4,3 +4,4 @@
 pub mod embedded;
 pub mod files;
 pub mod fixtures;
+pub mod synth;

@@ -14,4 +14,5 @@ mod sql_files;
 mod sql_server;
 mod summaries;
 mod support;
+mod synth;
 mod train;
