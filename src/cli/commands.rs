@@ -31,9 +31,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
             run(global, &args.run, saved_plan, None).await
         }
         Command::Plan(args) => run(global, &args.run, None, Some(args.out.as_deref())).await,
-        Command::Archive(ArchiveCommand::Serve(args)) => {
-            serve(&args.dir, &args.host, args.port).await
-        }
+        Command::Archive(ArchiveCommand::Serve(args)) => serve(&args).await,
         Command::Archive(ArchiveCommand::Snapshot(args)) => {
             let summary = snapshots::files::build(&snapshots::files::SnapshotSources {
                 out: args.out.clone(),
@@ -89,6 +87,30 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Search(args) => super::eval::search(global, &args).await,
         Command::Judge(args) => super::judge::run(global, &args).await,
     }
+}
+
+/// The latency, bandwidth and random failures `archive serve` was asked to inject.
+fn archive_faults(args: &super::ServeArgs) -> Result<paperclip_archive::server::ServeOptions> {
+    if !(0.0..=1.0).contains(&args.error_rate) {
+        bail!(
+            "--error-rate {} is outside 0 to 1; give the share of requests to fail, such as 0.01",
+            args.error_rate
+        );
+    }
+    let bandwidth_bytes_per_sec = match args.bandwidth_mb_per_sec {
+        Some(rate) if !(rate > 0.0 && rate.is_finite()) => {
+            bail!("--bandwidth-mb-per-sec {rate} is not a positive number of megabytes per second")
+        }
+        Some(rate) => Some((rate * 1e6).round().max(1.0) as u64),
+        None => None,
+    };
+    Ok(paperclip_archive::server::ServeOptions {
+        latency_ms: args.latency_ms,
+        bandwidth_bytes_per_sec,
+        error_rate_ppm: (args.error_rate * 1e6).round() as u32,
+        error_seed: args.error_seed,
+        ..Default::default()
+    })
 }
 
 /// Reads a plan written by `paperclip plan --out`.
@@ -250,7 +272,8 @@ fn format_report(report: &RunReport) -> String {
     text.trim_end().to_string()
 }
 
-async fn serve(dir: &std::path::Path, host: &str, port: u16) -> Result<()> {
+async fn serve(args: &super::ServeArgs) -> Result<()> {
+    let (dir, host) = (&args.dir, &args.host);
     let ip: IpAddr = host
         .parse()
         .with_context(|| format!("--host {host:?} is not an IP address; use e.g. 127.0.0.1"))?;
@@ -258,8 +281,8 @@ async fn serve(dir: &std::path::Path, host: &str, port: u16) -> Result<()> {
         .with_context(|| format!("cannot open snapshot {}", dir.display()))?;
     let mut server = paperclip_archive::server::bind(
         snapshot,
-        SocketAddr::new(ip, port),
-        paperclip_archive::server::ServeOptions::default(),
+        SocketAddr::new(ip, args.port),
+        archive_faults(args)?,
     )
     .await?;
     eprintln!(

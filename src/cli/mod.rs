@@ -463,6 +463,18 @@ pub struct ServeArgs {
     /// TCP port; 0 picks a free one.
     #[arg(long, default_value_t = 8765)]
     pub port: u16,
+    /// Delay before each response, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Most megabytes per second each download is sent at; unlimited when absent.
+    #[arg(long)]
+    pub bandwidth_mb_per_sec: Option<f64>,
+    /// Share of requests (0 to 1) answered with HTTP 503, drawn at random.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Seed of the random failures; the same seed fails the same requests.
+    #[arg(long, default_value_t = 0)]
+    pub error_seed: u64,
 }
 
 #[derive(Debug, Args)]

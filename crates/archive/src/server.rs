@@ -34,7 +34,10 @@
 //! - a connection closed without a complete response when a query result
 //!   exceeds `max_rows_before_reset` rows;
 //! - `latency_ms` of delay;
-//! - downloads cut to `truncate_downloads_to_bytes`, without `Content-Length`.
+//! - downloads cut to `truncate_downloads_to_bytes`, without `Content-Length`;
+//! - downloads sent at most `bandwidth_bytes_per_sec`, each response on its own;
+//! - a share `error_rate_ppm` (per million) of requests, drawn from `error_seed`,
+//!   that get `fail_status` instead of their response.
 //!
 //! NOTE: the real MAST status codes for an unknown service or a malformed
 //! request were not confirmed. This server mirrors astroquery's handling,
@@ -42,7 +45,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -87,6 +90,12 @@ pub struct ServeOptions {
     pub latency_min_rows: usize,
     /// Send only this many bytes of each download, without `Content-Length`.
     pub truncate_downloads_to_bytes: Option<u64>,
+    /// Maximum rate of each download and catalog response, in bytes per second.
+    pub bandwidth_bytes_per_sec: Option<u64>,
+    /// Requests in a million, over all endpoints, that get `fail_status` at random.
+    pub error_rate_ppm: u32,
+    /// Seed of the random failures: the same seed fails the same request numbers.
+    pub error_seed: u64,
 }
 
 impl Default for ServeOptions {
@@ -99,6 +108,9 @@ impl Default for ServeOptions {
             latency_ms: 0,
             latency_min_rows: 0,
             truncate_downloads_to_bytes: None,
+            bandwidth_bytes_per_sec: None,
+            error_rate_ppm: 0,
+            error_seed: 0,
         }
     }
 }
@@ -108,6 +120,7 @@ struct ServerState {
     options: ServeOptions,
     polls_by_request: Mutex<HashMap<String, u32>>,
     failures_sent: AtomicU32,
+    requests_seen: AtomicU64,
 }
 
 type SharedState = Arc<ServerState>;
@@ -206,6 +219,7 @@ pub async fn bind(
         options,
         polls_by_request: Mutex::new(HashMap::new()),
         failures_sent: AtomicU32::new(0),
+        requests_seen: AtomicU64::new(0),
     });
     let router = Router::new()
         .route(&format!("/{INVOKE_PATH}"), post(invoke_handler))
@@ -231,8 +245,38 @@ pub async fn bind(
 }
 
 impl ServerState {
-    /// Returns the injected failure response while `fail_first_n` lasts.
+    /// Returns the injected failure response while `fail_first_n` lasts, and for the
+    /// random share `error_rate_ppm` of requests.
     fn injected_failure(&self) -> Option<Response> {
+        self.first_failures().or_else(|| self.random_failure())
+    }
+
+    fn random_failure(&self) -> Option<Response> {
+        if self.options.error_rate_ppm == 0 {
+            return None;
+        }
+        let request = self.requests_seen.fetch_add(1, Ordering::Relaxed);
+        let draw = mix64(self.options.error_seed ^ mix64(request)) % 1_000_000;
+        if draw >= u64::from(self.options.error_rate_ppm) {
+            return None;
+        }
+        let status = StatusCode::from_u16(self.options.fail_status)
+            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        tracing::warn!(
+            request,
+            status = status.as_u16(),
+            "injecting a random failure"
+        );
+        Some(
+            (
+                status,
+                format!("injected random failure of request {request}"),
+            )
+                .into_response(),
+        )
+    }
+
+    fn first_failures(&self) -> Option<Response> {
         let previous = self
             .failures_sent
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |sent| {
@@ -584,7 +628,8 @@ async fn download_handler(
     let lookup = state.snapshot.data_file(&uri);
     state.delay(0).await;
     let truncate_to = state.options.truncate_downloads_to_bytes;
-    serve_lookup(lookup, &format!("data URI {uri}"), truncate_to).await
+    let pace = state.options.bandwidth_bytes_per_sec;
+    serve_lookup(lookup, &format!("data URI {uri}"), truncate_to, pace).await
 }
 
 async fn catalog_handler(
@@ -596,13 +641,15 @@ async fn catalog_handler(
     }
     let lookup = state.snapshot.catalog_file(&name);
     state.delay(0).await;
-    serve_lookup(lookup, &format!("catalog file {name:?}"), None).await
+    let pace = state.options.bandwidth_bytes_per_sec;
+    serve_lookup(lookup, &format!("catalog file {name:?}"), None, pace).await
 }
 
 async fn serve_lookup(
     lookup: Result<FileLookup, ArchiveError>,
     label: &str,
     truncate_to: Option<u64>,
+    bytes_per_sec: Option<u64>,
 ) -> Response {
     let path = match lookup {
         Ok(FileLookup::Found(path)) => path,
@@ -627,7 +674,7 @@ async fn serve_lookup(
             return (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response();
         }
     };
-    match file_response(&path, truncate_to).await {
+    match file_response(&path, truncate_to, bytes_per_sec).await {
         Ok(response) => response,
         Err(err) => {
             tracing::error!(path = %path.display(), error = %err, "failed to open a snapshot file");
@@ -643,29 +690,40 @@ async fn serve_lookup(
 async fn file_response(
     path: &std::path::Path,
     truncate_to: Option<u64>,
+    bytes_per_sec: Option<u64>,
 ) -> std::io::Result<Response> {
     let file = tokio::fs::File::open(path).await?;
     let size_bytes = file.metadata().await?.len();
     let builder = Response::builder().header(header::CONTENT_TYPE, "application/octet-stream");
     let response = match truncate_to {
-        Some(limit_bytes) => builder.body(Body::from_stream(file_chunks(file, limit_bytes))),
+        Some(limit_bytes) => builder.body(Body::from_stream(file_chunks(
+            file,
+            limit_bytes,
+            bytes_per_sec,
+        ))),
         None => builder
             .header(header::CONTENT_LENGTH, size_bytes)
-            .body(Body::from_stream(file_chunks(file, size_bytes))),
+            .body(Body::from_stream(file_chunks(
+                file,
+                size_bytes,
+                bytes_per_sec,
+            ))),
     };
     Ok(response.expect("static headers are valid"))
 }
 
 const FILE_CHUNK_BYTES: u64 = 64 * 1024;
 
-/// Streams at most `limit_bytes` of `file` in chunks.
+/// Streams at most `limit_bytes` of `file` in chunks, each after the time it takes at
+/// `bytes_per_sec`.
 fn file_chunks(
     file: tokio::fs::File,
     limit_bytes: u64,
+    bytes_per_sec: Option<u64>,
 ) -> impl Stream<Item = std::io::Result<Bytes>> {
     futures::stream::try_unfold(
         (file, limit_bytes),
-        |(mut file, remaining_bytes)| async move {
+        move |(mut file, remaining_bytes)| async move {
             if remaining_bytes == 0 {
                 return Ok(None);
             }
@@ -675,12 +733,24 @@ fn file_chunks(
                 return Ok(None);
             }
             buffer.truncate(read_bytes);
+            if let Some(rate) = bytes_per_sec.filter(|rate| *rate > 0) {
+                let secs = read_bytes as f64 / rate as f64;
+                tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+            }
             Ok(Some((
                 Bytes::from(buffer),
                 (file, remaining_bytes - read_bytes as u64),
             )))
         },
     )
+}
+
+/// SplitMix64's finalizer: spreads the bits of `value` over the whole word.
+fn mix64(value: u64) -> u64 {
+    let mut mixed = value.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    mixed ^ (mixed >> 31)
 }
 
 #[cfg(test)]

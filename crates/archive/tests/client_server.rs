@@ -830,3 +830,68 @@ async fn unreadable_rows_are_rejected_not_fatal() {
         list.rejected[1]
     );
 }
+
+/// Sends `count` plain downloads of `uri` and returns the HTTP status of each.
+async fn download_statuses(base_url: &Url, uri: &str, count: usize) -> Vec<u16> {
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::with_capacity(count);
+    for _ in 0..count {
+        let url = base_url
+            .join(&format!("api/v0.1/Download/file?uri={uri}"))
+            .unwrap();
+        statuses.push(http.get(url).send().await.unwrap().status().as_u16());
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn random_failures_follow_rate_and_seed() {
+    let options = ServeOptions {
+        error_rate_ppm: 300_000,
+        error_seed: 11,
+        ..no_faults()
+    };
+    let uri = "mast:HST/product/a_drc.jpg";
+    let add_file = |writer: &mut paperclip_archive::SnapshotWriter| {
+        writer.add_file(uri, b"preview bytes").unwrap();
+    };
+    let first = Harness::start(options.clone(), add_file, |_| {}).await;
+    let second = Harness::start(options, add_file, |_| {}).await;
+
+    let statuses = download_statuses(&first.server.base_url(), uri, 200).await;
+    let again = download_statuses(&second.server.base_url(), uri, 200).await;
+
+    let failed = statuses.iter().filter(|status| **status == 503).count();
+    assert!((35..=85).contains(&failed), "{failed} of 200 failed");
+    assert!(statuses.iter().all(|status| [200, 503].contains(status)));
+    assert_eq!(statuses, again, "the same seed fails the same requests");
+}
+
+#[tokio::test]
+async fn bandwidth_limit_paces_downloads() {
+    let options = ServeOptions {
+        bandwidth_bytes_per_sec: Some(1_000_000),
+        ..no_faults()
+    };
+    let uri = "mast:HST/product/large_drc.jpg";
+    let harness = Harness::start(
+        options,
+        |writer| {
+            writer.add_file(uri, &vec![7u8; 300_000]).unwrap();
+        },
+        |_| {},
+    )
+    .await;
+    let url = harness
+        .server
+        .base_url()
+        .join(&format!("api/v0.1/Download/file?uri={uri}"))
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    let body = reqwest::get(url).await.unwrap().bytes().await.unwrap();
+
+    assert_eq!(body.len(), 300_000);
+    // 300 kB at 1 MB/s: at least 0.3 s, whatever the machine.
+    assert!(started.elapsed() >= std::time::Duration::from_millis(290));
+}
