@@ -20,7 +20,7 @@ use image::codecs::jpeg::JpegEncoder;
 use image::{DynamicImage, ExtendedColorType};
 use paperclip_archive::{Row, SnapshotWriter};
 use paperclip_images::fits::FitsValue;
-use paperclip_images::synth::{sky_fits, sky_image};
+use paperclip_images::synth::{SplitMix64 as Random, sky_fits, sky_image};
 use serde::Serialize;
 use serde_json::json;
 
@@ -228,7 +228,7 @@ fn preview_plans(spec: &SynthSpec) -> Vec<PreviewPlan> {
                 width_px: clamp(side),
                 height_px: clamp(side / aspect),
                 colour: random.uniform() < spec.colour_fraction,
-                seed: random.next(),
+                seed: random.next_u64(),
             });
         }
     }
@@ -300,12 +300,12 @@ fn compose_jpeg(plan: &PreviewPlan, tiles: &Tiles, quality: u8) -> Vec<u8> {
     } else {
         &tiles.grey
     };
-    let tile = &set[(random.next() % set.len() as u64) as usize];
+    let tile = &set[(random.next_u64() % set.len() as u64) as usize];
     let (shift_x, shift_y) = (
-        random.next() % u64::from(TILE_PX),
-        random.next() % u64::from(TILE_PX),
+        random.next_u64() % u64::from(TILE_PX),
+        random.next_u64() % u64::from(TILE_PX),
     );
-    let mirrored = random.next() % 2 == 1;
+    let mirrored = random.next_u64() % 2 == 1;
     let tile_px = u64::from(TILE_PX);
 
     let (width, height) = (plan.width_px as usize, plan.height_px as usize);
@@ -317,7 +317,7 @@ fn compose_jpeg(plan: &PreviewPlan, tiles: &Tiles, quality: u8) -> Vec<u8> {
             let tile_x = (column + shift_x) % tile_px;
             let base = ((tile_y * tile_px + tile_x) as usize) * channels;
             // Noise of -3 to +4 levels per pixel, from 3 bits of the generator.
-            let noise = (random.next() & 0x7) as i16 - 3;
+            let noise = (random.next_u64() & 0x7) as i16 - 3;
             for channel in 0..channels {
                 let value = i16::from(tile[base + channel]) + noise;
                 pixels.push(value.clamp(0, 255) as u8);
@@ -448,7 +448,7 @@ fn catalog_bytes(spec: &SynthSpec) -> Vec<u8> {
         let id = FIRST_PROPOSAL_ID + proposal as u64;
         let mut phrase = |count: usize| -> Vec<&str> {
             (0..count)
-                .map(|_| WORDS[(random.next() % WORDS.len() as u64) as usize])
+                .map(|_| WORDS[(random.next_u64() % WORDS.len() as u64) as usize])
                 .collect()
         };
         let title = phrase(6).join(" ");
@@ -472,24 +472,6 @@ fn catalog_bytes(spec: &SynthSpec) -> Vec<u8> {
     }
     out.push_str(&format!("{rule}\n"));
     out.into_bytes()
-}
-
-/// SplitMix64, as in the fixture images: small, fast and seeded.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut mixed = self.0;
-        mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        mixed ^ (mixed >> 31)
-    }
-
-    /// Uniform value in `[0, 1)`.
-    fn uniform(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 #[cfg(test)]
