@@ -89,7 +89,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
     }
 }
 
-/// The latency, bandwidth and random failures `archive serve` was asked to inject.
+/// Builds the latency, bandwidth and random failures that `archive serve` injects.
 fn archive_faults(args: &super::ServeArgs) -> Result<paperclip_archive::server::ServeOptions> {
     if !(0.0..=1.0).contains(&args.error_rate) {
         bail!(

@@ -466,10 +466,10 @@ pub struct ServeArgs {
     /// Delay before each response, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
-    /// Most megabytes per second each download is sent at; unlimited when absent.
+    /// Maximum rate of each download, in megabytes per second; unlimited when absent.
     #[arg(long)]
     pub bandwidth_mb_per_sec: Option<f64>,
-    /// Share of requests (0 to 1) answered with HTTP 503, drawn at random.
+    /// Share of requests (0 to 1) that get HTTP 503 instead of their response, drawn at random.
     #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,
     /// Seed of the random failures; the same seed fails the same requests.

@@ -103,7 +103,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServePipelinesArgs) -> Result<()>
     result
 }
 
-/// The per-query and total memory limits, checked against each other.
+/// Returns the per-query and total memory limits, checked against each other.
 fn sql_memory_limits(args: &ServePipelinesArgs) -> Result<MemoryLimits> {
     let (per_query_mib, total_mib) = (args.sql_memory_limit_mib, args.sql_memory_total_mib);
     if total_mib < per_query_mib {

@@ -374,7 +374,7 @@ fn rejection(statement: &Statement) -> Option<PgWireError> {
     ))))
 }
 
-/// The name of a DataFusion setting (`datafusion.*`) that `statement` sets, if any. The
+/// Returns the name of the DataFusion setting (`datafusion.*`) that `statement` sets, if any. The
 /// server's sessions share these settings, so no client may change them.
 fn engine_setting(statement: &Statement) -> Option<String> {
     let Statement::Set(Set::SingleAssignment { variable, .. }) = statement else {
@@ -410,7 +410,7 @@ fn is_read_only(statement: &Statement) -> bool {
         | Statement::Discard { .. }
         | Statement::Deallocate { .. }
         | Statement::ExplainTable { .. } => true,
-        // COPY TO STDOUT only sends rows to the client, as psql's \copy asks.
+        // COPY TO STDOUT only sends rows to the client, which is what psql's \copy sends.
         Statement::Copy { .. } => copy::is_copy_to_stdout(statement),
         // EXPLAIN ANALYZE runs its statement, so the statement itself must be read-only.
         Statement::Explain { statement, .. } => is_read_only(statement),

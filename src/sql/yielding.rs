@@ -1,8 +1,8 @@
 //! A physical optimizer rule that makes joins give their thread back.
 //!
-//! A join can compute for a long time between two batches it returns: a nested-loop join
-//! compares every probe batch with the whole build side, and a cross join or a join on a
-//! key with few values makes millions of batches from one input batch. DataFusion makes
+//! A join can compute for a long time between two batches it returns. A nested-loop join
+//! compares every probe batch with the whole build side. A cross join, or a join on a
+//! key with few values, makes millions of batches from one input batch. DataFusion makes
 //! leaves and exchanges spend tokio's cooperative budget, which lets a task run 128
 //! batches before it yields. A task computing an aggregate over such a join can then run
 //! for minutes without yielding, and a query stopped by a timeout or a cancel request

@@ -215,7 +215,7 @@ fn psql_metadata_commands_and_export() {
     assert!(ok, "{err}");
     assert!(columns.contains("run_id|text"), "{columns}");
 
-    // The names \dt shows need the dataset in front, and the error says so.
+    // The names \dt lists need the dataset in front, and the error hint states it.
     let (ok, _, err) = run_psql(port, "SELECT count(*) FROM latest.samples");
     assert!(!ok);
     assert!(
@@ -309,8 +309,8 @@ fn serve_exit(data_dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
 fn start_up_errors_are_named() {
     let dir = tempfile::tempdir().unwrap();
 
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = taken.local_addr().unwrap().to_string();
+    let occupier = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = occupier.local_addr().unwrap().to_string();
     let (code, _, stderr) = serve_exit(dir.path(), &["--sql-listen", &address]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
@@ -391,12 +391,12 @@ fn tls_is_used_when_configured() {
     // So is the key of another certificate, which would otherwise leave the server
     // without TLS.
     let other_key = dir.path().join("other-key.pem");
-    let made = Command::new("openssl")
+    let generated = Command::new("openssl")
         .args(["genpkey", "-algorithm", "RSA", "-out"])
         .arg(&other_key)
         .output()
         .unwrap();
-    assert!(made.status.success());
+    assert!(generated.status.success());
     let mismatched = Command::new(env!("CARGO_BIN_EXE_paperclip"))
         .arg("--data-dir")
         .arg(&data)
@@ -441,7 +441,7 @@ fn tls_is_used_when_configured() {
     assert!(info.1.contains("SSL connection"), "{}", info.1);
 }
 
-/// The project's Python with psycopg, or `None` (with a note) when it is not set up.
+/// Returns the project's Python with psycopg, or `None` (with a note) when it is not set up.
 fn python_with_psycopg() -> Option<std::path::PathBuf> {
     let python = crate::support::repo_root().join(".venv/bin/python");
     let has_psycopg = Command::new(&python)

@@ -6,7 +6,7 @@ use crate::support::{paperclip, run_pipeline, serve_snapshot};
 async fn synthetic_archive_runs_through_pipeline() {
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive");
-    let made = paperclip(
+    let synth = paperclip(
         &dir.path().join("unused"),
         &[
             "archive",
@@ -25,11 +25,11 @@ async fn synthetic_archive_runs_through_pipeline() {
         ],
     );
     assert!(
-        made.status.success(),
+        synth.status.success(),
         "{}",
-        String::from_utf8_lossy(&made.stderr)
+        String::from_utf8_lossy(&synth.stderr)
     );
-    let stdout = String::from_utf8_lossy(&made.stdout);
+    let stdout = String::from_utf8_lossy(&synth.stdout);
     assert!(stdout.contains("4 proposals, 12 previews"), "{stdout}");
 
     // A second archive never mixes into the first one's directory.

@@ -4,9 +4,9 @@
 //! on the server. Every other form of `COPY` is rejected by the read-only hook.
 //!
 //! Values are rendered as in query results (PostgreSQL's text forms), then escaped or
-//! quoted here by PostgreSQL's rules: in text format backslash escapes and `\N` for
-//! NULL; in CSV a NULL is the bare NULL marker and any value that could be mistaken for
-//! it, or contains the delimiter, the quote or a line break, is quoted. So an empty string
+//! quoted here by PostgreSQL's rules. In text format, specials get backslash escapes and
+//! NULL is `\N`. In CSV, a NULL is the bare NULL marker, and any value that could be
+//! mistaken for it, or contains the delimiter, the quote or a line break, is quoted. So an empty string
 //! (`""`) and a NULL stay apart when the file is read back.
 
 use std::sync::Arc;
