@@ -43,12 +43,31 @@ struct FrameComponent {
     vertical: u8,
 }
 
-/// Canonical Huffman table as `MAXCODE`/`VALPTR` lookups (ITU-T T.81, annex F).
+/// Canonical Huffman table as `MAXCODE`/`VALPTR` lookups (ITU-T T.81, annex F), plus a
+/// lookahead table that resolves codes of up to [`LOOKAHEAD_BITS`] bits in one step.
 #[derive(Debug, Clone)]
 struct HuffmanTable {
     max_code: [i32; 17],
     value_offset: [i32; 17],
     values: Vec<u8>,
+    /// Indexed by the next `LOOKAHEAD_BITS` bits: `(code length, value)`, or length 0
+    /// where the slow path must decide (longer code, invalid code or value out of range).
+    lookahead: Vec<(u8, u8)>,
+}
+
+/// Bits resolved by one lookup in [`HuffmanTable::lookahead`].
+const LOOKAHEAD_BITS: u32 = 9;
+
+impl HuffmanTable {
+    /// Matches the first `length` bits of `code` the way annex F's DECODE procedure does;
+    /// `Some(Err(()))` for a code whose value index is out of range.
+    fn lookup(&self, length: usize, code: i32) -> Option<Result<u8, ()>> {
+        if code > self.max_code[length] {
+            return None;
+        }
+        let index = (self.value_offset[length] + code) as usize;
+        Some(self.values.get(index).copied().ok_or(()))
+    }
 }
 
 /// Everything the scan check needs, gathered while walking the markers.
@@ -281,11 +300,30 @@ fn build_table(counts: &[u8; 16], values: Vec<u8>) -> HuffmanTable {
         }
         code <<= 1;
     }
-    HuffmanTable {
+    let mut table = HuffmanTable {
         max_code,
         value_offset,
         values,
+        lookahead: Vec::new(),
+    };
+    table.lookahead = (0..1u32 << LOOKAHEAD_BITS)
+        .map(|bits| lookahead_entry(&table, bits))
+        .collect();
+    table
+}
+
+/// Runs the bit-by-bit decode on the top bits of `bits`, so the lookahead table agrees
+/// with the slow path on every input, malformed tables included.
+fn lookahead_entry(table: &HuffmanTable, bits: u32) -> (u8, u8) {
+    for length in 1..=LOOKAHEAD_BITS {
+        let code = (bits >> (LOOKAHEAD_BITS - length)) as i32;
+        match table.lookup(length as usize, code) {
+            None => continue,
+            Some(Ok(value)) => return (length as u8, value),
+            Some(Err(())) => return (0, 0),
+        }
     }
+    (0, 0)
 }
 
 /// Skips entropy-coded data after SOS; returns the offset of the next marker's 0xFF.
@@ -309,54 +347,146 @@ fn skip_entropy_data(bytes: &[u8], start: usize) -> Result<usize, ImageError> {
 }
 
 /// Reads entropy-coded bits, removing stuffed zero bytes and stopping at markers.
+///
+/// Bits are kept left-aligned in a 64-bit buffer that is refilled a byte at a time; a
+/// marker or the end of the data stops the refill until [`ScanBits::restart`] passes an
+/// RSTn marker.
 struct ScanBits<'a> {
     data: &'a [u8],
+    /// Next byte to load into the buffer.
     position: usize,
-    current: u8,
-    bits_left: u8,
+    buffer: u64,
+    /// Valid bits at the top of `buffer`.
+    count: u32,
+    /// A marker (or the end of the data) sits at `position`.
+    at_marker: bool,
 }
 
-impl ScanBits<'_> {
-    /// Returns the next bit, or `None` at a marker or the end of the scan data.
-    fn bit(&mut self) -> Option<u8> {
-        if self.bits_left == 0 {
-            let byte = *self.data.get(self.position)?;
+impl<'a> ScanBits<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Self {
+            data,
+            position: 0,
+            buffer: 0,
+            count: 0,
+            at_marker: false,
+        }
+    }
+
+    fn refill(&mut self) {
+        if self.refill_word() {
+            return;
+        }
+        while self.count <= 56 && !self.at_marker {
+            let Some(&byte) = self.data.get(self.position) else {
+                self.at_marker = true;
+                return;
+            };
             if byte == 0xff {
                 if self.data.get(self.position + 1) != Some(&0x00) {
-                    return None;
+                    self.at_marker = true;
+                    return;
                 }
                 self.position += 1;
             }
             self.position += 1;
-            self.current = byte;
-            self.bits_left = 8;
+            self.buffer |= u64::from(byte) << (56 - self.count);
+            self.count += 8;
         }
-        self.bits_left -= 1;
-        Some((self.current >> self.bits_left) & 1)
     }
 
-    fn skip(&mut self, count: u8) -> Option<()> {
-        for _ in 0..count {
-            self.bit()?;
+    /// Fast path of [`ScanBits::refill`]: loads whole bytes from the next eight at once
+    /// when none of them is 0xFF. Returns false when the byte loop must run instead.
+    fn refill_word(&mut self) -> bool {
+        if self.at_marker || self.count > 56 {
+            return false;
         }
+        let Some(chunk) = self.data.get(self.position..self.position + 8) else {
+            return false;
+        };
+        let word = u64::from_be_bytes(chunk.try_into().expect("eight bytes"));
+        let inverted = !word;
+        let has_ff_byte =
+            inverted.wrapping_sub(0x0101_0101_0101_0101) & !inverted & 0x8080_8080_8080_8080 != 0;
+        if has_ff_byte {
+            return false;
+        }
+
+        let bytes = (64 - self.count) / 8;
+        let kept = if bytes == 8 {
+            word
+        } else {
+            word & !(u64::MAX >> (8 * bytes))
+        };
+        self.buffer |= kept >> self.count;
+        self.count += 8 * bytes;
+        self.position += bytes as usize;
+        true
+    }
+
+    fn consume(&mut self, count: u32) {
+        self.buffer <<= count;
+        self.count -= count;
+    }
+
+    /// Skips `count` bits (at most 16); `None` when a marker or the end comes first.
+    fn skip(&mut self, count: u8) -> Option<()> {
+        let count = u32::from(count);
+        if self.count < count {
+            self.refill();
+            if self.count < count {
+                return None;
+            }
+        }
+        self.consume(count);
         Some(())
     }
 
     fn decode(&mut self, table: &HuffmanTable) -> Result<Option<u8>, String> {
-        let mut code = 0i32;
-        for length in 1..=16 {
-            let Some(bit) = self.bit() else {
+        if self.count < 16 {
+            self.refill();
+        }
+        let (length, value) = table.lookahead[(self.buffer >> (64 - LOOKAHEAD_BITS)) as usize];
+        if length != 0 && u32::from(length) <= self.count {
+            self.consume(u32::from(length));
+            return Ok(Some(value));
+        }
+        self.decode_slowly(table)
+    }
+
+    /// Decodes an AC symbol and skips the extra bits its size announces, in one step when
+    /// code and extra bits fit the lookahead.
+    fn decode_ac(&mut self, table: &HuffmanTable) -> Result<Option<u8>, String> {
+        if self.count < 32 {
+            self.refill();
+        }
+        let (length, symbol) = table.lookahead[(self.buffer >> (64 - LOOKAHEAD_BITS)) as usize];
+        let total = u32::from(length) + u32::from(symbol & 0x0f);
+        if length != 0 && total <= self.count {
+            self.consume(total);
+            return Ok(Some(symbol));
+        }
+
+        let Some(symbol) = self.decode(table)? else {
+            return Ok(None);
+        };
+        Ok(self.skip(symbol & 0x0f).map(|()| symbol))
+    }
+
+    /// Annex F's DECODE, one code length at a time, for codes the lookahead cannot settle.
+    fn decode_slowly(&mut self, table: &HuffmanTable) -> Result<Option<u8>, String> {
+        for length in 1..=16u32 {
+            if length > self.count {
                 return Ok(None);
-            };
-            code = (code << 1) | i32::from(bit);
-            if code <= table.max_code[length] {
-                let index = (table.value_offset[length] + code) as usize;
-                return table
-                    .values
-                    .get(index)
-                    .copied()
-                    .map(Some)
-                    .ok_or_else(|| "Huffman value out of range".to_string());
+            }
+            let code = (self.buffer >> (64 - length)) as i32;
+            match table.lookup(length as usize, code) {
+                None => continue,
+                Some(Ok(value)) => {
+                    self.consume(length);
+                    return Ok(Some(value));
+                }
+                Some(Err(())) => return Err("Huffman value out of range".to_string()),
             }
         }
         Err(format!(
@@ -365,9 +495,12 @@ impl ScanBits<'_> {
         ))
     }
 
-    /// Skips to the byte boundary and over an RSTn marker, if one follows.
+    /// Drops the bits up to the byte boundary and passes an RSTn marker, if one follows.
     fn restart(&mut self) {
-        self.bits_left = 0;
+        self.consume(self.count % 8);
+        if self.count > 0 {
+            return;
+        }
         let is_restart = self.data.get(self.position) == Some(&0xff)
             && self
                 .data
@@ -375,6 +508,7 @@ impl ScanBits<'_> {
                 .is_some_and(|marker| (0xd0..=0xd7).contains(marker));
         if is_restart {
             self.position += 2;
+            self.at_marker = false;
         }
     }
 }
@@ -395,12 +529,7 @@ fn check_sequential_scan(walk: &Walk, header: &[u8], data: &[u8]) -> Result<(), 
         return Ok(());
     };
 
-    let mut bits = ScanBits {
-        data,
-        position: 0,
-        current: 0,
-        bits_left: 0,
-    };
+    let mut bits = ScanBits::new(data);
     for mcu in 0..total_mcus {
         let restart_due = walk.restart_interval > 0 && mcu > 0 && mcu % walk.restart_interval == 0;
         if restart_due {
@@ -496,7 +625,8 @@ fn decode_block(bits: &mut ScanBits, component: &ScanComponent) -> Result<bool, 
 
     let mut index = 1;
     while index < 64 {
-        let Some(symbol) = bits.decode(component.ac)? else {
+        // The symbol's extra bits are skipped with it: the check needs only run and size.
+        let Some(symbol) = bits.decode_ac(component.ac)? else {
             return Ok(false);
         };
         let (run, size) = (symbol >> 4, symbol & 0x0f);
@@ -507,11 +637,62 @@ fn decode_block(bits: &mut ScanBits, component: &ScanComponent) -> Result<bool, 
             index += 16;
             continue;
         }
-        index += usize::from(run);
-        if bits.skip(size).is_none() {
-            return Ok(false);
-        }
-        index += 1;
+        index += usize::from(run) + 1;
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A reader that never uses the lookahead table: the reference for the fast path.
+    fn decode_reference(bits: &mut ScanBits, table: &HuffmanTable) -> Result<Option<u8>, String> {
+        bits.refill();
+        bits.decode_slowly(table)
+    }
+
+    proptest! {
+        #[test]
+        fn lookahead_agrees_with_bit_by_bit_decoding(
+            counts in proptest::array::uniform16(0u8..6),
+            values in proptest::collection::vec(any::<u8>(), 0..80),
+            data in proptest::collection::vec(prop_oneof![any::<u8>(), Just(0xff), Just(0x00)], 0..64),
+            skips in proptest::collection::vec(0u8..17, 1..8),
+        ) {
+            let table = build_table(&counts, values);
+            let mut fast = ScanBits::new(&data);
+            let mut reference = ScanBits::new(&data);
+            for step in 0..200 {
+                let expected = decode_reference(&mut reference, &table).map_err(|_| ());
+                let actual = fast.decode(&table).map_err(|_| ());
+                prop_assert_eq!(actual, expected, "step {}", step);
+                if !matches!(expected, Ok(Some(_))) {
+                    break;
+                }
+                let skip = skips[step % skips.len()];
+                prop_assert_eq!(fast.skip(skip), reference.skip(skip));
+
+                let expected = decode_reference(&mut reference, &table)
+                    .map(|symbol| symbol.and_then(|s| reference.skip(s & 0x0f).map(|()| s)))
+                    .map_err(|_| ());
+                prop_assert_eq!(fast.decode_ac(&table).map_err(|_| ()), expected, "AC step {}", step);
+                if !matches!(expected, Ok(Some(_))) {
+                    break;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stuffed_bytes_are_data_and_markers_stop_the_reader() {
+        let data = [0b1010_1010, 0xff, 0x00, 0x0f, 0xff, 0xd9];
+        let mut bits = ScanBits::new(&data);
+        bits.skip(8).unwrap();
+        bits.skip(8).unwrap();
+        assert_eq!(bits.buffer >> 56, 0x0f);
+        bits.skip(8).unwrap();
+        assert!(bits.skip(1).is_none(), "the EOI marker ends the scan data");
+    }
 }
