@@ -137,6 +137,21 @@ pub struct ImagesSection {
     /// Sources with more pixels than this are skipped before decoding, so a hostile header
     /// cannot exhaust memory.
     pub max_source_pixels: u64,
+    /// Images decoded, resized and encoded at once, each on its own thread; unset uses
+    /// one per CPU core. Downloads run beside them, up to `archive.download_concurrency`.
+    pub threads: Option<usize>,
+}
+
+/// Largest accepted `images.threads`.
+pub const MAX_IMAGE_THREADS: usize = 1024;
+
+impl ImagesSection {
+    /// Preparations that run at once: `threads`, or the CPU cores available.
+    pub fn worker_threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
 }
 
 impl Default for ImagesSection {
@@ -148,6 +163,7 @@ impl Default for ImagesSection {
             min_source_px: 16,
             max_aspect_ratio: None,
             max_source_pixels: 200_000_000,
+            threads: None,
         }
     }
 }
@@ -569,6 +585,13 @@ impl PipelineConfig {
         {
             return Err(invalid(format!(
                 "images.max_aspect_ratio = {ratio} must be at least 1 (e.g. 3 rejects 150x900 images)"
+            )));
+        }
+        if let Some(threads) = self.images.threads
+            && !(1..=MAX_IMAGE_THREADS).contains(&threads)
+        {
+            return Err(invalid(format!(
+                "images.threads = {threads} must be in 1..={MAX_IMAGE_THREADS}; remove it to use one thread per CPU core"
             )));
         }
         self.images

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, RecordBatch};
 use futures::StreamExt;
+use tokio::sync::Semaphore;
 
 use paperclip_archive::{ArchiveError, MastClient};
 use paperclip_images::{PrepareOptions, prepare};
@@ -26,7 +27,7 @@ use crate::sql;
 use crate::store::blobs::{BlobStore, UriRecord, write_atomic};
 
 /// Version of the preparation rules; bump it when `prepare` output changes for equal input.
-const PREPARE_CACHE_VERSION: &str = "1";
+const PREPARE_CACHE_VERSION: &str = "2";
 
 /// A product to fetch and prepare.
 #[derive(Debug, Clone)]
@@ -94,6 +95,9 @@ pub struct Materializer {
     pub store: BlobStore,
     pub prepared_dir: PathBuf,
     pub options: PrepareOptions,
+    /// One permit per image being prepared; bounds CPU use and decoded pixels in memory
+    /// however many downloads are in flight.
+    pub workers: Arc<Semaphore>,
 }
 
 impl Materializer {
@@ -136,9 +140,6 @@ impl Materializer {
             }
             other => other?,
         };
-        let cache_path = self.cache_path(&blob.sha256);
-        let json = serde_json::to_vec_pretty(&record).expect("PreparedRecord serializes");
-        write_atomic(&cache_path, &json)?;
         Ok(Ok(Materialized {
             row: request.row,
             downloaded,
@@ -203,36 +204,29 @@ impl Materializer {
         Ok(Ok((record, true)))
     }
 
+    /// Reads, prepares and stores one blob on a blocking thread once a worker permit is
+    /// free, then caches the result.
     async fn prepare_blob(&self, blob: &UriRecord) -> Result<PreparedRecord> {
-        let bytes = self.store.read_verified(&blob.sha256)?;
-        let options = self.options.clone();
-        let outcome = tokio::task::spawn_blocking(move || prepare(&bytes, &options))
+        let _permit = self
+            .workers
+            .acquire()
             .await
-            .map_err(|e| PipelineError::Invalid(format!("image task failed: {e}")))?;
+            .map_err(|e| PipelineError::Invalid(format!("image workers closed: {e}")))?;
+        let store = self.store.clone();
+        let options = self.options.clone();
+        let cache_path = self.cache_path(&blob.sha256);
+        let blob = blob.clone();
+        let span = tracing::Span::current();
 
-        let outcome = match outcome {
-            Ok(image) => {
-                let image_sha256 = self.store.put_bytes(&image.jpeg)?;
-                PreparedOutcome::Ready {
-                    image_sha256,
-                    image_size_bytes: image.jpeg.len() as u64,
-                    source_format: image.source_format.as_str().to_string(),
-                    source_width_px: image.source_width_px,
-                    source_height_px: image.source_height_px,
-                    masked_pixels: image.masked_pixels,
-                    stretch: image.stretch.map(|s| s.as_str().to_string()),
-                }
-            }
-            Err(error) => PreparedOutcome::Rejected {
-                reason: error.reason_code().to_string(),
-                detail: error.to_string(),
-            },
-        };
-        Ok(PreparedRecord {
-            blob_sha256: blob.sha256.clone(),
-            blob_size_bytes: blob.size_bytes,
-            outcome,
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let record = prepare_and_store(&store, &blob, &options)?;
+            let json = serde_json::to_vec_pretty(&record).expect("PreparedRecord serializes");
+            write_atomic(&cache_path, &json)?;
+            Ok(record)
         })
+        .await
+        .map_err(|e| PipelineError::Invalid(format!("image task failed: {e}")))?
     }
 
     /// Looks up what a request would need without any network access or decoding: a
@@ -463,6 +457,37 @@ impl<'a> SelectedColumns<'a> {
             outcome,
         )
     }
+}
+
+/// Decodes, resizes and encodes a stored blob and stores the resulting JPEG. Failures
+/// that depend only on the bytes become a `Rejected` record.
+fn prepare_and_store(
+    store: &BlobStore,
+    blob: &UriRecord,
+    options: &PrepareOptions,
+) -> Result<PreparedRecord> {
+    let bytes = store.read_verified(&blob.sha256)?;
+
+    let outcome = match prepare(&bytes, options) {
+        Ok(image) => PreparedOutcome::Ready {
+            image_sha256: store.put_bytes(&image.jpeg)?,
+            image_size_bytes: image.jpeg.len() as u64,
+            source_format: image.source_format.as_str().to_string(),
+            source_width_px: image.source_width_px,
+            source_height_px: image.source_height_px,
+            masked_pixels: image.masked_pixels,
+            stretch: image.stretch.map(|s| s.as_str().to_string()),
+        },
+        Err(error) => PreparedOutcome::Rejected {
+            reason: error.reason_code().to_string(),
+            detail: error.to_string(),
+        },
+    };
+    Ok(PreparedRecord {
+        blob_sha256: blob.sha256.clone(),
+        blob_size_bytes: blob.size_bytes,
+        outcome,
+    })
 }
 
 /// Returns true when a download failure may pass on a later run.

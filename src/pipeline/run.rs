@@ -17,6 +17,7 @@ use datafusion::arrow::array::RecordBatch;
 use paperclip_archive::{ClientConfig, MastClient};
 use paperclip_catalog::Proposal;
 use paperclip_images::PrepareOptions;
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 use url::Url;
 
@@ -230,6 +231,7 @@ async fn run_stages(
         store: store.clone(),
         prepared_dir: options.data_dir.join("prepared"),
         options: prepare_options(config)?,
+        workers: Arc::new(Semaphore::new(config.images.worker_threads())),
     };
     let facts = materialize_all(
         config,

@@ -8,6 +8,7 @@
 //! a product whose `parent_obsid` is 0; a proposal without observations; a catalog record
 //! without a cycle; a cycle outside the default range; a Latin-1 byte in a PI name.
 
+use paperclip_images::Samples;
 use std::path::Path;
 
 use paperclip_archive::{Row, SnapshotWriter};
@@ -466,12 +467,8 @@ fn fits_cards(proposal_id: &str, obs_id: &str) -> Vec<(&'static str, FitsValue)>
 }
 
 fn blank_jpeg() -> Vec<u8> {
-    let image = image::GrayImage::from_pixel(400, 300, image::Luma([37]));
-    let mut bytes = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90)
-        .encode_image(&image)
-        .expect("encoding to memory cannot fail");
-    bytes
+    paperclip_images::encode_jpeg(&[37; 400 * 300], 400, 300, Samples::Grey, 90)
+        .expect("a 400x300 grey image encodes")
 }
 
 fn product_row(

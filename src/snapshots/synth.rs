@@ -16,11 +16,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
-use image::codecs::jpeg::JpegEncoder;
-use image::{DynamicImage, ExtendedColorType};
+use image::DynamicImage;
 use paperclip_archive::{Row, SnapshotWriter};
 use paperclip_images::fits::FitsValue;
 use paperclip_images::synth::{SplitMix64 as Random, sky_fits, sky_image};
+use paperclip_images::{Samples, encode_jpeg};
 use serde::Serialize;
 use serde_json::json;
 
@@ -325,21 +325,21 @@ fn compose_jpeg(plan: &PreviewPlan, tiles: &Tiles, quality: u8) -> Vec<u8> {
         }
     }
 
-    let color = if plan.colour {
-        ExtendedColorType::Rgb8
+    let layout = if plan.colour {
+        Samples::Rgb
     } else {
-        ExtendedColorType::L8
+        Samples::Grey
     };
-    let mut jpeg = Vec::new();
-    // Encoding into memory fails only for zero-sized images, and `SynthSpec::check`
-    // keeps every side at 16 pixels or more.
-    let _ = JpegEncoder::new_with_quality(&mut jpeg, quality.clamp(1, 100)).encode(
+    // Encoding fails only for sides beyond 65535 pixels, and `SynthSpec::check` keeps
+    // every side within `--max-side-px`.
+    encode_jpeg(
         &pixels,
         plan.width_px,
         plan.height_px,
-        color,
-    );
-    jpeg
+        layout,
+        quality.clamp(1, 100),
+    )
+    .unwrap_or_default()
 }
 
 fn add_product(

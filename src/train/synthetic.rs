@@ -115,10 +115,14 @@ fn draw_sample(
         + PLACES.iter().position(|p| p.0 == place).unwrap_or(0);
 
     let image = render(rng, shape, rgb, (cx, cy), size_px);
-    let mut jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95)
-        .encode_image(&image)
-        .map_err(|e| PipelineError::Invalid(format!("cannot encode a synthetic image: {e}")))?;
+    let jpeg = paperclip_images::encode_jpeg(
+        image.as_raw(),
+        image.width(),
+        image.height(),
+        paperclip_images::Samples::Rgb,
+        95,
+    )
+    .map_err(|e| PipelineError::Invalid(format!("cannot encode a synthetic image: {e}")))?;
 
     let key = format!("shapes_{split}_{index:06}");
     let metadata = serde_json::json!({

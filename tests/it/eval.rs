@@ -31,7 +31,7 @@ fn metric(model: &serde_json::Value, direction: &str, fraction: f64) -> f64 {
 async fn eval_scores_trained_checkpoint_above_its_random_start() {
     let dir = tempfile::tempdir().unwrap();
     shapes(dir.path(), 1024).await;
-    let config = write_config(dir.path(), "shapes", 250, "");
+    let config = write_config(dir.path(), "shapes", 400, "");
     let outcome = paperclip::train::train(&options(dir.path(), &config), &mut Quiet)
         .await
         .expect("training runs");

@@ -10,9 +10,11 @@
 //! CPU, so output bytes are reproducible on one machine but have not been checked to
 //! match across CPUs with different instruction sets.
 
-use fast_image_resize::images::Image;
+use std::borrow::Cow;
+
+use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
-use image::{GrayImage, RgbImage};
+use image::RgbImage;
 
 use crate::ImageError;
 use crate::decode::Raster;
@@ -31,60 +33,38 @@ pub fn scaled_size(width_px: u32, height_px: u32, size_px: u32) -> (u32, u32) {
 pub fn fit_on_white_square(raster: &Raster, size_px: u32) -> Result<RgbImage, ImageError> {
     let (width_px, height_px) = scaled_size(raster.width_px(), raster.height_px(), size_px);
 
-    let scaled = match raster {
-        Raster::Grey(grey) => {
-            let resized = resize_channels(
-                grey.as_raw(),
-                grey.width(),
-                grey.height(),
-                width_px,
-                height_px,
-                PixelType::U8,
-            )?;
-            let grey =
-                GrayImage::from_raw(width_px, height_px, resized).ok_or_else(buffer_error)?;
-            image::DynamicImage::ImageLuma8(grey).to_rgb8()
-        }
-        Raster::Rgb(rgb) => {
-            let resized = resize_channels(
-                rgb.as_raw(),
-                rgb.width(),
-                rgb.height(),
-                width_px,
-                height_px,
-                PixelType::U8x3,
-            )?;
-            RgbImage::from_raw(width_px, height_px, resized).ok_or_else(buffer_error)?
-        }
+    let (samples, pixel_type, channels) = match raster {
+        Raster::Grey(grey) => (grey.as_raw(), PixelType::U8, 1),
+        Raster::Rgb(rgb) => (rgb.as_raw(), PixelType::U8x3, 3),
     };
-
-    Ok(pad_on_white(&scaled, size_px))
+    let scaled = resize_channels(
+        samples,
+        (raster.width_px(), raster.height_px()),
+        (width_px, height_px),
+        pixel_type,
+    )?;
+    Ok(pad_samples_on_white(
+        &scaled, width_px, height_px, channels, size_px,
+    ))
 }
 
-fn buffer_error() -> ImageError {
-    ImageError::Resize {
-        detail: "resized buffer has the wrong length".to_string(),
-    }
-}
-
-fn resize_channels(
-    samples: &[u8],
-    width_px: u32,
-    height_px: u32,
-    target_width_px: u32,
-    target_height_px: u32,
+/// Resizes interleaved 8-bit samples with Lanczos3; a source already at the target size
+/// is returned unchanged.
+fn resize_channels<'a>(
+    samples: &'a [u8],
+    (width_px, height_px): (u32, u32),
+    (target_width_px, target_height_px): (u32, u32),
     pixel_type: PixelType,
-) -> Result<Vec<u8>, ImageError> {
+) -> Result<Cow<'a, [u8]>, ImageError> {
     if (width_px, height_px) == (target_width_px, target_height_px) {
-        return Ok(samples.to_vec());
+        return Ok(Cow::Borrowed(samples));
     }
 
-    let source =
-        Image::from_vec_u8(width_px, height_px, samples.to_vec(), pixel_type).map_err(|error| {
-            ImageError::Resize {
-                detail: format!("source buffer for {width_px}x{height_px}: {error}"),
-            }
-        })?;
+    let source = ImageRef::new(width_px, height_px, samples, pixel_type).map_err(|error| {
+        ImageError::Resize {
+            detail: format!("source buffer for {width_px}x{height_px}: {error}"),
+        }
+    })?;
     let mut target = Image::new(target_width_px, target_height_px, pixel_type);
     let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
 
@@ -95,15 +75,43 @@ fn resize_channels(
                 "{width_px}x{height_px} to {target_width_px}x{target_height_px}: {error}"
             ),
         })?;
-    Ok(target.into_vec())
+    Ok(Cow::Owned(target.into_vec()))
 }
 
 /// Centres `image` on a white square of `size_px`.
 pub fn pad_on_white(image: &RgbImage, size_px: u32) -> RgbImage {
+    pad_samples_on_white(image.as_raw(), image.width(), image.height(), 3, size_px)
+}
+
+/// Centres interleaved grey (1 channel) or RGB (3 channels) samples on a white RGB
+/// square of `size_px`, expanding grey to R = G = B. Parts beyond the square are cut.
+fn pad_samples_on_white(
+    samples: &[u8],
+    width_px: u32,
+    height_px: u32,
+    channels: usize,
+    size_px: u32,
+) -> RgbImage {
     let mut canvas = RgbImage::from_pixel(size_px, size_px, image::Rgb([255, 255, 255]));
-    let left = (size_px.saturating_sub(image.width())) / 2;
-    let top = (size_px.saturating_sub(image.height())) / 2;
-    image::imageops::replace(&mut canvas, image, i64::from(left), i64::from(top));
+    let left = (size_px.saturating_sub(width_px) / 2) as usize;
+    let top = (size_px.saturating_sub(height_px) / 2) as usize;
+    let (size, width) = (size_px as usize, width_px as usize);
+    let copied_width = width.min(size - left);
+    let copied_rows = (height_px as usize).min(size - top);
+
+    let rows = samples.chunks_exact(width * channels).take(copied_rows);
+    let canvas_rows = canvas.chunks_exact_mut(size * 3).skip(top);
+    for (source_row, canvas_row) in rows.zip(canvas_rows) {
+        let target = &mut canvas_row[left * 3..(left + copied_width) * 3];
+        let source = &source_row[..copied_width * channels];
+        if channels == 3 {
+            target.copy_from_slice(source);
+        } else {
+            for (pixel, &grey) in target.chunks_exact_mut(3).zip(source) {
+                pixel.fill(grey);
+            }
+        }
+    }
     canvas
 }
 
@@ -121,7 +129,7 @@ mod tests {
 
     #[test]
     fn wide_image_is_centred_with_white_rows() {
-        let grey = GrayImage::from_pixel(200, 100, image::Luma([0]));
+        let grey = image::GrayImage::from_pixel(200, 100, image::Luma([0]));
         let square = fit_on_white_square(&Raster::Grey(grey), 64).unwrap();
         assert_eq!(square.dimensions(), (64, 64));
         // Scaled to 64x32, offset (64 - 32) / 2 = 16 rows of white on top.
@@ -129,6 +137,21 @@ mod tests {
         assert_eq!(square.get_pixel(10, 16).0, [0, 0, 0]);
         assert_eq!(square.get_pixel(10, 47).0, [0, 0, 0]);
         assert_eq!(square.get_pixel(10, 48).0, [255, 255, 255]);
+    }
+
+    #[test]
+    fn grey_is_expanded_and_oversized_input_is_cut() {
+        let grey = [10, 20, 30, 40, 50, 60];
+        let square = pad_samples_on_white(&grey, 3, 2, 1, 4);
+        // Left margin (4 - 3) / 2 = 0, top margin (4 - 2) / 2 = 1.
+        assert_eq!(square.get_pixel(0, 0).0, [255, 255, 255]);
+        assert_eq!(square.get_pixel(0, 1).0, [10, 10, 10]);
+        assert_eq!(square.get_pixel(2, 2).0, [60, 60, 60]);
+        assert_eq!(square.get_pixel(3, 2).0, [255, 255, 255]);
+
+        let wide = RgbImage::from_fn(6, 1, |x, _| image::Rgb([x as u8, 0, 0]));
+        let cut = pad_on_white(&wide, 4);
+        assert_eq!(cut.get_pixel(3, 1).0, [3, 0, 0]);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!    reject blank images;
 //! 5. scale the longest side to `size_px` with Lanczos3 and centre the result on a
 //!    white square ([`geometry`]);
-//! 6. encode the square as RGB JPEG with `jpeg_quality`.
+//! 6. encode the square as RGB JPEG with `jpeg_quality` ([`encode`]).
 //!
 //! Invariants, exercised by the property tests in `tests/robustness.rs`: `prepare`
 //! returns an error instead of panicking on malformed input, and the same bytes and
@@ -18,6 +18,7 @@
 //! whose [`ImageError::reason_code`] is a stable snake_case label for skip reports.
 
 pub mod decode;
+pub mod encode;
 pub mod fits;
 pub mod geometry;
 pub mod stretch;
@@ -27,6 +28,7 @@ mod error;
 mod prepare;
 
 pub use decode::SourceFormat;
+pub use encode::{Samples, encode_jpeg};
 pub use error::ImageError;
 pub use prepare::{PrepareOptions, PreparedImage, prepare};
 pub use stretch::Stretch;

@@ -1,9 +1,9 @@
 //! The top-level [`prepare`] function and its options. The crate docs list the steps.
 
-use image::codecs::jpeg::JpegEncoder;
-use image::{GrayImage, RgbImage};
+use image::GrayImage;
 
 use crate::decode::{self, Raster, SourceFormat};
+use crate::encode::{Samples, encode_jpeg};
 use crate::fits::{self, FitsImage};
 use crate::stretch::{self, Stretch};
 use crate::{ImageError, geometry};
@@ -77,7 +77,13 @@ pub fn prepare(bytes: &[u8], options: &PrepareOptions) -> Result<PreparedImage, 
     };
 
     let square = geometry::fit_on_white_square(&source.raster, options.size_px)?;
-    let jpeg = encode_jpeg(&square, options.jpeg_quality)?;
+    let jpeg = encode_jpeg(
+        square.as_raw(),
+        square.width(),
+        square.height(),
+        Samples::Rgb,
+        options.jpeg_quality,
+    )?;
 
     tracing::debug!(
         format = format.as_str(),
@@ -224,14 +230,4 @@ fn flip_to_display(image: &FitsImage, grey: Vec<u8>) -> Result<GrayImage, ImageE
             detail: "stretched FITS plane has the wrong length".to_string(),
         }
     })
-}
-
-fn encode_jpeg(square: &RgbImage, quality: u8) -> Result<Vec<u8>, ImageError> {
-    let mut jpeg = Vec::new();
-    JpegEncoder::new_with_quality(&mut jpeg, quality)
-        .encode_image(square)
-        .map_err(|error| ImageError::Encode {
-            detail: error.to_string(),
-        })?;
-    Ok(jpeg)
 }

@@ -6,9 +6,9 @@
 //! SplitMix64 stream seeded with `seed`. The same call gives the same pixels on any
 //! platform whose `f64` math functions agree (`exp`, `ln`, `sin`, `cos`, `asinh`).
 
-use image::codecs::jpeg::JpegEncoder;
 use image::{DynamicImage, GrayImage, RgbImage};
 
+use crate::encode::{Samples, encode_jpeg};
 use crate::fits::FitsValue;
 use crate::fits::write::uint16_image;
 
@@ -163,10 +163,20 @@ pub fn sky_image(seed: u64, width_px: u32, height_px: u32, colour: bool) -> Dyna
 /// Encodes [`sky_image`] as JPEG at `quality` (1–100, clamped).
 pub fn sky_jpeg(seed: u64, width_px: u32, height_px: u32, colour: bool, quality: u8) -> Vec<u8> {
     let image = sky_image(seed, width_px, height_px, colour);
-    let mut jpeg = Vec::new();
-    // Encoding into memory fails only for zero-sized images, which sky_image never makes.
-    let _ = JpegEncoder::new_with_quality(&mut jpeg, quality.clamp(1, 100)).encode_image(&image);
-    jpeg
+    let (samples, layout) = match &image {
+        DynamicImage::ImageRgb8(rgb) => (rgb.as_raw(), Samples::Rgb),
+        DynamicImage::ImageLuma8(grey) => (grey.as_raw(), Samples::Grey),
+        _ => unreachable!("sky_image makes 8-bit greyscale or RGB images"),
+    };
+    // Encoding fails only for sizes beyond JPEG's 65535-pixel sides.
+    encode_jpeg(
+        samples,
+        image.width(),
+        image.height(),
+        layout,
+        quality.clamp(1, 100),
+    )
+    .unwrap_or_default()
 }
 
 /// Writes the greyscale sky as a FITS primary image: `BITPIX = 16`, `BZERO = 32768`

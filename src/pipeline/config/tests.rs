@@ -49,3 +49,23 @@ fn dataset_names_are_checked() {
     assert!(validate_dataset_name("a/b").is_err());
     assert!(validate_dataset_name("").is_err());
 }
+
+#[test]
+fn image_threads_default_to_the_cores_and_zero_is_rejected() {
+    let (_dir, path) = write_pipeline(MINIMAL);
+    let config = PipelineConfig::load(&path).unwrap();
+    assert!(config.images.worker_threads() >= 1);
+
+    let text = MINIMAL.replace("[sql]", "[images]\nthreads = 3\n[sql]");
+    let (_dir, path) = write_pipeline(&text);
+    assert_eq!(
+        PipelineConfig::load(&path).unwrap().images.worker_threads(),
+        3
+    );
+
+    let text = MINIMAL.replace("[sql]", "[images]\nthreads = 0\n[sql]");
+    let (_dir, path) = write_pipeline(&text);
+    let message = PipelineConfig::load(&path).unwrap_err().to_string();
+    assert!(message.contains("images.threads = 0"), "{message}");
+    assert!(message.contains("one thread per CPU core"), "{message}");
+}
