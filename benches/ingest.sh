@@ -5,8 +5,11 @@
 # with `paperclip archive serve` on 127.0.0.1. Feeds every preview URL to img2dataset
 # (webdataset output, 512-pixel squares with a white border, JPEG quality 95, one
 # process per core) and to `paperclip run` (the same geometry and quality).
-# Prints images per second, CPU seconds per image, peak memory and output bytes of both,
-# and the ratios. Prints the machine, the date and the commit first.
+# Prints images per second, CPU seconds per image, peak memory (summed over each tool's
+# processes) and output bytes of both, and the ratios; then the per-stage rates of
+# `cargo bench -p paperclip-images --bench stages` and of img2dataset's OpenCV steps
+# (`benches/opencv_stages.py`) on 60 of the same previews. Prints the machine, the date
+# and the commit first.
 #
 #   benches/ingest.sh [PROPOSALS] [PREVIEWS_PER_PROPOSAL]
 #
@@ -59,7 +62,8 @@ echo "machine: $cores cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)"
 echo "input: $images previews ($(du -sh "$archive/files" | cut -f1)) from $proposals proposals"
 
-/usr/bin/time -v -o "$work/img2dataset.time" "$venv/bin/img2dataset" \
+/usr/bin/time -v -o "$work/img2dataset.time" \
+  python3 benches/measure.py "$work/img2dataset.measured" -- "$venv/bin/img2dataset" \
   --url_list "$work/urls.txt" --output_folder "$work/img2dataset" \
   --output_format webdataset --image_size 512 --resize_mode border \
   --encode_quality 95 --processes_count "$cores" --thread_count 16 --timeout 60 \
@@ -70,7 +74,8 @@ sed -e 's/^download_concurrency = .*/download_concurrency = 16/' \
     -e 's/^size_px = .*/size_px = 512/' -e 's/^jpeg_quality = .*/jpeg_quality = 95/' \
     -e "s|\"\\.\\./sql/|\"$PWD/sql/|g" \
     pipelines/hst-paperclip.toml > "$work/pipeline.toml"
-/usr/bin/time -v -o "$work/paperclip.time" "$binary" --data-dir "$work/data" \
+/usr/bin/time -v -o "$work/paperclip.time" \
+  python3 benches/measure.py "$work/paperclip.measured" -- "$binary" --data-dir "$work/data" \
   run "$work/pipeline.toml" --archive "$url" > "$work/paperclip.log" 2>&1
 
 "$venv/bin/python" - "$work" <<'PY'
@@ -83,8 +88,10 @@ def measure(name):
     field = lambda label: re.search(rf"{re.escape(label)}: (.+)", text).group(1).strip()
     clock = [float(part) for part in field("Elapsed (wall clock) time (h:mm:ss or m:ss)").split(":")]
     wall = sum(value * 60 ** power for power, value in enumerate(reversed(clock)))
-    cpu = float(field("User time (seconds)")) + float(field("System time (seconds)"))
-    return wall, cpu, int(field("Maximum resident set size (kbytes)"))
+    measured = dict(line.split() for line in open(f"{work}/{name}.measured"))
+    cpu = float(measured.get("cpu_secs", 0)) or (
+        float(field("User time (seconds)")) + float(field("System time (seconds)")))
+    return wall, cpu, int(measured["rss_kib"])
 
 def tree_bytes(root, pattern="*"):
     return sum(os.path.getsize(p) for p in glob.glob(f"{root}/**/{pattern}", recursive=True)
@@ -108,6 +115,11 @@ for name, (images, wall, cpu, rss_kib, out) in rows.items():
 (i_t, w_t, c_t, r_t, o_t), (i_o, w_o, c_o, r_o, o_o) = rows.values()
 print(f"\nimages/s, paperclip / img2dataset: {(i_o / w_o) / (i_t / w_t):.2f}; "
       f"CPU per image, img2dataset / paperclip: {(c_t / i_t) / (c_o / i_o):.2f}")
-print("Peak RSS is time -v's: the largest single process of each tool, not the sum over "
-      "img2dataset's worker processes.")
+print("Peak RSS: the largest sum over each tool's process tree, sampled every 100 ms. "
+      "CPU seconds: every process of the tool (a cpuacct cgroup, where writable; else time -v).")
 PY
+
+echo
+echo "Per-stage rates on the first 60 previews of the same archive:"
+cargo bench --quiet -p paperclip-images --bench stages -- "$PWD/$archive/files/HST/product" 60
+"$venv/bin/python" benches/opencv_stages.py "$archive/files/HST/product" 60

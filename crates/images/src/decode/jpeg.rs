@@ -56,7 +56,7 @@ struct HuffmanTable {
 }
 
 /// Bits resolved by one lookup in [`HuffmanTable::lookahead`].
-const LOOKAHEAD_BITS: u32 = 9;
+const LOOKAHEAD_BITS: u32 = 11;
 
 impl HuffmanTable {
     /// Matches the first `length` bits of `code` the way annex F's DECODE procedure does;
