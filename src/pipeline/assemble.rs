@@ -84,9 +84,13 @@ pub fn sample_key(proposal_id: i64, obs_id: &str, data_uri: &str) -> String {
 }
 
 /// The published table plus what is needed to write shards.
+///
+/// Captions and metadata JSON are not kept per row: shard writing serializes them again
+/// from `batch`, one shard at a time, so memory does not grow with a copy of every
+/// sample's JSON.
 pub struct AssembledSamples {
     pub batch: RecordBatch,
-    /// Per published row: key, split, prepared image SHA-256, caption and metadata.
+    /// Per published row, in the order of `batch`: key, split and hashes.
     pub rows: Vec<AssembledRow>,
     pub fingerprint: String,
 }
@@ -96,10 +100,29 @@ pub struct AssembledRow {
     pub key: String,
     pub split: String,
     pub image_sha256: String,
-    pub caption: String,
-    pub metadata_json: Vec<u8>,
-    /// SHA-256 of `metadata_json`: equal values mean an unchanged sample.
+    /// SHA-256 of the row's metadata JSON: equal values mean an unchanged sample.
     pub sample_sha256: String,
+}
+
+impl AssembledSamples {
+    /// Returns the caption and metadata JSON of `rows` (indices into `batch`), in order:
+    /// the same bytes that `sample_sha256` hashes.
+    pub fn captions_and_metadata(&self, rows: &[usize]) -> Result<Vec<(String, Vec<u8>)>> {
+        let indices = UInt32Array::from_iter_values(rows.iter().map(|&row| row as u32));
+        let taken = take_record_batch(&self.batch, &indices)?;
+        let captions = taken
+            .column_by_name("caption")
+            .and_then(|column| column.as_any().downcast_ref::<StringArray>())
+            .ok_or_else(|| {
+                PipelineError::Invalid("the published table has no text column caption".into())
+            })?;
+        let lines = metadata_lines(&without_layout_columns(&taken)?)?;
+        Ok(lines
+            .into_iter()
+            .enumerate()
+            .map(|(i, line)| (captions.value(i).to_string(), line))
+            .collect())
+    }
 }
 
 /// Selects the successful rows of the model output, appends the image columns and the
@@ -108,7 +131,6 @@ pub fn assemble(
     model_batch: &RecordBatch,
     model: &str,
     mut facts: Vec<ImageFacts>,
-    captions: &StringArray,
     samples_per_shard: usize,
 ) -> Result<AssembledSamples> {
     facts.sort_by(|a, b| (&a.split, &a.key).cmp(&(&b.split, &b.key)));
@@ -118,22 +140,19 @@ pub fn assemble(
     let indices = UInt32Array::from_iter_values(facts.iter().map(|f| f.row as u32));
     let selected = take_record_batch(model_batch, &indices)?;
     let batch = append_columns(&selected, &facts)?;
-    let metadata = metadata_lines(&batch)?;
-    let batch = append_layout_columns(&batch, &metadata, &shards)?;
+    let (sample_hashes, fingerprint) = metadata_hashes(&batch)?;
+    let batch = append_layout_columns(&batch, &sample_hashes, &shards)?;
 
     let rows: Vec<AssembledRow> = facts
         .iter()
-        .zip(metadata)
-        .map(|(fact, metadata_json)| AssembledRow {
+        .zip(sample_hashes)
+        .map(|(fact, sample_sha256)| AssembledRow {
             key: fact.key.clone(),
             split: fact.split.clone(),
             image_sha256: fact.image_sha256.clone(),
-            caption: captions.value(fact.row).to_string(),
-            sample_sha256: hex::encode(Sha256::digest(&metadata_json)),
-            metadata_json,
+            sample_sha256,
         })
         .collect();
-    let fingerprint = fingerprint(&rows);
     Ok(AssembledSamples {
         batch,
         rows,
@@ -276,7 +295,7 @@ pub const LAYOUT_COLUMNS: [&str; 2] = ["sample_sha256", "shard"];
 /// Appends `sample_sha256` (of the sample's JSON) and `shard`.
 fn append_layout_columns(
     batch: &RecordBatch,
-    metadata: &[Vec<u8>],
+    sample_hashes: &[String],
     shards: &[String],
 ) -> Result<RecordBatch> {
     for name in LAYOUT_COLUMNS {
@@ -294,11 +313,7 @@ fn append_layout_columns(
         .collect();
     let mut columns = batch.columns().to_vec();
     fields.push(Field::new("sample_sha256", DataType::Utf8, false));
-    columns.push(Arc::new(StringArray::from_iter_values(
-        metadata
-            .iter()
-            .map(|line| hex::encode(Sha256::digest(line))),
-    )));
+    columns.push(Arc::new(StringArray::from_iter_values(sample_hashes)));
     fields.push(Field::new("shard", DataType::Utf8, false));
     columns.push(Arc::new(StringArray::from_iter_values(shards)));
     Ok(RecordBatch::try_new(
@@ -333,14 +348,35 @@ fn metadata_lines(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
     Ok(lines)
 }
 
-/// SHA-256 over every row's metadata and image hash, in published order.
-fn fingerprint(rows: &[AssembledRow]) -> String {
-    let mut hasher = Sha256::new();
-    for row in rows {
-        hasher.update(&row.metadata_json);
-        hasher.update(b"\n");
+/// Rows serialized at once by [`metadata_hashes`]; bounds the JSON held in memory.
+const METADATA_CHUNK_ROWS: usize = 4096;
+
+/// Returns each row's metadata SHA-256 and the dataset fingerprint: the SHA-256 of every
+/// row's metadata JSON followed by a newline, in published order. Serializes the rows a
+/// chunk at a time and keeps only the hashes.
+fn metadata_hashes(batch: &RecordBatch) -> Result<(Vec<String>, String)> {
+    let mut hashes = Vec::with_capacity(batch.num_rows());
+    let mut fingerprint = Sha256::new();
+
+    for offset in (0..batch.num_rows()).step_by(METADATA_CHUNK_ROWS) {
+        let length = METADATA_CHUNK_ROWS.min(batch.num_rows() - offset);
+        for line in metadata_lines(&batch.slice(offset, length))? {
+            hashes.push(hex::encode(Sha256::digest(&line)));
+            fingerprint.update(&line);
+            fingerprint.update(b"\n");
+        }
     }
-    hex::encode(hasher.finalize())
+    Ok((hashes, hex::encode(fingerprint.finalize())))
+}
+
+/// Drops the columns that [`append_layout_columns`] added, giving the columns that the
+/// metadata JSON covers.
+fn without_layout_columns(batch: &RecordBatch) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    let kept: Vec<usize> = (0..schema.fields().len())
+        .filter(|&i| !LAYOUT_COLUMNS.contains(&schema.field(i).name().as_str()))
+        .collect();
+    Ok(batch.project(&kept)?)
 }
 
 #[cfg(test)]
@@ -401,5 +437,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("sample key a"), "{error}");
+    }
+
+    #[test]
+    fn chunked_hashes_match_whole_batch_serialization() {
+        let rows = METADATA_CHUNK_ROWS + 5;
+        let batch = RecordBatch::try_from_iter([
+            (
+                "key",
+                Arc::new(StringArray::from_iter_values(
+                    (0..rows).map(|i| format!("k{i}")),
+                )) as ArrayRef,
+            ),
+            (
+                "caption",
+                Arc::new(StringArray::from_iter_values(
+                    (0..rows).map(|i| format!("c \"{i}\"")),
+                )) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+
+        let (hashes, fingerprint) = metadata_hashes(&batch).unwrap();
+
+        let lines = metadata_lines(&batch).unwrap();
+        assert_eq!(hashes.len(), rows);
+        assert_eq!(
+            hashes[rows - 1],
+            hex::encode(Sha256::digest(&lines[rows - 1]))
+        );
+        let mut whole = Sha256::new();
+        for line in &lines {
+            whole.update(line);
+            whole.update(b"\n");
+        }
+        assert_eq!(fingerprint, hex::encode(whole.finalize()));
     }
 }

@@ -266,8 +266,6 @@ mod tests {
             key: key.into(),
             split: split.into(),
             image_sha256: String::new(),
-            caption: String::new(),
-            metadata_json: Vec::new(),
             sample_sha256: sha.into(),
         }
     }

@@ -124,15 +124,19 @@ fn write_rows(
     split: &str,
     rows: &[usize],
 ) -> Result<ShardInfo> {
-    let mut samples = rows.iter().map(|&row| {
-        let row = &assembled.rows[row];
-        Ok(OwnedShardSample {
-            key: row.key.clone(),
-            jpeg: store.read_verified(&row.image_sha256)?,
-            caption: row.caption.clone(),
-            metadata_json: row.metadata_json.clone(),
-        })
-    });
+    let texts = assembled.captions_and_metadata(rows)?;
+    let mut samples = rows
+        .iter()
+        .zip(texts)
+        .map(|(&row, (caption, metadata_json))| {
+            let row = &assembled.rows[row];
+            Ok(OwnedShardSample {
+                key: row.key.clone(),
+                jpeg: store.read_verified(&row.image_sha256)?,
+                caption,
+                metadata_json,
+            })
+        });
     write_shard(dir, name, split, &mut samples)
 }
 

@@ -246,14 +246,9 @@ async fn run_stages(
     inputs.stage_ran("images", clock, report);
 
     let clock = Instant::now();
-    let captions = sql::string_column(&selected, model, "caption")?.clone();
-    let assembled = assemble(
-        &selected,
-        model,
-        facts,
-        &captions,
-        config.shards.samples_per_shard,
-    )?;
+    sql::string_column(&selected, model, "caption")?;
+    let assembled = assemble(&selected, model, facts, config.shards.samples_per_shard)?;
+    drop(selected);
     count_splits(&assembled, &mut report.counts);
 
     if options.plan_only {
