@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, UInt32Array};
-use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::compute::{take, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use sha2::{Digest, Sha256};
 
@@ -128,7 +128,7 @@ impl AssembledSamples {
 /// Selects the successful rows of the model output, appends the image columns and the
 /// shard layout, and orders everything by (split, key).
 pub fn assemble(
-    model_batch: &RecordBatch,
+    model_batch: RecordBatch,
     model: &str,
     mut facts: Vec<ImageFacts>,
     samples_per_shard: usize,
@@ -138,7 +138,7 @@ pub fn assemble(
 
     let shards = assign_shards(&facts, samples_per_shard);
     let indices = UInt32Array::from_iter_values(facts.iter().map(|f| f.row as u32));
-    let selected = take_record_batch(model_batch, &indices)?;
+    let selected = take_consuming(model_batch, &indices)?;
     let batch = append_columns(&selected, &facts)?;
     let (sample_hashes, fingerprint) = metadata_hashes(&batch)?;
     let batch = append_layout_columns(&batch, &sample_hashes, &shards)?;
@@ -158,6 +158,17 @@ pub fn assemble(
         rows,
         fingerprint,
     })
+}
+
+/// Reorders `batch` by `indices` one column at a time and frees each source column once
+/// its copy exists, so memory peaks at one batch plus one column instead of two batches.
+fn take_consuming(batch: RecordBatch, indices: &UInt32Array) -> Result<RecordBatch> {
+    let (schema, columns, _) = batch.into_parts();
+    let mut taken = Vec::with_capacity(columns.len());
+    for column in columns {
+        taken.push(take(column.as_ref(), indices, None)?);
+    }
+    Ok(RecordBatch::try_new(schema, taken)?)
 }
 
 fn check_unique_keys(facts: &[ImageFacts], model: &str) -> Result<()> {

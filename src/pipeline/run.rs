@@ -247,8 +247,7 @@ async fn run_stages(
 
     let clock = Instant::now();
     sql::string_column(&selected, model, "caption")?;
-    let assembled = assemble(&selected, model, facts, config.shards.samples_per_shard)?;
-    drop(selected);
+    let assembled = assemble(selected, model, facts, config.shards.samples_per_shard)?;
     count_splits(&assembled, &mut report.counts);
 
     if options.plan_only {
