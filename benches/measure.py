@@ -1,11 +1,11 @@
 """Runs a command and records what it and all its descendants used (Linux only):
 
 - the peak of their summed resident memory, sampled every 100 ms from /proc, as
-  `rss_kib`; `time -v` reports only the largest single process, which undercounts a tool
-  made of many worker processes;
+  `rss_kib`. `time -v` reports only the largest single process, which undercounts a tool
+  made of many worker processes.
 - their CPU seconds, from a cgroup-v1 cpuacct group made for the run, as `cpu_secs`.
   `time -v` misses processes that exit without being waited for; the cgroup counts every
-  process started inside it. Without a writable cpuacct hierarchy `cpu_secs` is absent.
+  process started inside it. Without a writable cpuacct hierarchy, `cpu_secs` is absent.
 
     python3 benches/measure.py OUT_FILE -- COMMAND [ARGS...]
 

@@ -114,7 +114,7 @@ impl AssembledSamples {
             .column_by_name("caption")
             .and_then(|column| column.as_any().downcast_ref::<StringArray>())
             .ok_or_else(|| {
-                PipelineError::Invalid("the published table has no text column caption".into())
+                PipelineError::Invalid("the published table has no text column named caption; the samples model must return one".into())
             })?;
         let lines = metadata_lines(&without_layout_columns(&taken)?)?;
         Ok(lines
@@ -451,7 +451,7 @@ mod tests {
     }
 
     #[test]
-    fn chunked_hashes_match_whole_batch_serialization() {
+    fn chunked_hashes_match_whole_batch() {
         let rows = METADATA_CHUNK_ROWS + 5;
         let batch = RecordBatch::try_from_iter([
             (

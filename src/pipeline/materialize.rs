@@ -211,7 +211,7 @@ impl Materializer {
             .workers
             .acquire()
             .await
-            .map_err(|e| PipelineError::Invalid(format!("image workers closed: {e}")))?;
+            .map_err(|e| PipelineError::Invalid(format!("the image worker pool was closed before this image ran: {e}")))?;
         let store = self.store.clone();
         let options = self.options.clone();
         let cache_path = self.cache_path(&blob.sha256);

@@ -348,9 +348,8 @@ fn skip_entropy_data(bytes: &[u8], start: usize) -> Result<usize, ImageError> {
 
 /// Reads entropy-coded bits, removing stuffed zero bytes and stopping at markers.
 ///
-/// Bits are kept left-aligned in a 64-bit buffer that is refilled a byte at a time; a
-/// marker or the end of the data stops the refill until [`ScanBits::restart`] passes an
-/// RSTn marker.
+/// Bits are kept left-aligned in a 64-bit buffer. A marker or the end of the data stops
+/// the refill until [`ScanBits::restart`] passes an RSTn marker.
 struct ScanBits<'a> {
     data: &'a [u8],
     /// Next byte to load into the buffer.
@@ -647,7 +646,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// A reader that never uses the lookahead table: the reference for the fast path.
+    /// Decodes without the lookahead table, as the reference for the fast path.
     fn decode_reference(bits: &mut ScanBits, table: &HuffmanTable) -> Result<Option<u8>, String> {
         bits.refill();
         bits.decode_slowly(table)
@@ -655,7 +654,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn lookahead_agrees_with_bit_by_bit_decoding(
+        fn lookahead_matches_bit_by_bit_decoding(
             counts in proptest::array::uniform16(0u8..6),
             values in proptest::collection::vec(any::<u8>(), 0..80),
             data in proptest::collection::vec(prop_oneof![any::<u8>(), Just(0xff), Just(0x00)], 0..64),
@@ -686,7 +685,7 @@ mod tests {
     }
 
     #[test]
-    fn stuffed_bytes_are_data_and_markers_stop_the_reader() {
+    fn reader_skips_stuffing_and_stops_at_markers() {
         let data = [0b1010_1010, 0xff, 0x00, 0x0f, 0xff, 0xd9];
         let mut bits = ScanBits::new(&data);
         bits.skip(8).unwrap();
