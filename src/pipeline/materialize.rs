@@ -207,11 +207,11 @@ impl Materializer {
     /// Reads, prepares and stores one blob on a blocking thread once a worker permit is
     /// free, then caches the result.
     async fn prepare_blob(&self, blob: &UriRecord) -> Result<PreparedRecord> {
-        let _permit = self
-            .workers
-            .acquire()
-            .await
-            .map_err(|e| PipelineError::Invalid(format!("the image worker pool was closed before this image ran: {e}")))?;
+        let _permit = self.workers.acquire().await.map_err(|e| {
+            PipelineError::Invalid(format!(
+                "the image worker pool was closed before this image ran: {e}"
+            ))
+        })?;
         let store = self.store.clone();
         let options = self.options.clone();
         let cache_path = self.cache_path(&blob.sha256);
