@@ -139,6 +139,8 @@ pub struct ImagesSection {
     pub max_source_pixels: u64,
     /// Images decoded, resized and encoded at once, each on its own thread; unset uses
     /// one per CPU core. Downloads run beside them, up to `archive.download_concurrency`.
+    /// It changes no output, so the image stage's inputs leave it out.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
 }
 

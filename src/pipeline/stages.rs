@@ -144,12 +144,15 @@ pub fn models_inputs(
     Ok(inputs)
 }
 
-/// Inputs of the image stage: the models stage and the image settings.
+/// Inputs of the image stage: the models stage and the image settings that shape the
+/// output (`threads` only sets how many images are prepared at once).
 pub fn images_inputs(config: &PipelineConfig, models: &StageInputs) -> StageInputs {
+    let mut settings = config.images.clone();
+    settings.threads = None;
     StageInputs::default()
         .with("code", CODE_VERSION)
         .with("upstream stage models", models.sha256())
-        .with("settings.images", json(&config.images))
+        .with("settings.images", json(&settings))
 }
 
 /// Inputs of the publish stage: the image stage and the shard settings.
@@ -205,5 +208,24 @@ mod tests {
         );
         assert!(new.changes_since(Some(&new), "v3").is_empty());
         assert_ne!(old.sha256(), new.sha256());
+    }
+
+    #[test]
+    fn image_threads_leave_stage_inputs_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        let pipeline =
+            "[dataset]\nname = \"demo\"\n[sql]\nmodels = [\"a.sql\"]\nsamples_model = \"a\"\n";
+        std::fs::write(&path, pipeline).unwrap();
+        std::fs::write(dir.path().join("a.sql"), "SELECT 1").unwrap();
+        let mut config = PipelineConfig::load(&path).unwrap();
+        let models = StageInputs::default().with("code", "0.1.0");
+        let unset = images_inputs(&config, &models);
+
+        config.images.threads = Some(3);
+        assert_eq!(images_inputs(&config, &models).sha256(), unset.sha256());
+
+        config.images.size_px = 256;
+        assert_ne!(images_inputs(&config, &models).sha256(), unset.sha256());
     }
 }
