@@ -6,10 +6,10 @@
 # (webdataset output, 512-pixel squares with a white border, JPEG quality 95, one
 # process per core) and to `paperclip run` (the same geometry and quality).
 # Prints images per second, CPU seconds per image, peak memory (summed over each tool's
-# processes) and output bytes of both, and the ratios; then the per-stage rates of
+# processes) and output bytes of both, and the ratios. Then prints the per-stage rates of
 # `cargo bench -p paperclip-images --bench stages` and of img2dataset's OpenCV steps
-# (`benches/opencv_stages.py`) on 60 of the same previews. Prints the machine, the date
-# and the commit first.
+# (`benches/opencv_stages.py`) on 60 of the same previews. The machine, the date and the
+# commit come first.
 #
 #   benches/ingest.sh [PROPOSALS] [PREVIEWS_PER_PROPOSAL]
 #

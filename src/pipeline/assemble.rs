@@ -109,14 +109,14 @@ impl AssembledSamples {
     /// the same bytes that `sample_sha256` hashes.
     pub fn captions_and_metadata(&self, rows: &[usize]) -> Result<Vec<(String, Vec<u8>)>> {
         let indices = UInt32Array::from_iter_values(rows.iter().map(|&row| row as u32));
-        let taken = take_record_batch(&self.batch, &indices)?;
-        let captions = taken
+        let shard_rows = take_record_batch(&self.batch, &indices)?;
+        let captions = shard_rows
             .column_by_name("caption")
             .and_then(|column| column.as_any().downcast_ref::<StringArray>())
             .ok_or_else(|| {
                 PipelineError::Invalid("the published table has no text column named caption; the samples model must return one".into())
             })?;
-        let lines = metadata_lines(&without_layout_columns(&taken)?)?;
+        let lines = metadata_lines(&without_layout_columns(&shard_rows)?)?;
         Ok(lines
             .into_iter()
             .enumerate()
@@ -164,11 +164,11 @@ pub fn assemble(
 /// its copy exists, so memory peaks at one batch plus one column instead of two batches.
 fn take_consuming(batch: RecordBatch, indices: &UInt32Array) -> Result<RecordBatch> {
     let (schema, columns, _) = batch.into_parts();
-    let mut taken = Vec::with_capacity(columns.len());
+    let mut reordered = Vec::with_capacity(columns.len());
     for column in columns {
-        taken.push(take(column.as_ref(), indices, None)?);
+        reordered.push(take(column.as_ref(), indices, None)?);
     }
-    Ok(RecordBatch::try_new(schema, taken)?)
+    Ok(RecordBatch::try_new(schema, reordered)?)
 }
 
 fn check_unique_keys(facts: &[ImageFacts], model: &str) -> Result<()> {
@@ -384,10 +384,10 @@ fn metadata_hashes(batch: &RecordBatch) -> Result<(Vec<String>, String)> {
 /// metadata JSON covers.
 fn without_layout_columns(batch: &RecordBatch) -> Result<RecordBatch> {
     let schema = batch.schema();
-    let kept: Vec<usize> = (0..schema.fields().len())
+    let metadata_columns: Vec<usize> = (0..schema.fields().len())
         .filter(|&i| !LAYOUT_COLUMNS.contains(&schema.field(i).name().as_str()))
         .collect();
-    Ok(batch.project(&kept)?)
+    Ok(batch.project(&metadata_columns)?)
 }
 
 #[cfg(test)]

@@ -330,8 +330,8 @@ fn compose_jpeg(plan: &PreviewPlan, tiles: &Tiles, quality: u8) -> Vec<u8> {
     } else {
         Samples::Grey
     };
-    // Encoding fails only for sides beyond 65535 pixels, and `SynthSpec::check` keeps
-    // every side within `--max-side-px`.
+    // Encoding fails only for sides beyond 65535 pixels, and `SynthSpec::check` caps
+    // sides at 8192.
     encode_jpeg(
         &pixels,
         plan.width_px,

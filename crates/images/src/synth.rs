@@ -168,7 +168,7 @@ pub fn sky_jpeg(seed: u64, width_px: u32, height_px: u32, colour: bool, quality:
         DynamicImage::ImageLuma8(grey) => (grey.as_raw(), Samples::Grey),
         _ => unreachable!("sky_image makes 8-bit greyscale or RGB images"),
     };
-    // Encoding fails only for sizes beyond JPEG's 65535-pixel sides.
+    // JPEG cannot encode sides beyond 65535 pixels; such a request gives empty bytes.
     encode_jpeg(
         samples,
         image.width(),

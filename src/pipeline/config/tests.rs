@@ -51,7 +51,7 @@ fn dataset_names_are_checked() {
 }
 
 #[test]
-fn image_threads_default_to_the_cores_and_zero_is_rejected() {
+fn image_threads_default_and_zero() {
     let (_dir, path) = write_pipeline(MINIMAL);
     let config = PipelineConfig::load(&path).unwrap();
     assert!(config.images.worker_threads() >= 1);

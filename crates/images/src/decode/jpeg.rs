@@ -412,12 +412,12 @@ impl<'a> ScanBits<'a> {
         }
 
         let bytes = (64 - self.count) / 8;
-        let kept = if bytes == 8 {
+        let loaded = if bytes == 8 {
             word
         } else {
             word & !(u64::MAX >> (8 * bytes))
         };
-        self.buffer |= kept >> self.count;
+        self.buffer |= loaded >> self.count;
         self.count += 8 * bytes;
         self.position += bytes as usize;
         true
