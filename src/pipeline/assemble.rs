@@ -359,7 +359,7 @@ fn metadata_lines(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
     Ok(lines)
 }
 
-/// Rows serialized at once by [`metadata_hashes`]; bounds the JSON held in memory.
+/// Rows serialized at once by [`metadata_hashes`], which bounds the JSON held in memory.
 const METADATA_CHUNK_ROWS: usize = 4096;
 
 /// Returns each row's metadata SHA-256 and the dataset fingerprint: the SHA-256 of every

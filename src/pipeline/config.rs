@@ -148,7 +148,7 @@ pub struct ImagesSection {
 pub const MAX_IMAGE_THREADS: usize = 1024;
 
 impl ImagesSection {
-    /// Preparations that run at once: `threads`, or the CPU cores available.
+    /// Returns how many preparations run at once: `threads`, or the CPU cores available.
     pub fn worker_threads(&self) -> usize {
         self.threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)

@@ -95,8 +95,8 @@ pub struct Materializer {
     pub store: BlobStore,
     pub prepared_dir: PathBuf,
     pub options: PrepareOptions,
-    /// One permit per image being prepared; bounds CPU use and decoded pixels in memory
-    /// however many downloads are in flight.
+    /// One permit per image being prepared. The permits bound CPU use and decoded pixels
+    /// in memory however many downloads are in flight.
     pub workers: Arc<Semaphore>,
 }
 

@@ -246,6 +246,8 @@ async fn run_stages(
     inputs.stage_ran("images", clock, report);
 
     let clock = Instant::now();
+    // Fails early, naming the model, when it returns no text caption column: shard
+    // writing reads the captions from the published table.
     sql::string_column(&selected, model, "caption")?;
     let assembled = assemble(selected, model, facts, config.shards.samples_per_shard)?;
     count_splits(&assembled, &mut report.counts);
