@@ -523,8 +523,8 @@ pub struct SynthArgs {
     /// FITS files (256 x 256) per proposal.
     #[arg(long, default_value_t = 0)]
     pub fits_per_proposal: usize,
-    /// JPEG quality of the previews (1 to 100).
-    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
+    /// JPEG quality of the previews (1 to 100); 75 is the quality of MAST's HAP previews.
+    #[arg(long, default_value_t = 75, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub jpeg_quality: u8,
 }
 

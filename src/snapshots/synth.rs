@@ -7,7 +7,10 @@
 //! 3:4 and 4:3, greyscale or colour, so decoding them costs what decoding real previews
 //! of those sizes costs. Their content is sky: tiles of rendered star fields and galaxies
 //! (with saturated stars), shifted, mirrored and overlaid with fresh noise for each image,
-//! so no two previews are alike.
+//! so no two previews are alike. As in drizzled HST previews, the sky fills a slightly
+//! rotated footprint and the rest is white. At the default quality of 75 (the quality of
+//! MAST's HAP previews) a greyscale preview costs about 1 bit per pixel, near the 0.92 of
+//! a real 20-megapixel HAP preview, so entropy decoding costs what it costs on real ones.
 //!
 //! Invariant: the snapshot depends only on the spec, seed included. Every id starts at
 //! 200000 (proposals) or 9000000000 (observations), far from real HST ids, and every
@@ -62,7 +65,7 @@ impl Default for SynthSpec {
             max_side_px: 4500,
             colour_fraction: 0.5,
             fits_per_proposal: 0,
-            jpeg_quality: 90,
+            jpeg_quality: 75,
         }
     }
 }
@@ -290,8 +293,44 @@ impl Tiles {
     }
 }
 
-/// Builds a preview from a tile, shifted and possibly mirrored, with noise of its own,
-/// and encodes it as JPEG.
+/// Largest rotation of a preview's sky footprint, in radians (8 degrees).
+const MAX_FOOTPRINT_TILT_RAD: f64 = 0.14;
+/// Footprint sides as a share of the preview's sides, before rotation.
+const FOOTPRINT_SCALE: f64 = 0.93;
+
+/// A rotated rectangle that holds a preview's sky; pixels outside it are white, as the
+/// area outside a drizzled footprint is in HST previews.
+struct Footprint {
+    centre: (f64, f64),
+    half_sides: (f64, f64),
+    cos: f64,
+    sin: f64,
+}
+
+impl Footprint {
+    fn new(width: usize, height: usize, random: &mut Random) -> Self {
+        let tilt_rad = MAX_FOOTPRINT_TILT_RAD * (2.0 * random.uniform() - 1.0);
+        Self {
+            centre: (width as f64 / 2.0, height as f64 / 2.0),
+            half_sides: (
+                width as f64 * FOOTPRINT_SCALE / 2.0,
+                height as f64 * FOOTPRINT_SCALE / 2.0,
+            ),
+            cos: tilt_rad.cos(),
+            sin: tilt_rad.sin(),
+        }
+    }
+
+    fn contains(&self, x: usize, y: usize) -> bool {
+        let (dx, dy) = (x as f64 - self.centre.0, y as f64 - self.centre.1);
+        let along = dx * self.cos + dy * self.sin;
+        let across = dy * self.cos - dx * self.sin;
+        along.abs() < self.half_sides.0 && across.abs() < self.half_sides.1
+    }
+}
+
+/// Builds a preview from a tile, shifted and possibly mirrored, with noise of its own
+/// inside a footprint, and encodes it as JPEG.
 fn compose_jpeg(plan: &PreviewPlan, tiles: &Tiles, quality: u8) -> Vec<u8> {
     let mut random = Random(plan.seed);
     let channels = if plan.colour { 3 } else { 1 };
@@ -307,12 +346,17 @@ fn compose_jpeg(plan: &PreviewPlan, tiles: &Tiles, quality: u8) -> Vec<u8> {
     );
     let mirrored = random.next_u64() % 2 == 1;
     let tile_px = u64::from(TILE_PX);
-
     let (width, height) = (plan.width_px as usize, plan.height_px as usize);
+    let footprint = Footprint::new(width, height, &mut random);
+
     let mut pixels = Vec::with_capacity(width * height * channels);
     for y in 0..height as u64 {
         let tile_y = (y + shift_y) % tile_px;
         for x in 0..width as u64 {
+            if !footprint.contains(x as usize, y as usize) {
+                pixels.extend(std::iter::repeat_n(u8::MAX, channels));
+                continue;
+            }
             let column = if mirrored { width as u64 - 1 - x } else { x };
             let tile_x = (column + shift_x) % tile_px;
             let base = ((tile_y * tile_px + tile_x) as usize) * channels;
@@ -523,6 +567,33 @@ mod tests {
             );
             assert_eq!(image.color().has_color(), plan.colour, "{plan:?}");
         }
+    }
+
+    #[test]
+    fn sky_fills_a_footprint_with_white_corners() {
+        let tiles = Tiles::render(7);
+        let plan = PreviewPlan {
+            width_px: 400,
+            height_px: 300,
+            colour: false,
+            ..preview_plans(&small())[0].clone()
+        };
+
+        let image = image::load_from_memory(&compose_jpeg(&plan, &tiles, 85))
+            .unwrap()
+            .into_luma8();
+
+        for (x, y) in [(1, 1), (398, 1), (1, 298), (398, 298)] {
+            assert!(
+                image.get_pixel(x, y)[0] > 245,
+                "corner ({x}, {y}) is not white"
+            );
+        }
+        let centre: Vec<u8> = (140..160)
+            .flat_map(|y| (190..210).map(move |x| (x, y)))
+            .map(|(x, y)| image.get_pixel(x, y)[0])
+            .collect();
+        assert!(centre.iter().any(|&v| v < 200), "the centre holds no sky");
     }
 
     #[test]
