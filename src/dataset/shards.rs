@@ -213,12 +213,20 @@ pub struct ReadSample {
 }
 
 /// Reads a shard and groups consecutive members by key; a truncated tar is an error naming
-/// the shard and the byte offset where reading stopped.
+/// the shard and the byte offset where reading stopped. A tar cut between two members
+/// looks complete to a tar reader, so the end-of-archive blocks the writer puts after the
+/// last member must be there too.
 pub fn read_shard(path: &Path) -> Result<Vec<ReadSample>> {
     let file = File::open(path).map_err(|e| PipelineError::io(path, e))?;
+    let file_len = file
+        .metadata()
+        .map_err(|e| PipelineError::io(path, e))?
+        .len();
     let mut archive = tar::Archive::new(file);
     let mut samples: Vec<ReadSample> = Vec::new();
     let entries = archive.entries().map_err(|e| PipelineError::io(path, e))?;
+    let mut members_end = 0;
+    let mut last_member = None;
 
     for entry in entries {
         let mut entry = entry.map_err(|e| truncated(path, e))?;
@@ -235,6 +243,17 @@ pub fn read_shard(path: &Path) -> Result<Vec<ReadSample>> {
                 path.display()
             ))
         })?;
+        if bytes.len() as u64 != entry.size() {
+            return Err(PipelineError::Invalid(format!(
+                "shard {} is truncated at byte {} in member {name}, which should have {} bytes; \
+                 the file was cut while written or copied, publish or copy it again",
+                path.display(),
+                offset + bytes.len() as u64,
+                entry.size()
+            )));
+        }
+        members_end = offset + entry.size().next_multiple_of(TAR_BLOCK_BYTES);
+        last_member = Some(name.clone());
         let (key, extension) = split_member_name(&name);
         if samples.last().is_none_or(|s| s.key != key) {
             samples.push(ReadSample {
@@ -245,8 +264,23 @@ pub fn read_shard(path: &Path) -> Result<Vec<ReadSample>> {
         let sample = samples.last_mut().expect("pushed above");
         sample.members.push((extension.to_string(), bytes));
     }
+    if file_len < members_end + END_OF_ARCHIVE_BYTES {
+        let after = last_member.map_or("the start".to_string(), |name| format!("member {name}"));
+        return Err(PipelineError::Invalid(format!(
+            "shard {} is truncated at byte {file_len}: it ends after {after} without the \
+             end-of-archive blocks; the file was cut while written or copied, publish or copy \
+             it again",
+            path.display()
+        )));
+    }
     Ok(samples)
 }
+
+/// Size of a tar block: headers and padded member data.
+const TAR_BLOCK_BYTES: u64 = 512;
+
+/// The two zero blocks that end a complete tar file.
+const END_OF_ARCHIVE_BYTES: u64 = 2 * TAR_BLOCK_BYTES;
 
 fn truncated(path: &Path, error: std::io::Error) -> PipelineError {
     PipelineError::Invalid(format!(

@@ -108,6 +108,12 @@ impl RunReport {
         self.counts.insert("archive_retries".into(), stats.retries);
         self.counts
             .insert("bytes_downloaded".into(), stats.bytes_downloaded);
+        // Rows without a position stay in the tables with NULL s_ra and s_dec. The count
+        // makes them visible before anyone joins on coordinates.
+        self.counts.insert(
+            "observations_without_position".into(),
+            stats.observations_without_position,
+        );
         self.counts
             .insert("skipped".into(), self.skips.len() as u64);
         self.skipped_by_reason = count_by_reason(&self.skips);

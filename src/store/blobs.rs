@@ -110,7 +110,10 @@ impl BlobStore {
                 ),
             });
         }
-        if self.contains(sha256) {
+        // A stored file of another size is damaged (a partial copy, say), so the verified
+        // download replaces it instead of being dropped.
+        let stored_size = fs::metadata(self.blob_path(sha256)).map(|m| m.len()).ok();
+        if self.contains(sha256) && stored_size == Some(size_bytes) {
             let _ = fs::remove_file(tmp_path);
             return Ok(());
         }

@@ -407,7 +407,7 @@ async fn summarize_one(
                         if truncated {
                             budget = (budget * 2).min(summarizer.max_tokens * MAX_BUDGET_FACTOR);
                         }
-                        last = Some((Attempt::Rejected(rejection, Some(completion)), budget));
+                        last = Some((Attempt::Rejected(rejection, Some(completion)), request.max_tokens));
                         // The same request would give the same output again.
                         if backend.is_deterministic() && !truncated {
                             sampling = retry_sampling(&settings.sampling, attempt + 1);

@@ -110,7 +110,20 @@ impl SplitData {
         let mut samples = Vec::new();
         for shard in record.shards.iter().filter(|s| s.split == split) {
             let path = Arc::new(shard_dir.join(&shard.name));
-            samples.extend(index_shard(&path, caption_field)?);
+            let indexed = index_shard(&path, caption_field)?;
+            if indexed.len() != shard.samples {
+                return Err(TrainError::Data(format!(
+                    "shard {} holds {} samples, but the manifest of {}@{} lists {}; the file \
+                     is cut or altered, run `paperclip datasets verify {}`",
+                    path.display(),
+                    indexed.len(),
+                    record.dataset,
+                    record.version,
+                    shard.samples,
+                    record.dataset
+                )));
+            }
+            samples.extend(indexed);
         }
         if samples.is_empty() {
             let splits: BTreeMap<&str, usize> =

@@ -16,3 +16,4 @@ mod summaries;
 mod support;
 mod synth;
 mod train;
+mod user_reports;

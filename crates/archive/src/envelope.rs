@@ -222,11 +222,12 @@ impl<'a> RowReader<'a> {
         })
     }
 
-    /// Reads an obsid given as a number or a string of digits.
+    /// Reads an obsid given as a number or a string of digits. The error keeps the
+    /// parser's explanation, which distinguishes a mission obs_id from a bad number.
     pub fn required_obsid(&self, column: &str) -> Result<ObsId, String> {
         let value = self.required(column)?;
         serde_json::from_value::<ObsId>(value.clone())
-            .map_err(|_| self.invalid(column, "a numeric obsid"))
+            .map_err(|err| format!("{} ({err})", self.invalid(column, "a numeric obsid")))
     }
 
     /// Reads a required, non-empty string; numbers are converted to their
