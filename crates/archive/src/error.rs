@@ -178,6 +178,7 @@ impl ArchiveError {
         }
     }
 
+    #[cfg(feature = "network")]
     pub(crate) fn io(
         operation: &'static str,
         path: impl Into<PathBuf>,

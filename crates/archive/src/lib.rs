@@ -10,18 +10,26 @@
 //!   archive and a local HTTP server that serves it through the same API
 //!   shapes, so the pipeline runs and is tested without the network.
 
+#[cfg(feature = "network")]
 pub mod client;
+#[cfg(feature = "network")]
 pub mod download;
 pub mod envelope;
 pub mod error;
 pub mod ids;
+#[cfg(feature = "network")]
 pub mod invoke;
 pub mod model;
+#[cfg(feature = "network")]
 pub mod queries;
+#[cfg(feature = "network")]
 pub mod server;
+#[cfg(feature = "network")]
 pub mod snapshot;
 
+#[cfg(feature = "network")]
 pub use client::{ClientConfig, ClientStats, MastClient};
+#[cfg(feature = "network")]
 pub use download::Download;
 pub use envelope::{Envelope, Field, MastRequest, Paging, Row};
 pub use error::ArchiveError;
@@ -30,5 +38,7 @@ pub use model::{
     Observation, ObservationList, Product, ProductList, QuarantineReason, QuarantinedProduct,
     RejectedRow,
 };
+#[cfg(feature = "network")]
 pub use server::{DEFAULT_BIND_ADDR, RunningServer, ServeOptions, bind, bind_dir};
+#[cfg(feature = "network")]
 pub use snapshot::{Snapshot, SnapshotWriter, TableKind};

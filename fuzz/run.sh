@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Fuzzes every parser of outside input with cargo-fuzz (libFuzzer) for SECONDS each and
+# prints executions, corpus size and the result per target.
+#
+#   fuzz/run.sh [SECONDS_PER_TARGET] [TARGET ...]
+#
+# Seeds come from the project's own generated inputs (`paperclip archive synth` with
+# small previews and FITS files) and, when present, from the real files in
+# ../shared/data. New inputs that reach new code go to fuzz/corpus/TARGET (not committed);
+# a crash stops the script, leaves the input in fuzz/artifacts/TARGET and names it.
+# Builds run with `-s none` (no sanitizer), which works on the stable toolchain; safe
+# Rust needs no address sanitizer to catch out-of-bounds access, which panics.
+set -euo pipefail
+cd "$(dirname "$0")"
+seconds=${1:-300}
+shift || true
+
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  cargo install --quiet --locked cargo-fuzz --version 0.13.2
+fi
+if [ $# -gt 0 ]; then
+  targets=("$@")
+else
+  mapfile -t targets < <(cargo fuzz list)
+fi
+
+seeds=target/seeds
+if [ ! -f "$seeds/.complete" ]; then
+  rm -rf "$seeds"
+  mkdir -p "$seeds"/{catalog_abstracts,catalog_phase2,mast_response,fits_file,preview_image}
+  (cd .. && cargo run --quiet -- archive synth "fuzz/$seeds/synth" --proposals 3 \
+    --previews-per-proposal 6 --min-side-px 16 --max-side-px 96 --fits-per-proposal 1 \
+    > /dev/null)
+  cp "$seeds"/synth/catalog/*.cat "$seeds/catalog_abstracts/"
+  find "$seeds/synth/files" -name '*.jpg' -exec cp {} "$seeds/preview_image/" \;
+  find "$seeds/synth/files" -name '*.fits' -exec cp {} "$seeds/fits_file/" \;
+  find "$seeds/synth" -name '*.json' -size -64k -exec cp --backup=numbered {} "$seeds/mast_response/" \;
+  shared=../../shared/data
+  if [ -d "$shared" ]; then
+    cp "$shared"/abstracts/*.cat "$seeds/catalog_abstracts/"
+    cp "$shared"/abstracts/*.pro "$seeds/catalog_phase2/"
+    cp "$shared"/mast/*.json "$seeds/mast_response/"
+    find "$shared/images" -name '*.fits' -size -300k -exec cp {} "$seeds/fits_file/" \;
+    find "$shared/images" \( -name '*.png' -o -name '*.jpg' -o -name '*.fits' \) -size -120k \
+      -exec cp {} "$seeds/preview_image/" \;
+  else
+    echo "note: $shared not found; fuzzing from the project's own seeds only" >&2
+  fi
+  rm -rf "$seeds/synth"
+  touch "$seeds/.complete"
+fi
+
+cargo fuzz build -s none
+logs=target/fuzz-logs
+mkdir -p "$logs"
+printf '| target | seconds | executions | corpus inputs | result |\n|---|---:|---:|---:|---|\n' \
+  > "$logs/summary.md"
+for target in "${targets[@]}"; do
+  mkdir -p "corpus/$target"
+  status=0
+  cargo fuzz run -s none "$target" "corpus/$target" "$seeds/$target" -- \
+    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    > "$logs/$target.log" 2>&1 || status=$?
+  executions=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$logs/$target.log" \
+    | grep -o '[0-9]*$' || echo 0)
+  inputs=$(find "corpus/$target" -type f | wc -l)
+  result="no crash"
+  [ "$status" -eq 0 ] || result="CRASH (exit $status), see fuzz/$logs/$target.log"
+  printf '| %s | %s | %s | %s | %s |\n' "$target" "$seconds" "$executions" "$inputs" \
+    "$result" >> "$logs/summary.md"
+  if [ "$status" -ne 0 ]; then
+    cat "$logs/summary.md"
+    tail -40 "$logs/$target.log" >&2
+    exit 1
+  fi
+done
+cat "$logs/summary.md"
