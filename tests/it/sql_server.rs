@@ -633,3 +633,48 @@ fn thirty_two_clients_run_without_errors() {
     assert!(report.contains("32 clients"), "{report}");
     assert!(report.contains(" 0 errors"), "{report}");
 }
+
+#[test]
+fn password_never_reaches_output_or_logs() {
+    let Some(_) = psql() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = crate::train::embedded_dataset(dir.path());
+    let port = free_port();
+    let password = "pw-7f3a9c-never-printed";
+    let log_path = dir.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_paperclip"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--log-level", "trace", "serve", "--sql-listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .env("PAPERCLIP_SQL_PASSWORD", password)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first_line = String::new();
+    stdout.read_line(&mut first_line).unwrap();
+    let server = Server(child);
+
+    let (ok, _, err) = run_psql_as(port, Some(password), "SELECT count(*) FROM paperclip.runs");
+    assert!(ok, "{err}");
+    let (ok, _, err) = run_psql_as(port, Some("wrong"), "SELECT 1");
+    assert!(!ok, "{err}");
+    drop(server);
+
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(logs.contains("SQL"), "the trace log is empty: {logs}");
+    for (name, text) in [("stdout", first_line + &rest), ("logs", logs)] {
+        assert!(
+            !text.contains(password),
+            "{name} shows the password:\n{text}"
+        );
+    }
+}
