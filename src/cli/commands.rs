@@ -89,7 +89,8 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
     }
 }
 
-/// Builds the latency, bandwidth and random failures that `archive serve` injects.
+/// Builds the latency, bandwidth, random failures and cut downloads that `archive serve`
+/// injects.
 fn archive_faults(args: &super::ServeArgs) -> Result<paperclip_archive::server::ServeOptions> {
     if !(0.0..=1.0).contains(&args.error_rate) {
         bail!(
@@ -109,6 +110,8 @@ fn archive_faults(args: &super::ServeArgs) -> Result<paperclip_archive::server::
         bandwidth_bytes_per_sec,
         error_rate_ppm: (args.error_rate * 1e6).round() as u32,
         error_seed: args.error_seed,
+        cut_downloads_after_bytes: args.cut_downloads_after_bytes,
+        download_faults_first_n: args.cut_downloads_first,
         ..Default::default()
     })
 }

@@ -475,6 +475,14 @@ pub struct ServeArgs {
     /// Seed of the random failures; the same seed fails the same requests.
     #[arg(long, default_value_t = 0)]
     pub error_seed: u64,
+    /// Send each download's full Content-Length, then close the connection after this
+    /// many bytes of the body.
+    #[arg(long, value_name = "BYTES")]
+    pub cut_downloads_after_bytes: Option<u64>,
+    /// Cut only the first N downloads, so that retries get the whole file. Without it,
+    /// every download is cut.
+    #[arg(long, value_name = "N", requires = "cut_downloads_after_bytes")]
+    pub cut_downloads_first: Option<u32>,
 }
 
 #[derive(Debug, Args)]

@@ -44,6 +44,9 @@ pub struct PlanBasis {
     pub stage_inputs: BTreeMap<String, StageInputs>,
 }
 
+/// Skip reason of a download whose size differed from the expected size on every try.
+const INCOMPLETE_DOWNLOAD_SKIP: &str = "download/size_mismatch";
+
 /// Stage inputs of the version a run would publish, compared with the latest version.
 pub(super) struct VersionInputs {
     pub(super) by_stage: BTreeMap<String, StageInputs>,
@@ -100,6 +103,20 @@ impl VersionInputs {
             let previous = reference.as_ref().and_then(|r| r.get(stage));
             self.reasons
                 .insert(stage.clone(), inputs.changes_since(previous, &since));
+        }
+        // A file the archive sent incomplete may arrive whole now, so the images stage
+        // tries it again instead of keeping the skip until another input changes.
+        let incomplete = latest
+            .and_then(|v| v.skips_by_reason.get(INCOMPLETE_DOWNLOAD_SKIP))
+            .copied()
+            .unwrap_or(0);
+        if incomplete > 0 {
+            self.reasons
+                .entry("images".to_string())
+                .or_default()
+                .push(format!(
+                    "{since} skipped {incomplete} incomplete download(s); trying them again"
+                ));
         }
         let fresh = latest.is_some() && self.reasons.values().all(Vec::is_empty);
         if fresh {

@@ -233,7 +233,7 @@ impl MastClient {
 
     /// Fetches `url` with GET and the retry policy, returning the body.
     pub async fn fetch_text(&self, url: &Url) -> Result<Vec<u8>, ArchiveError> {
-        let context = RequestContext::new("GET", url.as_str());
+        let context = RequestContext::transfer("GET", url.as_str());
         let span = tracing::info_span!("archive_fetch", url = %url);
         let body = self
             .with_retries(&context, RetryMode::Retry, || self.get_once(url))
@@ -325,13 +325,26 @@ fn is_loopback(url: &Url) -> bool {
 pub(crate) struct RequestContext {
     pub service: String,
     pub params: String,
+    /// True for a file transfer (a download or a fetched catalog). It cannot be split,
+    /// and a connection closed during it does not point to a result size cap.
+    pub transfer: bool,
 }
 
 impl RequestContext {
+    /// Context of a query.
     pub fn new(service: &str, params: &str) -> Self {
         Self {
             service: service.to_owned(),
             params: params.to_owned(),
+            transfer: false,
+        }
+    }
+
+    /// Context of a file transfer.
+    pub fn transfer(service: &str, params: &str) -> Self {
+        Self {
+            transfer: true,
+            ..Self::new(service, params)
         }
     }
 }
@@ -415,7 +428,7 @@ impl Failure {
                 timeout_secs,
                 attempts,
             },
-            Self::ConnectionClosed(_) => ArchiveError::ConnectionReset {
+            Self::ConnectionClosed(_) if !context.transfer => ArchiveError::ConnectionReset {
                 service,
                 params,
                 attempts,

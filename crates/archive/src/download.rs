@@ -45,7 +45,7 @@ impl MastClient {
     ) -> Result<Download, ArchiveError> {
         let uri = DataUri::parse(data_uri)?;
         let url = self.download_url(&uri);
-        let context = RequestContext::new("Download/file", &format!("uri={uri}"));
+        let context = RequestContext::transfer("Download/file", &format!("uri={uri}"));
         let span = tracing::info_span!("mast_download", data_uri = %uri, expected_size_bytes);
         self.with_retries(&context, RetryMode::Retry, || {
             self.download_once(&url, dest_dir, expected_size_bytes)

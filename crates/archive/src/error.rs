@@ -59,8 +59,10 @@ pub enum ArchiveError {
         attempts: u32,
     },
 
-    /// The server closed the connection without a complete response. MAST
-    /// does this when a query exceeds its server-side memory cap.
+    /// The server closed the connection without a complete response to a
+    /// query. MAST does this when a query exceeds its server-side memory cap.
+    /// A download or catalog fetch cut short fails as
+    /// [`ArchiveError::RetriesExhausted`] instead, since it cannot be split.
     #[error(
         "{service} connection was reset after {attempts} attempts for params {params}; the result is probably above the server's size cap, so query fewer proposals or observations"
     )]

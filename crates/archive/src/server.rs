@@ -35,6 +35,12 @@
 //!   exceeds `max_rows_before_reset` rows;
 //! - `latency_ms` of delay;
 //! - downloads cut to `truncate_downloads_to_bytes`, without `Content-Length`;
+//! - downloads that declare their full `Content-Length` but whose connection closes
+//!   after `cut_downloads_after_bytes`, as a reset in the middle of the body;
+//! - downloads that declare a `Content-Length` `content_length_offset_bytes` away from
+//!   the file's size;
+//! - the three download faults above for only the first `download_faults_first_n`
+//!   downloads, so that a client's retries can get the whole file;
 //! - downloads sent at most `bandwidth_bytes_per_sec`, each response on its own;
 //! - a share `error_rate_ppm` (per million) of requests, drawn from `error_seed`,
 //!   that get `fail_status` instead of their response.
@@ -55,7 +61,7 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 use tokio::sync::oneshot;
@@ -90,6 +96,19 @@ pub struct ServeOptions {
     pub latency_min_rows: usize,
     /// Send only this many bytes of each download, without `Content-Length`.
     pub truncate_downloads_to_bytes: Option<u64>,
+    /// Declare each download's full `Content-Length`, send this many bytes of the body
+    /// and close the connection. Files of at most this size are sent whole.
+    pub cut_downloads_after_bytes: Option<u64>,
+    /// Bytes added to the `Content-Length` each download declares, so 0 declares the
+    /// file's size. hyper (1.x) never sends more body bytes than declared, and it closes
+    /// the connection when the body ends early. So a negative offset sends a shorter
+    /// file whose response looks complete, and a positive one sends the whole file and
+    /// then closes the connection before the declared length.
+    pub content_length_offset_bytes: i64,
+    /// Number of first downloads, counted over the files served, that get
+    /// `truncate_downloads_to_bytes`, `cut_downloads_after_bytes` and
+    /// `content_length_offset_bytes`. `None` applies them to every download.
+    pub download_faults_first_n: Option<u32>,
     /// Maximum rate of each download and catalog response, in bytes per second.
     pub bandwidth_bytes_per_sec: Option<u64>,
     /// Requests in a million, over all endpoints, that get `fail_status` at random.
@@ -108,6 +127,9 @@ impl Default for ServeOptions {
             latency_ms: 0,
             latency_min_rows: 0,
             truncate_downloads_to_bytes: None,
+            cut_downloads_after_bytes: None,
+            content_length_offset_bytes: 0,
+            download_faults_first_n: None,
             bandwidth_bytes_per_sec: None,
             error_rate_ppm: 0,
             error_seed: 0,
@@ -121,6 +143,7 @@ struct ServerState {
     polls_by_request: Mutex<HashMap<String, u32>>,
     failures_sent: AtomicU32,
     requests_seen: AtomicU64,
+    downloads_served: AtomicU32,
 }
 
 type SharedState = Arc<ServerState>;
@@ -220,6 +243,7 @@ pub async fn bind(
         polls_by_request: Mutex::new(HashMap::new()),
         failures_sent: AtomicU32::new(0),
         requests_seen: AtomicU64::new(0),
+        downloads_served: AtomicU32::new(0),
     });
     let router = Router::new()
         .route(&format!("/{INVOKE_PATH}"), post(invoke_handler))
@@ -320,6 +344,27 @@ impl ServerState {
         } else {
             false
         }
+    }
+
+    /// Counts a download served from a file and returns the body faults it gets.
+    fn download_faults(&self) -> BodyFaults {
+        let served = self.downloads_served.fetch_add(1, Ordering::SeqCst);
+        let options = &self.options;
+        if options
+            .download_faults_first_n
+            .is_some_and(|first_n| served >= first_n)
+        {
+            return BodyFaults::default();
+        }
+        let faults = BodyFaults {
+            truncate_to: options.truncate_downloads_to_bytes,
+            cut_after: options.cut_downloads_after_bytes,
+            length_offset: options.content_length_offset_bytes,
+        };
+        if faults != BodyFaults::default() {
+            tracing::warn!(download = served + 1, ?faults, "injecting download faults");
+        }
+        faults
     }
 
     async fn delay(&self, result_rows: usize) {
@@ -627,9 +672,9 @@ async fn download_handler(
     };
     let lookup = state.snapshot.data_file(&uri);
     state.delay(0).await;
-    let truncate_to = state.options.truncate_downloads_to_bytes;
     let pace = state.options.bandwidth_bytes_per_sec;
-    serve_lookup(lookup, &format!("data URI {uri}"), truncate_to, pace).await
+    let faults = || state.download_faults();
+    serve_lookup(lookup, &format!("data URI {uri}"), faults, pace).await
 }
 
 async fn catalog_handler(
@@ -642,13 +687,31 @@ async fn catalog_handler(
     let lookup = state.snapshot.catalog_file(&name);
     state.delay(0).await;
     let pace = state.options.bandwidth_bytes_per_sec;
-    serve_lookup(lookup, &format!("catalog file {name:?}"), None, pace).await
+    serve_lookup(
+        lookup,
+        &format!("catalog file {name:?}"),
+        BodyFaults::default,
+        pace,
+    )
+    .await
 }
 
+/// Faults injected into one file response; the default sends the file as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct BodyFaults {
+    /// Send only this many bytes, without `Content-Length`.
+    truncate_to: Option<u64>,
+    /// Close the connection after this many body bytes, with the full `Content-Length`.
+    cut_after: Option<u64>,
+    /// Added to the declared `Content-Length`.
+    length_offset: i64,
+}
+
+/// Serves a looked-up file; `faults` is called only when the file exists.
 async fn serve_lookup(
     lookup: Result<FileLookup, ArchiveError>,
     label: &str,
-    truncate_to: Option<u64>,
+    faults: impl FnOnce() -> BodyFaults,
     bytes_per_sec: Option<u64>,
 ) -> Response {
     let path = match lookup {
@@ -674,7 +737,7 @@ async fn serve_lookup(
             return (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response();
         }
     };
-    match file_response(&path, truncate_to, bytes_per_sec).await {
+    match file_response(&path, faults(), bytes_per_sec).await {
         Ok(response) => response,
         Err(err) => {
             tracing::error!(path = %path.display(), error = %err, "failed to open a snapshot file");
@@ -689,30 +752,51 @@ async fn serve_lookup(
 
 async fn file_response(
     path: &std::path::Path,
-    truncate_to: Option<u64>,
+    faults: BodyFaults,
     bytes_per_sec: Option<u64>,
 ) -> std::io::Result<Response> {
     let file = tokio::fs::File::open(path).await?;
     let size_bytes = file.metadata().await?.len();
     let builder = Response::builder().header(header::CONTENT_TYPE, "application/octet-stream");
-    let response = match truncate_to {
-        Some(limit_bytes) => builder.body(Body::from_stream(file_chunks(
-            file,
-            limit_bytes,
-            bytes_per_sec,
-        ))),
-        None => builder
-            .header(header::CONTENT_LENGTH, size_bytes)
-            .body(Body::from_stream(file_chunks(
-                file,
-                size_bytes,
-                bytes_per_sec,
-            ))),
+    if let Some(limit_bytes) = faults.truncate_to {
+        let body = Body::from_stream(file_chunks(file, limit_bytes, bytes_per_sec));
+        return Ok(builder.body(body).expect("static headers are valid"));
+    }
+    let declared_bytes = size_bytes.saturating_add_signed(faults.length_offset);
+    let body = match faults.cut_after {
+        Some(cut_bytes) if cut_bytes < size_bytes => {
+            let reset = futures::stream::once(async move {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    format!("download cut after {cut_bytes} of {size_bytes} bytes"),
+                ))
+            });
+            let chunks = file_chunks(file, cut_bytes, bytes_per_sec);
+            Body::from_stream(chunks.chain(flush_pause()).chain(reset))
+        }
+        _ if declared_bytes > size_bytes => {
+            let chunks = file_chunks(file, size_bytes, bytes_per_sec);
+            Body::from_stream(chunks.chain(flush_pause()))
+        }
+        _ => Body::from_stream(file_chunks(file, size_bytes, bytes_per_sec)),
     };
-    Ok(response.expect("static headers are valid"))
+    Ok(builder
+        .header(header::CONTENT_LENGTH, declared_bytes)
+        .body(body)
+        .expect("static headers are valid"))
 }
 
 const FILE_CHUNK_BYTES: u64 = 64 * 1024;
+
+/// Pause before a body that is cut or shorter than its `Content-Length` ends.
+const FLUSH_PAUSE: Duration = Duration::from_millis(20);
+
+/// Yields nothing after [`FLUSH_PAUSE`]. hyper drops the bytes it has not written yet
+/// when a body fails or ends before its declared length, so a faulty body waits for them
+/// to go out before it ends.
+fn flush_pause<T>() -> impl Stream<Item = T> {
+    futures::stream::once(tokio::time::sleep(FLUSH_PAUSE)).filter_map(|()| async { None })
+}
 
 /// Streams at most `limit_bytes` of `file` in chunks, each after the time it takes at
 /// `bytes_per_sec`.

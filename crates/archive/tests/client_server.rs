@@ -895,3 +895,242 @@ async fn bandwidth_limit_paces_downloads() {
     // 300 kB at 1 MB/s: at least 0.3 s, whatever the machine.
     assert!(started.elapsed() >= std::time::Duration::from_millis(290));
 }
+
+const CUT_URI: &str = "mast:HST/product/cut_drc.jpg";
+const CUT_FILE_BYTES: usize = 100_000;
+
+/// Starts a server with one 100,000-byte file at [`CUT_URI`] and the given faults.
+async fn cut_harness(options: ServeOptions, max_retries: u32) -> Harness {
+    Harness::start(
+        options,
+        |writer| {
+            writer
+                .add_file(CUT_URI, &sample_bytes(CUT_FILE_BYTES))
+                .unwrap();
+        },
+        |config| config.max_retries = max_retries,
+    )
+    .await
+}
+
+/// Sends one plain GET of [`CUT_URI`] and returns the declared length, the body bytes
+/// received and whether the body ended with an error.
+async fn raw_download(base_url: &Url) -> (Option<u64>, usize, bool) {
+    let url = base_url
+        .join(&format!("api/v0.1/Download/file?uri={CUT_URI}"))
+        .unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut response = http.get(url).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let declared = response.content_length();
+    let mut received = 0;
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => received += chunk.len(),
+            Ok(None) => return (declared, received, false),
+            Err(_) => return (declared, received, true),
+        }
+    }
+}
+
+fn files_in(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect()
+}
+
+#[tokio::test]
+async fn server_cuts_download_mid_body_with_full_length() {
+    let options = ServeOptions {
+        cut_downloads_after_bytes: Some(30_000),
+        download_faults_first_n: Some(1),
+        ..no_faults()
+    };
+    let harness = cut_harness(options, 0).await;
+    let base = harness.server.base_url();
+
+    let (declared, received, failed) = raw_download(&base).await;
+    assert_eq!(declared, Some(CUT_FILE_BYTES as u64));
+    assert!(failed, "the body must end with an error, not look complete");
+    assert_eq!(received, 30_000);
+
+    let (declared, received, failed) = raw_download(&base).await;
+    assert_eq!(
+        (declared, received, failed),
+        (Some(CUT_FILE_BYTES as u64), CUT_FILE_BYTES, false),
+        "only the first download is cut"
+    );
+}
+
+#[tokio::test]
+async fn server_declares_wrong_content_length() {
+    let size = CUT_FILE_BYTES as u64;
+    let longer = cut_harness(
+        ServeOptions {
+            content_length_offset_bytes: 1_000,
+            ..no_faults()
+        },
+        0,
+    )
+    .await;
+    let (declared, received, failed) = raw_download(&longer.server.base_url()).await;
+    assert_eq!(declared, Some(size + 1_000));
+    assert_eq!(received, CUT_FILE_BYTES, "the whole file, then a close");
+    assert!(failed, "a body shorter than its Content-Length must fail");
+
+    // hyper sends no byte past the declared length, so the short response looks
+    // complete: only the size the caller expects can reveal it.
+    let shorter = cut_harness(
+        ServeOptions {
+            content_length_offset_bytes: -1_000,
+            ..no_faults()
+        },
+        0,
+    )
+    .await;
+    let (declared, received, failed) = raw_download(&shorter.server.base_url()).await;
+    assert_eq!(
+        (declared, received, failed),
+        (Some(size - 1_000), CUT_FILE_BYTES - 1_000, false)
+    );
+}
+
+#[tokio::test]
+async fn download_cut_mid_body_retried_until_whole() {
+    let options = ServeOptions {
+        cut_downloads_after_bytes: Some(30_000),
+        download_faults_first_n: Some(2),
+        ..no_faults()
+    };
+    let harness = cut_harness(options, 3).await;
+    let dest = tempfile::tempdir().unwrap();
+    let bytes = sample_bytes(CUT_FILE_BYTES);
+
+    let download = harness
+        .client
+        .download(CUT_URI, dest.path(), Some(CUT_FILE_BYTES as u64))
+        .await
+        .unwrap();
+
+    assert_eq!(download.size_bytes, CUT_FILE_BYTES as u64);
+    assert_eq!(download.sha256_hex, hex::encode(Sha256::digest(&bytes)));
+    assert_eq!(std::fs::read(&download.temp_path).unwrap(), bytes);
+    let stats = harness.client.stats();
+    assert_eq!((stats.requests, stats.retries), (3, 2));
+    assert_eq!(
+        files_in(dest.path()),
+        [download.temp_path],
+        "the cut attempts leave no file"
+    );
+}
+
+#[tokio::test]
+async fn download_cut_every_attempt_fails_transient() {
+    let options = ServeOptions {
+        cut_downloads_after_bytes: Some(30_000),
+        ..no_faults()
+    };
+    let harness = cut_harness(options, 2).await;
+    let dest = tempfile::tempdir().unwrap();
+
+    let err = harness
+        .client
+        .download(CUT_URI, dest.path(), Some(CUT_FILE_BYTES as u64))
+        .await
+        .unwrap_err();
+
+    assert!(
+        matches!(err, ArchiveError::RetriesExhausted { attempts: 3, .. }),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(message.contains(CUT_URI), "{message}");
+    assert!(
+        message.contains("connection closed before the response was complete"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("query fewer"),
+        "a download cannot be split: {message}"
+    );
+    assert_eq!(harness.client.stats().retries, 2);
+    assert!(files_in(dest.path()).is_empty(), "no partial file is kept");
+}
+
+#[tokio::test]
+async fn long_content_length_retried_until_whole() {
+    let options = ServeOptions {
+        content_length_offset_bytes: 1_000,
+        download_faults_first_n: Some(1),
+        ..no_faults()
+    };
+    let harness = cut_harness(options, 3).await;
+    let dest = tempfile::tempdir().unwrap();
+
+    let download = harness
+        .client
+        .download(CUT_URI, dest.path(), None)
+        .await
+        .unwrap();
+
+    assert_eq!(download.size_bytes, CUT_FILE_BYTES as u64);
+    assert_eq!(harness.client.stats().retries, 1);
+    assert_eq!(files_in(dest.path()), [download.temp_path]);
+}
+
+#[tokio::test]
+async fn short_content_length_is_size_mismatch() {
+    let options = ServeOptions {
+        content_length_offset_bytes: -1_000,
+        ..no_faults()
+    };
+    let harness = cut_harness(options, 2).await;
+    let dest = tempfile::tempdir().unwrap();
+
+    let err = harness
+        .client
+        .download(CUT_URI, dest.path(), Some(CUT_FILE_BYTES as u64))
+        .await
+        .unwrap_err();
+
+    match &err {
+        ArchiveError::SizeMismatch {
+            expected_bytes,
+            actual_bytes,
+            source_of_expectation,
+            attempts,
+            ..
+        } => {
+            assert_eq!(*expected_bytes, CUT_FILE_BYTES as u64);
+            assert_eq!(*actual_bytes, CUT_FILE_BYTES as u64 - 1_000);
+            assert_eq!(*source_of_expectation, "expected_size_bytes");
+            assert_eq!(*attempts, 3);
+        }
+        other => panic!("expected SizeMismatch, got {other:?}"),
+    }
+    assert!(err.to_string().contains(CUT_URI), "{err}");
+    assert_eq!(harness.client.stats().retries, 2);
+    assert!(files_in(dest.path()).is_empty(), "no short file is kept");
+}
+
+#[tokio::test]
+async fn short_content_length_retried_until_whole() {
+    let options = ServeOptions {
+        content_length_offset_bytes: -1_000,
+        download_faults_first_n: Some(2),
+        ..no_faults()
+    };
+    let harness = cut_harness(options, 3).await;
+    let dest = tempfile::tempdir().unwrap();
+
+    let download = harness
+        .client
+        .download(CUT_URI, dest.path(), Some(CUT_FILE_BYTES as u64))
+        .await
+        .unwrap();
+
+    assert_eq!(download.size_bytes, CUT_FILE_BYTES as u64);
+    assert_eq!(harness.client.stats().retries, 2);
+    assert_eq!(files_in(dest.path()), [download.temp_path]);
+}
