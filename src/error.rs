@@ -7,7 +7,7 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum PipelineError {
-    #[error("failed to access {path}: {source}")]
+    #[error("failed to access {path}: {source}{}", storage_advice(.source))]
     Io {
         path: PathBuf,
         #[source]
@@ -36,11 +36,18 @@ pub enum PipelineError {
     #[error("query failed: {0}")]
     Query(#[from] datafusion::error::DataFusionError),
 
-    #[error("Delta table {path} failed: {source}")]
+    #[error("Delta table {path} failed: {source}{}", storage_advice(.source))]
     Delta {
         path: PathBuf,
         #[source]
         source: deltalake::DeltaTableError,
+    },
+
+    #[error("cannot write {path}: {source}{}", storage_advice(.source))]
+    ParquetWrite {
+        path: PathBuf,
+        #[source]
+        source: datafusion::parquet::errors::ParquetError,
     },
 
     #[error("failed to read source table {table} from {path}: {problem}")]
@@ -88,6 +95,16 @@ pub enum PipelineError {
         detail: String,
     },
 
+    /// The run did its work (its version, if any, is published) but its run record
+    /// could not be written.
+    #[error("{outcome}, but the record of the run cannot be written: {source}")]
+    RunNotRecorded {
+        /// Completes the sentence: "version 2 of hst-paperclip was published".
+        outcome: String,
+        #[source]
+        source: Box<PipelineError>,
+    },
+
     #[error(transparent)]
     Summaries(Box<crate::summaries::SummaryError>),
 
@@ -108,9 +125,51 @@ impl PipelineError {
             source,
         }
     }
+
+    pub fn parquet_write(
+        path: impl Into<PathBuf>,
+        source: datafusion::parquet::errors::ParquetError,
+    ) -> Self {
+        Self::ParquetWrite {
+            path: path.into(),
+            source,
+        }
+    }
 }
 
 pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
+
+/// Returns the fix for a failed file operation whose cause, anywhere in `error`'s chain of
+/// sources, the user can remove: a full disk, a folder the user may not write or a
+/// read-only mount. Returns an empty string for other causes.
+pub fn storage_advice(error: &(dyn std::error::Error + 'static)) -> &'static str {
+    use std::io::ErrorKind;
+
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                ErrorKind::StorageFull | ErrorKind::QuotaExceeded => {
+                    return "; the file system is full: free space on it, then run the command again";
+                }
+                ErrorKind::PermissionDenied => {
+                    return "; permission denied: give the user running paperclip write access to that folder (check its owner and mode), then run the command again";
+                }
+                ErrorKind::ReadOnlyFilesystem => {
+                    return "; the file system is mounted read-only: remount it writable or use a data directory on another one, then run the command again";
+                }
+                _ => {}
+            }
+            // An I/O error that wraps another error reports it here, not as its source.
+            if let Some(inner) = io.get_ref() {
+                cause = Some(inner);
+                continue;
+            }
+        }
+        cause = error.source();
+    }
+    ""
+}
 
 /// Adds the closest valid name to a TOML "unknown field" error, when one is close enough
 /// to be a likely typo: `unknown field `keep_lst`, expected one of `keep_last`, ...` gets
@@ -132,6 +191,25 @@ pub fn suggest_known_field(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_errors_name_the_fix() {
+        let full = PipelineError::io("/data/blobs/tmp", std::io::Error::from_raw_os_error(28));
+        let message = full.to_string();
+        assert!(
+            message.starts_with("failed to access /data/blobs/tmp: "),
+            "{message}"
+        );
+        assert!(message.contains("free space on it"), "{message}");
+
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let wrapped = std::io::Error::other(denied);
+        assert!(storage_advice(&wrapped).contains("permission denied"));
+        let read_only = std::io::Error::from(std::io::ErrorKind::ReadOnlyFilesystem);
+        assert!(storage_advice(&read_only).contains("remount it writable"));
+        let other = std::io::Error::from(std::io::ErrorKind::InvalidData);
+        assert_eq!(storage_advice(&other), "");
+    }
 
     #[test]
     fn unknown_field_gets_the_closest_name() {

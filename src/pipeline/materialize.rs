@@ -83,8 +83,8 @@ pub struct Materialized {
 #[derive(Debug)]
 pub struct FetchFailure {
     pub row: usize,
-    /// True for failures unrelated to the file itself (timeout, reset, 5xx, local I/O). The
-    /// run then stops instead of publishing a version without the file.
+    /// True for failures unrelated to the file itself (timeout, reset, 5xx). The run then
+    /// stops instead of publishing a version without the file.
     pub transient: bool,
     pub reason: String,
     pub detail: String,
@@ -179,6 +179,11 @@ impl Materializer {
             .await
         {
             Ok(download) => download,
+            // Storing the download failed on this machine, for example on a full disk or
+            // an unwritable folder. The archive is not at fault, so the run stops here.
+            Err(ArchiveError::Io { path, source, .. }) => {
+                return Err(PipelineError::io(path, source));
+            }
             Err(error) => {
                 tracing::warn!(uri = %request.data_uri, %error, "download failed");
                 return Ok(Err(FetchFailure {

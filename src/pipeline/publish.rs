@@ -186,13 +186,12 @@ fn replace_shard_column(batch: &RecordBatch, shard_of_row: &[String]) -> Result<
 pub(crate) fn write_skips(path: &Path, skips: &[Skip]) -> Result<()> {
     let batch = tables::skips_batch(skips);
     let file = std::fs::File::create(path).map_err(|e| PipelineError::io(path, e))?;
-    let mut writer =
-        datafusion::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)
-            .map_err(|e| PipelineError::Invalid(format!("cannot write {}: {e}", path.display())))?;
+    let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)
+        .map_err(|e| PipelineError::parquet_write(path, e))?;
     writer
         .write(&batch)
         .and_then(|()| writer.close().map(|_| ()))
-        .map_err(|e| PipelineError::Invalid(format!("cannot write {}: {e}", path.display())))?;
+        .map_err(|e| PipelineError::parquet_write(path, e))?;
     std::fs::File::open(path)
         .and_then(|file| file.sync_all())
         .map_err(|e| PipelineError::io(path, e))

@@ -109,7 +109,14 @@ pub async fn run(config: &PipelineConfig, options: &RunOptions) -> Result<RunRep
     }
     match result {
         Ok(()) => {
-            save_report(&options.data_dir, &report)?;
+            // Any version is published by now. The error states that, so a missing record
+            // does not read as a failed publish.
+            save_report(&options.data_dir, &report).map_err(|error| {
+                PipelineError::RunNotRecorded {
+                    outcome: run_outcome(&report),
+                    source: Box::new(error),
+                }
+            })?;
             Ok(report)
         }
         Err(error) => {
@@ -428,6 +435,16 @@ async fn summaries_table(
             report.stage_done("summaries", "failed", vec![error.to_string()], "", clock);
             Err(error)
         }
+    }
+}
+
+/// Describes what a finished run did: "version 2 of hst-paperclip was published".
+fn run_outcome(report: &RunReport) -> String {
+    let dataset = &report.dataset;
+    match (report.published_version, report.unchanged_version) {
+        (Some(version), _) => format!("version {version} of {dataset} was published"),
+        (None, Some(version)) => format!("{dataset} is unchanged at version {version}"),
+        (None, None) => format!("the run of {dataset} finished without publishing"),
     }
 }
 

@@ -277,11 +277,11 @@ fn int64<'a>(batch: &'a RecordBatch, column: &str) -> Result<&'a Int64Array> {
 fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<()> {
     let file = fs::File::create(path).map_err(|e| PipelineError::io(path, e))?;
     let mut writer = ArrowWriter::try_new(file, batch.schema(), None)
-        .map_err(|e| PipelineError::Invalid(format!("cannot write {}: {e}", path.display())))?;
+        .map_err(|e| PipelineError::parquet_write(path, e))?;
     writer
         .write(batch)
         .and_then(|()| writer.close().map(|_| ()))
-        .map_err(|e| PipelineError::Invalid(format!("cannot write {}: {e}", path.display())))?;
+        .map_err(|e| PipelineError::parquet_write(path, e))?;
     fs::File::open(path)
         .and_then(|file| file.sync_all())
         .map_err(|e| PipelineError::io(path, e))

@@ -1,9 +1,11 @@
 //! Integration tests, in one binary so DataFusion and Delta are linked once.
 
 mod cli;
+mod clock;
 mod crash;
 mod e2e;
 mod eval;
+mod faults;
 mod gc;
 mod judge;
 mod llm_http;
