@@ -27,7 +27,7 @@ fi
 seeds=target/seeds
 if [ ! -f "$seeds/.complete" ]; then
   rm -rf "$seeds"
-  mkdir -p "$seeds"/{catalog_abstracts,catalog_phase2,mast_response,fits_file,preview_image}
+  mkdir -p "$seeds"/{catalog_abstracts,catalog_phase2,mast_response,fits_file,preview_image,summary_output}
   (cd .. && cargo run --quiet -- archive synth "fuzz/$seeds/synth" --proposals 3 \
     --previews-per-proposal 6 --min-side-px 16 --max-side-px 96 --fits-per-proposal 1 \
     > /dev/null)
@@ -47,6 +47,13 @@ if [ ! -f "$seeds/.complete" ]; then
     echo "note: $shared not found; fuzzing from the project's own seeds only" >&2
   fi
   rm -rf "$seeds/synth"
+  # Model outputs: a valid summary, one with a repeated item, one cut short.
+  printf '{"objects_and_phenomena": ["protoplanetary disks", "Orion Nebula"], "science_use_cases": ["count disks in a young cluster"]}' \
+    > "$seeds/summary_output/valid.json"
+  printf '{"objects_and_phenomena": ["quasar", "Quasar "], "science_use_cases": ["black hole masses", "x"]}' \
+    > "$seeds/summary_output/repeated.json"
+  printf '{"objects_and_phenomena": ["brown dwarfs"], "science_use_cases": ["measure ' \
+    > "$seeds/summary_output/cut.json"
   touch "$seeds/.complete"
 fi
 

@@ -11,8 +11,8 @@ pub enum SummaryError {
     #[error("the prompt template {name} is unusable: {problem}")]
     Prompt { name: String, problem: String },
 
-    #[error("the summary schema {path} is unusable: {problem}")]
-    Schema { path: String, problem: String },
+    #[error(transparent)]
+    Schema(#[from] paperclip_summary::SchemaError),
 
     #[error("invalid summary settings: {0}")]
     Settings(String),

@@ -20,13 +20,12 @@ pub mod backend;
 pub mod cache;
 mod error;
 pub mod http;
-pub mod json_text;
 pub mod local;
 pub mod prompt;
-pub mod schema;
 pub mod stage;
 pub mod table;
-pub mod validate;
+
+pub use paperclip_summary::{json_text, schema, validate};
 
 pub use backend::{
     BackendError, Completion, CompletionRequest, FinishReason, Sampling, SummaryBackend,

@@ -100,6 +100,7 @@ impl PromptTemplate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use paperclip_summary::{Completion, FinishReason, OutputChecker, RejectReason, SchemaFile};
 
     #[test]
     fn current_template_states_the_rules() {
@@ -151,5 +152,36 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.bytes, MAX_PROMPT_BYTES + 1);
         assert!(template.render(&"x".repeat(MAX_PROMPT_BYTES)).is_ok());
+    }
+
+    #[test]
+    fn copying_the_prompt_example_is_rejected() {
+        let prompt = PromptTemplate::current();
+        let example = prompt.example().expect("the prompt has an example answer");
+        let checker = OutputChecker::new(SchemaFile::committed().unwrap())
+            .with_example(Some(example.clone()));
+        let copied = serde_json::to_string(&example).unwrap();
+        let rejection = checker
+            .check(&completion(&copied, FinishReason::Stop), 4_800)
+            .unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::CopiedExample);
+
+        // One item in common with the example is a legitimate answer.
+        let own = r#"{"objects_and_phenomena": ["protoplanetary disks", "Orion Nebula Cluster"], "science_use_cases": ["count disks in a young cluster"]}"#;
+        assert!(
+            checker
+                .check(&completion(own, FinishReason::Stop), 4_800)
+                .is_ok()
+        );
+    }
+
+    fn completion(text: &str, finish_reason: FinishReason) -> Completion {
+        Completion {
+            text: text.to_string(),
+            finish_reason,
+            prompt_tokens: None,
+            completion_tokens: None,
+            elapsed_secs: 0.0,
+        }
     }
 }

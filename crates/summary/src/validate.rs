@@ -21,9 +21,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::backend::{Completion, FinishReason};
-use super::json_text::{StrictJsonError, parse_strict, scan};
-use super::schema::{MAX_WHITESPACE_BYTES_PER_GAP, SchemaFile, Summary, SummaryField};
+use crate::completion::{Completion, FinishReason};
+use crate::json_text::{StrictJsonError, parse_strict, scan};
+use crate::schema::{MAX_WHITESPACE_BYTES_PER_GAP, SchemaFile, Summary, SummaryField};
 
 /// Reason an output was rejected. The codes are stable, because they are stored in the
 /// summary cache and the skips table.
@@ -380,7 +380,7 @@ fn same_item(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::summaries::schema::{MAX_ITEM_CHARS, max_tokens};
+    use crate::schema::{MAX_ITEM_CHARS, max_tokens};
 
     #[test]
     fn invisible_characters_rejected() {
@@ -403,26 +403,6 @@ mod tests {
         let quoted = excerpt(&"x".repeat(5_000));
         assert!(quoted.len() < 200, "{quoted}");
         assert!(quoted.ends_with("(5000 characters)"), "{quoted}");
-    }
-
-    #[test]
-    fn copying_the_prompt_example_is_rejected() {
-        let prompt = crate::summaries::prompt::PromptTemplate::current();
-        let example = prompt.example().expect("the prompt has an example answer");
-        let checker = checker().with_example(Some(example.clone()));
-        let copied = serde_json::to_string(&example).unwrap();
-        let rejection = checker
-            .check(&completion(&copied, FinishReason::Stop), 4_800)
-            .unwrap_err();
-        assert_eq!(rejection.reason, RejectReason::CopiedExample);
-
-        // One item in common with the example is a legitimate answer.
-        let own = r#"{"objects_and_phenomena": ["protoplanetary disks", "Orion Nebula Cluster"], "science_use_cases": ["count disks in a young cluster"]}"#;
-        assert!(
-            checker
-                .check(&completion(own, FinishReason::Stop), 4_800)
-                .is_ok()
-        );
     }
 
     fn checker() -> OutputChecker {

@@ -29,8 +29,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::error::SummaryError;
-
 /// Minimum number of items in each list.
 pub const MIN_ITEMS: usize = 1;
 /// Maximum number of items in each list.
@@ -43,11 +41,11 @@ pub const MAX_ITEM_CHARS: usize = 100;
 /// Path of the committed schema, relative to the repository root.
 pub const SCHEMA_PATH: &str = "schemas/summary.schema.json";
 /// The committed schema, as built into the binary.
-pub const SCHEMA_JSON: &str = include_str!("../../schemas/summary.schema.json");
+pub const SCHEMA_JSON: &str = include_str!("../../../schemas/summary.schema.json");
 /// Name of the schema for servers that require one (`response_format.json_schema.name`).
 pub const SCHEMA_NAME: &str = "proposal_summary";
 /// The command that rewrites the committed schema from [`generate_schema`].
-pub const REGENERATE_COMMAND: &str = "UPDATE_SCHEMA=1 cargo test --lib summaries::schema";
+pub const REGENERATE_COMMAND: &str = "UPDATE_SCHEMA=1 cargo test -p paperclip-summary schema";
 
 /// Bytes of UTF-8 one character takes at most.
 pub const MAX_BYTES_PER_CHAR: usize = 4;
@@ -212,6 +210,14 @@ pub fn max_tokens() -> u32 {
     u32::try_from(tokens).expect("the budget fits in u32")
 }
 
+/// A schema text that does not parse or compile.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the summary schema {path} is unusable: {problem}")]
+pub struct SchemaError {
+    pub path: String,
+    pub problem: String,
+}
+
 /// The committed schema: its text, parsed value, SHA-256 and compiled validator.
 #[derive(Clone)]
 pub struct SchemaFile {
@@ -232,13 +238,13 @@ impl std::fmt::Debug for SchemaFile {
 
 impl SchemaFile {
     /// Parses the schema built into the binary.
-    pub fn committed() -> Result<Self, SummaryError> {
+    pub fn committed() -> Result<Self, SchemaError> {
         Self::parse(SCHEMA_PATH, SCHEMA_JSON)
     }
 
     /// Parses and compiles a schema text under draft 2020-12.
-    pub fn parse(path: &str, text: &str) -> Result<Self, SummaryError> {
-        let unusable = |problem: String| SummaryError::Schema {
+    pub fn parse(path: &str, text: &str) -> Result<Self, SchemaError> {
+        let unusable = |problem: String| SchemaError {
             path: path.to_string(),
             problem,
         };
@@ -262,7 +268,9 @@ mod tests {
     fn committed_schema_matches_the_types() {
         let generated = render_schema();
         if std::env::var("UPDATE_SCHEMA").as_deref() == Ok("1") {
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(SCHEMA_PATH);
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../..")
+                .join(SCHEMA_PATH);
             std::fs::write(&path, &generated).unwrap();
             return;
         }
