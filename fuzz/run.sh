@@ -25,6 +25,10 @@ else
 fi
 
 seeds=target/seeds
+# Seeds are built once; a target added since then rebuilds them all.
+for target in "${targets[@]}"; do
+  [ -d "$seeds/$target" ] || rm -f "$seeds/.complete"
+done
 if [ ! -f "$seeds/.complete" ]; then
   rm -rf "$seeds"
   mkdir -p "$seeds"/{catalog_abstracts,catalog_phase2,mast_response,fits_file,preview_image,summary_output}
