@@ -1,6 +1,6 @@
-//! MAST API responses: any bytes give an envelope or an error; every row of an envelope
-//! reads as an observation and as a product, or is rejected with a reason. The text
-//! forms of MAST's ids and data URIs are parsed from the same bytes.
+//! MAST API responses: any bytes give an envelope or an error. Every row of an envelope
+//! reads as an observation and as a product, or is rejected with a reason. The text forms
+//! of MAST's ids and data URIs are parsed from the same bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,6 +1,6 @@
 //! A model's output for a summary: any text gives a summary or a rejection with a reason.
-//! A summary that passes holds the schema's bounds, and passes again when written back
-//! as JSON.
+//! A summary that passes stays within the schema's bounds, and passes again when written
+//! back as JSON.
 #![no_main]
 
 use std::sync::LazyLock;

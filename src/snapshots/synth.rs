@@ -298,7 +298,7 @@ const MAX_FOOTPRINT_TILT_RAD: f64 = 0.14;
 /// Footprint sides as a share of the preview's sides, before rotation.
 const FOOTPRINT_SCALE: f64 = 0.93;
 
-/// A rotated rectangle that holds a preview's sky; pixels outside it are white, as the
+/// A rotated rectangle that contains a preview's sky. Pixels outside it are white, as the
 /// area outside a drizzled footprint is in HST previews.
 struct Footprint {
     centre: (f64, f64),

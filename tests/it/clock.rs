@@ -29,6 +29,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, error::TryRecvError};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use crate::refresh::Archive;
 use crate::support::{pipeline_path, query, run_options, serve_snapshot};
 
 const DATASET: &str = "hst-paperclip";
@@ -37,73 +38,24 @@ fn at(text: &str) -> DateTime<Utc> {
     text.parse().unwrap()
 }
 
-/// The fixture snapshot, edited between runs; each server serves its files as they are.
-struct Archive {
-    dir: PathBuf,
-}
-
-impl Archive {
-    fn new(root: &Path) -> Self {
-        let dir = root.join("snapshot");
-        paperclip::snapshots::fixtures::build(&dir).unwrap();
-        Self { dir }
-    }
-
-    async fn serve(&self, options: ServeOptions) -> RunningServer {
-        serve_snapshot(&self.dir, options).await
-    }
-
-    /// Adds an observation of `proposal_id` released at `released`, without products.
-    fn add_observation(&self, obsid: u64, proposal_id: u32, released: DateTime<Utc>) {
-        let path = self.dir.join("caom/observations/rows-000000.json");
-        let mut envelope: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        let rows = envelope["data"].as_array_mut().unwrap();
-        let mut row = rows[0].clone();
-        row["obsid"] = json!(obsid);
-        row["obs_id"] = json!(format!("late{obsid}"));
-        row["proposal_id"] = json!(proposal_id.to_string());
-        row["t_obs_release"] = json!(mjd(released));
-        rows.push(row);
-        std::fs::write(&path, serde_json::to_vec(&envelope).unwrap()).unwrap();
-    }
-
-    /// Removes a proposal's record from the catalog, keeping every other byte (one PI
-    /// name is Latin-1).
-    fn withdraw_proposal(&self, proposal_id: u32) {
-        let path = self.dir.join("catalog/abstracts.cat");
-        let latin1: String = std::fs::read(&path)
-            .unwrap()
-            .into_iter()
-            .map(char::from)
-            .collect();
-        let rule = "-".repeat(80);
-        let remaining: Vec<&str> = latin1
-            .split(&rule)
-            .filter(|record| !record.contains(&format!("ID: {proposal_id}\n")))
-            .collect();
-        let bytes: Vec<u8> = remaining.join(&rule).chars().map(|c| c as u8).collect();
-        std::fs::write(&path, bytes).unwrap();
-    }
-
-    /// Data URIs of the snapshot's files with their sizes.
-    fn file_sizes(&self) -> BTreeMap<String, u64> {
-        let root = self.dir.join("files");
-        let mut sizes = BTreeMap::new();
-        let mut folders = vec![root.clone()];
-        while let Some(folder) = folders.pop() {
-            for entry in std::fs::read_dir(folder).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    folders.push(path);
-                } else {
-                    let relative = path.strip_prefix(&root).unwrap().to_str().unwrap();
-                    let size = std::fs::metadata(&path).unwrap().len();
-                    sizes.insert(format!("mast:{relative}"), size);
-                }
+/// Returns the data URIs of the archive's files with their sizes.
+fn file_sizes(archive: &Archive) -> BTreeMap<String, u64> {
+    let root = archive.dir.join("files");
+    let mut sizes = BTreeMap::new();
+    let mut folders = vec![root.clone()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else {
+                let relative = path.strip_prefix(&root).unwrap().to_str().unwrap();
+                let size = std::fs::metadata(&path).unwrap().len();
+                sizes.insert(format!("mast:{relative}"), size);
             }
         }
-        sizes
     }
+    sizes
 }
 
 fn config(lookback_days: f64) -> PipelineConfig {
@@ -579,7 +531,7 @@ fn finished_with(event: EventKind, expected: RunOutcome) -> String {
     run_id
 }
 
-/// The release window end (`now`) that a recorded run used, as MJD.
+/// Returns the release window end (`now`) that a recorded run used, as MJD.
 fn recorded_now_mjd(data_dir: &Path, run_id: &str) -> f64 {
     let path = data_dir.join("runs").join(format!("{run_id}.json"));
     let record: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
@@ -699,7 +651,8 @@ async fn restart_does_not_rerun_due_time() {
 // Downloads cut in the middle of the body or sent with a wrong Content-Length, through
 // the whole pipeline.
 
-/// The pipeline with few archive retries, so a persistent fault fails in about a second.
+/// Returns the pipeline with few archive retries, so a persistent fault fails in about a
+/// second.
 fn download_config(max_retries: u32) -> PipelineConfig {
     let mut config = config(7.0);
     config.archive.max_retries = max_retries;
@@ -710,7 +663,7 @@ fn download_config(max_retries: u32) -> PipelineConfig {
 fn assert_no_partial_blob(data_dir: &Path, archive: &Archive) -> usize {
     let store = paperclip::store::blobs::BlobStore::open(data_dir.join("blobs")).unwrap();
     let mut stored = 0;
-    for (uri, size) in archive.file_sizes() {
+    for (uri, size) in file_sizes(&archive) {
         if let Some(record) = store.lookup_uri(&uri) {
             assert_eq!(record.size_bytes, size, "{uri} is stored partly");
             stored += 1;

@@ -16,23 +16,23 @@ use crate::support::{pipeline_path, query, run_options, serve_snapshot};
 const DATASET: &str = "hst-paperclip";
 
 /// A fixture snapshot that tests edit between runs; each run serves its current files.
-struct Archive {
-    dir: PathBuf,
+pub(crate) struct Archive {
+    pub(crate) dir: PathBuf,
 }
 
 impl Archive {
-    fn new(root: &Path) -> Self {
+    pub(crate) fn new(root: &Path) -> Self {
         let dir = root.join("snapshot");
         paperclip::snapshots::fixtures::build(&dir).unwrap();
         Self { dir }
     }
 
-    async fn serve(&self, options: ServeOptions) -> RunningServer {
+    pub(crate) async fn serve(&self, options: ServeOptions) -> RunningServer {
         serve_snapshot(&self.dir, options).await
     }
 
     /// Adds an observation of `proposal_id` released at `released`, without products.
-    fn add_observation(&self, obsid: u64, proposal_id: u32, released: DateTime<Utc>) {
+    pub(crate) fn add_observation(&self, obsid: u64, proposal_id: u32, released: DateTime<Utc>) {
         let path = self.dir.join("caom/observations/rows-000000.json");
         let mut envelope: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         let rows = envelope["data"].as_array_mut().unwrap();
@@ -47,7 +47,7 @@ impl Archive {
 
     /// Removes a proposal's record from the catalog, keeping every other byte (one PI
     /// name is Latin-1).
-    fn withdraw_proposal(&self, proposal_id: u32) {
+    pub(crate) fn withdraw_proposal(&self, proposal_id: u32) {
         let path = self.dir.join("catalog/abstracts.cat");
         let latin1: String = std::fs::read(&path)
             .unwrap()

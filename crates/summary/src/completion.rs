@@ -1,4 +1,4 @@
-//! What a model backend returns: the raw text and why generation stopped.
+//! The output of a model backend: the raw text and the reason generation stopped.
 
 use serde::{Deserialize, Serialize};
 

@@ -8,7 +8,7 @@
 //! - [`validate`]: [`OutputChecker`], which turns a model's [`Completion`] into a
 //!   [`Summary`] or a [`Rejection`] with a stable reason code.
 //!
-//! The crate holds no I/O and no model code, so the checks can be fuzzed on their own.
+//! The crate contains no I/O and no model code, so the checks can be fuzzed on their own.
 
 mod completion;
 pub mod json_text;

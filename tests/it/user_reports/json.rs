@@ -5,7 +5,7 @@
 //!
 //! The vocabulary is built by hand: four special tokens, the 256 byte tokens (every byte
 //! is reachable) and pieces useful for JSON. A script scores each allowed token from what
-//! the output holds so far, pushing toward one failure mode of constrained decoders.
+//! the output contains so far, pushing toward one failure mode of constrained decoders.
 //! Outputs are checked with the product's own readers: the strict parser that refuses
 //! repeated keys (`json_text::parse_strict`) and the `jsonschema` validator of
 //! `SchemaFile`, which is independent of llguidance.
@@ -492,7 +492,7 @@ impl SummaryBackend for GrammarBackend {
     }
 }
 
-/// A backend that answers every request with the same text, as a server that ignores the
+/// A backend that returns the same text for every request, as a server that ignores the
 /// schema would.
 struct FixedBackend(&'static str);
 

@@ -731,7 +731,7 @@ async fn stored_file_used_while_archive_hangs() {
     options.now = Some(now);
     paperclip::pipeline::run(&config, &options).await.unwrap();
 
-    // The archive now accepts connections and never answers. A request would fail after
+    // The archive now accepts connections and never responds. A request would fail after
     // the timeout instead of hanging the test.
     let silent = SilentServer::start().await;
     config.archive.request_timeout_secs = 2;

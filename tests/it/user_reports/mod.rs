@@ -1,8 +1,8 @@
 //! Cases from public bug reports and questions of people doing parts of this job
 //! (querying MAST, decoding FITS and previews, constrained JSON, tar shards, SQL,
 //! incremental pipelines, CLIP training). Each test builds the report's small input
-//! offline, runs it through the product and checks the behaviour the product promises;
-//! its comment cites the report's URL.
+//! offline, runs it through the product and checks the behaviour the product promises.
+//! Its comment cites the report's URL.
 
 mod clip;
 mod fits;
