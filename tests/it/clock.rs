@@ -663,7 +663,7 @@ fn download_config(max_retries: u32) -> PipelineConfig {
 fn assert_no_partial_blob(data_dir: &Path, archive: &Archive) -> usize {
     let store = paperclip::store::blobs::BlobStore::open(data_dir.join("blobs")).unwrap();
     let mut stored = 0;
-    for (uri, size) in file_sizes(&archive) {
+    for (uri, size) in file_sizes(archive) {
         if let Some(record) = store.lookup_uri(&uri) {
             assert_eq!(record.size_bytes, size, "{uri} is stored partly");
             stored += 1;
