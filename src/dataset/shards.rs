@@ -348,6 +348,33 @@ mod tests {
     }
 
     #[test]
+    fn members_are_plain_files_with_safe_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut samples = (0..3).map(|i| sample(&format!("p1_obs{i}")));
+        write_split(dir.path(), "train", &mut samples, 10).unwrap();
+
+        let file = File::open(dir.path().join("train-00000.tar")).unwrap();
+        let mut archive = tar::Archive::new(file);
+        let mut members = 0;
+        for entry in archive.entries().unwrap() {
+            let entry = entry.unwrap();
+            let header = entry.header();
+            let name = entry.path().unwrap().to_string_lossy().into_owned();
+            assert_eq!(header.entry_type(), tar::EntryType::Regular, "{name}");
+            assert_eq!(header.mode().unwrap(), 0o644, "{name}");
+            assert_eq!(
+                (header.uid().unwrap(), header.gid().unwrap()),
+                (0, 0),
+                "{name}"
+            );
+            assert!(header.link_name().unwrap().is_none(), "{name}");
+            assert!(!name.contains('/') && !name.contains(".."), "{name}");
+            members += 1;
+        }
+        assert_eq!(members, 9);
+    }
+
+    #[test]
     fn dotted_or_slashed_keys_are_rejected() {
         assert!(validate_key("p13012_jbz504eoq").is_ok());
         assert!(validate_key("22.0").is_err());
