@@ -99,7 +99,8 @@ pub enum PipelineError {
     /// could not be written.
     #[error("{outcome}, but the record of the run cannot be written: {source}")]
     RunNotRecorded {
-        /// Completes the sentence: "version 2 of hst-paperclip was published".
+        /// The outcome that begins the message, such as "version 2 of hst-paperclip was
+        /// published".
         outcome: String,
         #[source]
         source: Box<PipelineError>,

@@ -29,7 +29,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, error::TryRecvError};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::refresh::Archive;
+use crate::refresh::{Archive, config, run_at};
 use crate::support::{pipeline_path, query, run_options, serve_snapshot};
 
 const DATASET: &str = "hst-paperclip";
@@ -56,24 +56,6 @@ fn file_sizes(archive: &Archive) -> BTreeMap<String, u64> {
         }
     }
     sizes
-}
-
-fn config(lookback_days: f64) -> PipelineConfig {
-    let mut config = PipelineConfig::load(&pipeline_path()).unwrap();
-    config.refresh.lookback_days = lookback_days;
-    config.refresh.full_refresh_every_days = 0.0;
-    config
-}
-
-async fn run_at(
-    config: &PipelineConfig,
-    data_dir: &Path,
-    server: &RunningServer,
-    now: DateTime<Utc>,
-) -> Result<RunReport, paperclip::error::PipelineError> {
-    let mut options = run_options(data_dir, server.base_url());
-    options.now = Some(now);
-    paperclip::pipeline::run(config, &options).await
 }
 
 fn state(data_dir: &Path) -> ArchiveState {

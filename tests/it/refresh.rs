@@ -64,14 +64,14 @@ impl Archive {
     }
 }
 
-fn config(lookback_days: f64) -> PipelineConfig {
+pub(crate) fn config(lookback_days: f64) -> PipelineConfig {
     let mut config = PipelineConfig::load(&pipeline_path()).unwrap();
     config.refresh.lookback_days = lookback_days;
     config.refresh.full_refresh_every_days = 0.0;
     config
 }
 
-async fn run_at(
+pub(crate) async fn run_at(
     config: &PipelineConfig,
     data_dir: &Path,
     server: &RunningServer,
