@@ -35,7 +35,7 @@ for target in "${targets[@]}"; do
 done
 if [ ! -f "$seeds/.complete" ]; then
   rm -rf "$seeds"
-  mkdir -p "$seeds"/{catalog_abstracts,catalog_phase2,mast_response,fits_file,preview_image,summary_output}
+  mkdir -p "$seeds"/{catalog_abstracts,catalog_phase2,mast_response,fits_file,preview_image,summary_output,pipeline_file}
   (cd .. && cargo run --quiet -- archive synth "fuzz/$seeds/synth" --proposals 3 \
     --previews-per-proposal 6 --min-side-px 16 --max-side-px 96 --fits-per-proposal 1 \
     > /dev/null)
@@ -62,6 +62,10 @@ if [ ! -f "$seeds/.complete" ]; then
     > "$seeds/summary_output/repeated.json"
   printf '{"objects_and_phenomena": ["brown dwarfs"], "science_use_cases": ["measure ' \
     > "$seeds/summary_output/cut.json"
+  # Pipeline files: the shipped ones and those of the SQL tests.
+  for file in ../pipelines/*.toml ../tests/sql/*/pipeline.toml; do
+    cp "$file" "$seeds/pipeline_file/$(echo "$file" | tr / _)"
+  done
   touch "$seeds/.complete"
 fi
 
@@ -75,8 +79,10 @@ printf '| target | seconds | executions | corpus inputs | result |\n|---|---:|--
 for target in "${targets[@]}"; do
   mkdir -p "corpus/$target"
   status=0
+  dict=()
+  [ -f "dicts/$target.dict" ] && dict=(-dict="dicts/$target.dict")
   cargo fuzz run -s none "${profile[@]}" "$target" "corpus/$target" "$seeds/$target" -- \
-    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    "${dict[@]}" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     > "$logs/$target.log" 2>&1 || status=$?
   executions=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$logs/$target.log" \
     | grep -o '[0-9]*$' || echo 0)

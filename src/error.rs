@@ -172,22 +172,7 @@ pub fn storage_advice(error: &(dyn std::error::Error + 'static)) -> &'static str
     ""
 }
 
-/// Adds the closest valid name to a TOML "unknown field" error, when one is close enough
-/// to be a likely typo: `unknown field `keep_lst`, expected one of `keep_last`, ...` gets
-/// `; did you mean `keep_last`?`. Other messages are returned unchanged.
-pub fn suggest_known_field(message: &str) -> String {
-    let Some(rest) = message.split("unknown field `").nth(1) else {
-        return message.to_string();
-    };
-    let Some((unknown, expected)) = rest.split_once('`') else {
-        return message.to_string();
-    };
-    let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-    match crate::sql::graph::closest(unknown, &known) {
-        Some(name) => format!("{}; did you mean `{name}`?", message.trim_end()),
-        None => message.to_string(),
-    }
-}
+pub use paperclip_pipeline_file::suggest_known_field;
 
 #[cfg(test)]
 mod tests {
@@ -210,19 +195,5 @@ mod tests {
         assert!(storage_advice(&read_only).contains("remount it writable"));
         let other = std::io::Error::from(std::io::ErrorKind::InvalidData);
         assert_eq!(storage_advice(&other), "");
-    }
-
-    #[test]
-    fn unknown_field_gets_the_closest_name() {
-        let message = "TOML parse error at line 3, column 1\nunknown field `max_image_per_proposal`, \
-                       expected one of `min_cycle`, `max_images_per_proposal`, `seed`\n";
-        assert!(
-            suggest_known_field(message).ends_with("did you mean `max_images_per_proposal`?"),
-            "{}",
-            suggest_known_field(message)
-        );
-        let far = "unknown field `zzz`, expected one of `min_cycle`, `seed`";
-        assert_eq!(suggest_known_field(far), far);
-        assert_eq!(suggest_known_field("invalid type"), "invalid type");
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use datafusion::arrow::record_batch::RecordBatch;
 use paperclip::dataset::versions::{DatasetPaths, list_datasets, list_versions};
-use paperclip::pipeline::{PipelineConfig, RunOptions, RunReport};
+use paperclip::pipeline::{RunOptions, RunReport};
 use paperclip::snapshots;
 use url::Url;
 
@@ -139,7 +139,7 @@ async fn run(
     let plan_only = plan.is_some();
     let pipeline = args.pipeline.as_path();
     let archive = args.archive.as_deref();
-    let config = PipelineConfig::load(pipeline)?;
+    let config = paperclip::pipeline::config::load(pipeline)?;
 
     let mut embedded = None;
     let archive_override = match archive {
@@ -169,6 +169,7 @@ async fn run(
         progress: Arc::new(Bars::new()),
         plan_only,
         now: None,
+        started_at: None,
         full_refresh: args.full_refresh,
         run_id: None,
         saved_plan,

@@ -92,6 +92,11 @@ impl LogListing {
         readable
     }
 
+    /// Returns true when the log holds no commit and no checkpoint.
+    pub fn is_empty(&self) -> bool {
+        self.commits.is_empty() && self.checkpoints.is_empty()
+    }
+
     /// Returns true when table version `version` can be read.
     pub fn is_readable(&self, version: u64) -> bool {
         self.readable_versions().contains(&version)

@@ -297,93 +297,12 @@ async fn unreferenced_data_files(
     listing: &LogListing,
     keep_delta_version: u64,
 ) -> Result<Vec<RemovedItem>> {
-    let kept_delta_versions: Vec<u64> = listing
-        .readable_versions()
-        .into_iter()
-        .filter(|&v| v >= keep_delta_version)
-        .collect();
-    let referenced = referenced_data_files(paths, &kept_delta_versions).await?;
     let table_dir = paths.samples_table();
-    let mut removed = Vec::new();
-    for relative in data_files(&table_dir)? {
-        if !referenced.contains(&relative) {
-            removed.push(item(
-                paths,
-                RemovedKind::DeltaDataFile,
-                &table_dir.join(&relative),
-            ));
-        }
-    }
-    Ok(removed)
-}
-
-/// Collects the data file paths (relative, `/`-separated) that any of `delta_versions`
-/// references.
-async fn referenced_data_files(
-    paths: &DatasetPaths,
-    delta_versions: &[u64],
-) -> Result<HashSet<String>> {
-    let mut referenced = HashSet::new();
-    let Some(&first) = delta_versions.first() else {
-        return Ok(referenced);
-    };
-    let mut table = deltalake::open_table_with_version(paths.table_url()?, first)
-        .await
-        .map_err(|e| paths.delta_error(e))?;
-    for &version in delta_versions {
-        table
-            .load_version(version)
-            .await
-            .map_err(|e| paths.delta_error(e))?;
-        let files = table
-            .get_files_by_partitions(&[])
-            .await
-            .map_err(|e| paths.delta_error(e))?;
-        referenced.extend(files.iter().map(|p| p.as_ref().to_string()));
-    }
-    tracing::debug!(
-        versions = delta_versions.len(),
-        files = referenced.len(),
-        "data files the kept versions reference"
-    );
-    Ok(referenced)
-}
-
-/// Lists the Parquet files under the table folder, as relative `/`-separated paths.
-/// Hidden entries (`_delta_log`, `.`-files) are skipped. So are names with characters
-/// other than ASCII letters, digits, `.`, `-`, `_` and `=`, because Delta stores those
-/// percent-encoded and a plain comparison could miss a reference.
-fn data_files(table_dir: &Path) -> Result<Vec<String>> {
-    let mut found = Vec::new();
-    let mut pending = vec![(table_dir.to_path_buf(), String::new())];
-    while let Some((dir, prefix)) = pending.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(error) => return Err(PipelineError::io(&dir, error)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(|e| PipelineError::io(&dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let plain = name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || ".-_=".contains(c));
-            if name.starts_with(['_', '.']) || !plain {
-                continue;
-            }
-            let relative = format!("{prefix}{name}");
-            let file_type = entry
-                .file_type()
-                .map_err(|e| PipelineError::io(entry.path(), e))?;
-            if file_type.is_dir() {
-                pending.push((entry.path(), format!("{relative}/")));
-            } else if file_type.is_file() && name.ends_with(".parquet") {
-                found.push(relative);
-            }
-        }
-    }
-    found.sort();
-    Ok(found)
+    let unreferenced = super::data_files::unreferenced(paths, listing, keep_delta_version).await?;
+    Ok(unreferenced
+        .iter()
+        .map(|relative| item(paths, RemovedKind::DeltaDataFile, &table_dir.join(relative)))
+        .collect())
 }
 
 /// Fills in each item's freed bytes and returns the total. A file's bytes are freed only

@@ -2,6 +2,7 @@
 //! catalog over every version.
 
 pub mod catalog;
+pub mod data_files;
 pub mod delta_log;
 pub mod diff;
 pub mod gc;

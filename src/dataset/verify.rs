@@ -9,6 +9,7 @@ use std::sync::Arc;
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
+use super::delta_log::LogListing;
 use super::retention::{ExpiredVersion, load_expired};
 use super::shards::read_shard;
 use super::versions::{DatasetPaths, VersionRecord, list_versions, version_provider};
@@ -58,6 +59,7 @@ pub async fn verify_dataset(paths: &DatasetPaths) -> Result<Vec<Problem>> {
         Vec::new()
     });
     verify_no_stray_versions(paths, &records, &expired, &mut problems);
+    verify_no_stray_data_files(paths, &mut problems).await?;
     Ok(problems)
 }
 
@@ -142,6 +144,25 @@ fn verify_no_stray_versions(
             detail,
         });
     }
+}
+
+/// Reports the samples table's data files that no readable Delta version references.
+async fn verify_no_stray_data_files(
+    paths: &DatasetPaths,
+    problems: &mut Vec<Problem>,
+) -> Result<()> {
+    let listing = LogListing::read(&paths.log_dir())?;
+    for relative in super::data_files::unreferenced(paths, &listing, 0).await? {
+        problems.push(Problem {
+            version: 0,
+            item: format!("samples/{relative}"),
+            detail: format!(
+                "is a data file no readable version references (left by an interrupted commit or by a version whose log entries were removed); run `paperclip datasets gc {}` to remove it",
+                paths.name
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn verify_shards(paths: &DatasetPaths, record: &VersionRecord, problems: &mut Vec<Problem>) {

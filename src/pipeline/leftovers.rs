@@ -29,6 +29,30 @@ pub(super) fn remove_leftovers(paths: &DatasetPaths, data_dir: &Path) {
     crate::snapshots::embedded::remove_abandoned(data_dir);
 }
 
+/// Deletes the samples table's data files that a commit interrupted after writing them
+/// left. Safe while the dataset lock is held, since only a run holding it writes data
+/// files. Failures are logged, never fatal.
+pub(super) async fn remove_unreferenced_data_files(paths: &DatasetPaths) {
+    let files = match crate::dataset::data_files::left_by_interrupted_commit(paths).await {
+        Ok(files) => files,
+        Err(error) => {
+            tracing::warn!(%error, "cannot list the data files of an interrupted commit");
+            return;
+        }
+    };
+    for relative in files {
+        let file = paths.samples_table().join(&relative);
+        match std::fs::remove_file(&file) {
+            Ok(()) => {
+                tracing::info!(file = %file.display(), "removed the data file of an interrupted commit")
+            }
+            Err(error) => {
+                tracing::warn!(file = %file.display(), %error, "cannot remove the data file of an interrupted commit")
+            }
+        }
+    }
+}
+
 /// Deletes files of `dir` whose name matches and that are older than
 /// [`ABANDONED_DOWNLOAD_SECS`].
 fn remove_old_files(dir: &Path, name_matches: impl Fn(&str) -> bool) {

@@ -17,6 +17,7 @@ pub mod stages;
 pub mod state;
 mod summarize;
 mod tables;
+mod unmatched;
 
 pub use config::PipelineConfig;
 pub use plan::{Plan, PlanBasis};

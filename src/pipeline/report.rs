@@ -46,11 +46,15 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    pub(super) fn new(run_id: String, dataset: String) -> Self {
+    pub(super) fn new(
+        run_id: String,
+        dataset: String,
+        started_at: chrono::DateTime<chrono::Utc>,
+    ) -> Self {
         Self {
             run_id,
             dataset,
-            started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             published_version: None,
             unchanged_version: None,
             error: None,

@@ -8,7 +8,7 @@
 //! changed. A run that stops midway leaves its finished downloads, prepared images and
 //! archive state in the stores, so the next run only does the remaining work.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,7 +24,7 @@ use url::Url;
 use super::assemble::{AssembledSamples, assemble};
 use super::config::PipelineConfig;
 use super::ingest::{LoadedCatalog, load_proposals};
-use super::leftovers::remove_leftovers;
+use super::leftovers::{remove_leftovers, remove_unreferenced_data_files};
 use super::materialize::{Materializer, materialize_all};
 use super::model_output;
 use super::plan::{
@@ -38,6 +38,7 @@ use super::stages::ConfirmedInputs;
 use super::state::{ArchiveState, id_set};
 use super::summarize::{self, SummaryStage};
 use super::tables;
+use super::unmatched;
 use crate::dataset::versions::{DatasetLock, DatasetPaths, check_table_path, latest_version};
 use crate::error::{PipelineError, Result};
 use crate::sql;
@@ -67,6 +68,9 @@ pub struct RunOptions {
     /// The time the refresh treats as now: the end of the release window it queries.
     /// `None` reads the system clock; schedulers and tests inject their own.
     pub now: Option<chrono::DateTime<chrono::Utc>>,
+    /// The start time the run record gives; `None` reads the system clock. Schedulers set
+    /// their clock's time, so that a restart under an injected clock sees the runs it made.
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Query every proposal's observations again instead of only the release window, so
     /// observations withdrawn from the archive are noticed.
     pub full_refresh: bool,
@@ -86,7 +90,8 @@ pub async fn run(config: &PipelineConfig, options: &RunOptions) -> Result<RunRep
     // A data directory Delta cannot use is a wrong argument, not a run: nothing is written.
     check_table_path(&paths.samples_table())?;
     let run_id = options.run_id.clone().unwrap_or_else(new_run_id);
-    let mut report = RunReport::new(run_id.clone(), config.dataset.name.clone());
+    let started_at = options.started_at.unwrap_or_else(chrono::Utc::now);
+    let mut report = RunReport::new(run_id.clone(), config.dataset.name.clone(), started_at);
     report.plan_only = options.plan_only;
     let client = Arc::new(MastClient::new(client_config(config, options)?)?);
 
@@ -143,7 +148,11 @@ async fn run_stages(
     } else {
         let lock = DatasetLock::acquire(paths)?;
         remove_leftovers(paths, &options.data_dir);
-        crate::dataset::retention::record_policy(paths, &config.retention.policy())?;
+        remove_unreferenced_data_files(paths).await;
+        crate::dataset::retention::record_policy(
+            paths,
+            &crate::dataset::retention::RetentionPolicy::from(&config.retention),
+        )?;
         Some(lock)
     };
     let store = BlobStore::open(options.data_dir.join("blobs"))?;
@@ -225,11 +234,16 @@ async fn run_stages(
     let summaries = summaries_table(summary_stage, options.plan_only, report).await?;
     let clock = Instant::now();
     let model = config.sql.samples_model.as_str();
-    let selected = select_samples(config, proposals, &state, summaries).await?;
+    let (selected, candidates) = select_samples(config, proposals, &state, summaries).await?;
     report
         .counts
         .insert("selected_images".into(), selected.num_rows() as u64);
-    record_proposals_without_images(&selected, model, &state, &mut report.skips)?;
+    match (&config.sql.candidates_model, candidates) {
+        (Some(candidates_model), Some(obsids)) => {
+            unmatched::record_observations(&obsids, candidates_model, &state, &mut report.skips)?
+        }
+        _ => unmatched::record_proposals(&selected, model, &state, &mut report.skips)?,
+    }
     inputs.stage_ran("models", clock, report);
 
     let clock = Instant::now();
@@ -384,7 +398,7 @@ async fn select_samples(
     proposals: RecordBatch,
     state: &ArchiveState,
     summaries: RecordBatch,
-) -> Result<RecordBatch> {
+) -> Result<(RecordBatch, Option<HashSet<i64>>)> {
     let ctx = sql::new_session();
     sql::register_batch(&ctx, "proposals", proposals)?;
     sql::register_batch(&ctx, "summaries", summaries)?;
@@ -407,7 +421,11 @@ async fn select_samples(
     .await?;
     let model = config.sql.samples_model.as_str();
     let selected = sql::collect_one(&ctx, &format!("SELECT * FROM {model}")).await?;
-    model_output::normalize(selected, model)
+    let candidates = match &config.sql.candidates_model {
+        Some(candidates_model) => Some(unmatched::candidate_obsids(&ctx, candidates_model).await?),
+        None => None,
+    };
+    Ok((model_output::normalize(selected, model)?, candidates))
 }
 
 /// Runs the summaries stage when `[summaries]` is on and returns the `summaries` table
@@ -512,30 +530,6 @@ fn record_proposals_without_observations(
                 "the archive returned no public HST observation for this proposal",
             ));
         }
-    }
-    Ok(())
-}
-
-/// Records proposals that have observations but no product the selection accepted.
-fn record_proposals_without_images(
-    selected: &RecordBatch,
-    model: &str,
-    state: &ArchiveState,
-    skips: &mut Vec<Skip>,
-) -> Result<()> {
-    let selected_ids = sql::int64_column(selected, model, "proposal_id")?;
-    let with_images: HashSet<i64> = selected_ids.iter().flatten().collect();
-    let observed: BTreeSet<i64> = id_set(&state.observations, "proposal_id")?
-        .into_iter()
-        .collect();
-    for proposal_id in observed.difference(&with_images.into_iter().collect()) {
-        skips.push(Skip::new(
-            "products",
-            proposal_id.to_string(),
-            Some(*proposal_id),
-            "no_matching_products",
-            "0 products matched the image rules of the SQL models",
-        ));
     }
     Ok(())
 }

@@ -218,7 +218,7 @@ mod tests {
             "[dataset]\nname = \"demo\"\n[sql]\nmodels = [\"a.sql\"]\nsamples_model = \"a\"\n";
         std::fs::write(&path, pipeline).unwrap();
         std::fs::write(dir.path().join("a.sql"), "SELECT 1").unwrap();
-        let mut config = PipelineConfig::load(&path).unwrap();
+        let mut config = crate::pipeline::config::load(&path).unwrap();
         let models = StageInputs::default().with("code", "0.1.0");
         let unset = images_inputs(&config, &models);
 

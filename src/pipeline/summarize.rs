@@ -78,7 +78,7 @@ impl SummaryStage {
         Ok(Some(Self {
             backend: backend(config, plan_only)?,
             summarizer: Summarizer::with_prompt(
-                config.summary_prompt().map_err(PipelineError::Invalid)?,
+                crate::pipeline::config::summary_prompt(config).map_err(PipelineError::Invalid)?,
             )?,
             sampling: Sampling {
                 // Adding 0.0 turns -0.0 into 0.0, so both give the same cache key.

@@ -45,7 +45,7 @@ pub struct ScheduledPipeline {
 impl ScheduledPipeline {
     /// Loads a pipeline file; one without `[schedule]` is an error naming the file.
     pub fn load(path: &Path) -> Result<Self, ScheduleError> {
-        Self::new(path, PipelineConfig::load(path)?)
+        Self::new(path, crate::pipeline::config::load(path)?)
     }
 
     /// Wraps an already loaded pipeline file.
@@ -270,12 +270,14 @@ impl Driver {
     fn start(&self, due: DateTime<Utc>, attempt: u32, catch_up: bool) -> Refresh {
         let run_id = crate::pipeline::run::new_run_id();
         tracing::info!(dataset = %self.pipeline.dataset(), %run_id, %due, attempt, "starting a scheduled run");
+        let now = self.clock.now();
         let options = RunOptions {
             data_dir: self.settings.data_dir.clone(),
             archive_override: self.settings.archive_override.clone(),
             progress: Arc::new(NoProgress),
             plan_only: false,
-            now: Some(self.clock.now()),
+            now: Some(now),
+            started_at: Some(now),
             full_refresh: false,
             run_id: Some(run_id.clone()),
             saved_plan: None,

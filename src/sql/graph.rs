@@ -189,30 +189,7 @@ fn cycle_error(models: &[Model], index: &HashMap<String, usize>, placed: &[bool]
     }
 }
 
-/// Returns the known name closest to `name` by edit distance, when it is close enough to be
-/// a likely typo (at most a third of the name's length).
-pub fn closest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
-    known
-        .iter()
-        .map(|candidate| (edit_distance(name, candidate), *candidate))
-        .filter(|(distance, _)| *distance > 0 && *distance <= name.len().max(3) / 3)
-        .min()
-        .map(|(_, candidate)| candidate)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != *cb);
-            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
-        }
-        previous = current;
-    }
-    previous[b.len()]
-}
+pub use paperclip_pipeline_file::closest;
 
 #[cfg(test)]
 mod tests {
@@ -289,14 +266,5 @@ mod tests {
         let (_dir, paths) = write_models(&[("a.sql", "SELEC 1")]);
         let error = load_models(&paths, &INPUTS).unwrap_err().to_string();
         assert!(error.contains("a.sql"), "{error}");
-    }
-
-    #[test]
-    fn closest_name_needs_a_small_distance() {
-        assert_eq!(
-            closest("prodcts", &["products", "proposals"]),
-            Some("products")
-        );
-        assert_eq!(closest("zzz", &["products"]), None);
     }
 }

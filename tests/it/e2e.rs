@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use paperclip::dataset::shards::read_shard;
 use paperclip::dataset::versions::{DatasetPaths, list_versions};
-use paperclip::pipeline::{PipelineConfig, Progress, RunOptions};
+use paperclip::pipeline::{Progress, RunOptions};
 use paperclip_archive::server::ServeOptions;
 
 use crate::support::{
@@ -183,7 +183,7 @@ async fn interrupted_run_completes_without_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let (_server, url) = serve_fixtures(dir.path(), ServeOptions::default()).await;
-    let mut config = PipelineConfig::load(&pipeline_path()).unwrap();
+    let mut config = paperclip::pipeline::config::load(&pipeline_path()).unwrap();
     config.archive.download_concurrency = 1;
 
     let cut = Arc::new(CutAfter {
@@ -197,6 +197,7 @@ async fn interrupted_run_completes_without_duplicates() {
         progress: cut.clone(),
         plan_only: false,
         now: None,
+        started_at: None,
         full_refresh: false,
         run_id: None,
         saved_plan: None,
@@ -241,7 +242,7 @@ async fn changed_settings_publish_a_new_version() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let (_server, url) = serve_fixtures(dir.path(), ServeOptions::default()).await;
-    let mut config = PipelineConfig::load(&pipeline_path()).unwrap();
+    let mut config = paperclip::pipeline::config::load(&pipeline_path()).unwrap();
     run_config(&config, &data_dir, url.clone()).await;
 
     config.selection.max_images_per_proposal = 1;
@@ -312,7 +313,7 @@ async fn truncated_downloads_are_skipped_not_published() {
         ..ServeOptions::default()
     };
     let (_server, url) = serve_fixtures(dir.path(), truncating).await;
-    let mut config = PipelineConfig::load(&pipeline_path()).unwrap();
+    let mut config = paperclip::pipeline::config::load(&pipeline_path()).unwrap();
     config.archive.max_retries = 1;
 
     let report = run_config(&config, &data_dir, url).await;
@@ -341,7 +342,7 @@ async fn stored_blobs_are_not_downloaded_again() {
     };
     let server = serve_snapshot(&dir.path().join("snapshot"), broken_downloads).await;
     // A new image setting makes the image stage run again over the stored downloads.
-    let mut config = PipelineConfig::load(&pipeline_path()).unwrap();
+    let mut config = paperclip::pipeline::config::load(&pipeline_path()).unwrap();
     config.images.max_source_pixels += 1;
     let second = run_config(&config, &data_dir, server.base_url()).await;
     assert_eq!(second.unchanged_version, Some(1));
@@ -413,6 +414,71 @@ async fn verify_reports_damaged_shards() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stray_data_files_are_reported_and_new_ones_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let (_server, url) = serve_fixtures(dir.path(), ServeOptions::default()).await;
+    run_pipeline(&data_dir, url.clone()).await;
+    let paths = DatasetPaths::new(&data_dir, DATASET);
+    let committed = std::fs::read_dir(paths.samples_table())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.extension().is_some_and(|e| e == "parquet"))
+        .unwrap();
+    // What a commit that failed after writing its data file leaves.
+    let stray = paths
+        .samples_table()
+        .join("part-00001-0c8a4a65-2b1e-4f0e-9a51-3d3c1f0e0001-c000.snappy.parquet");
+    std::fs::copy(&committed, &stray).unwrap();
+    // A file older than the latest commit, as a version whose log entries were removed
+    // leaves: reported, but left to gc.
+    let old_name = "part-00000-5d1e3f7a-8c2b-4a6e-b0f9-7e4d2c1a0002-c000.snappy.parquet";
+    let old = paths.samples_table().join(old_name);
+    std::fs::copy(&committed, &old).unwrap();
+    let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(day_ago)
+        .unwrap();
+
+    let problems = paperclip::dataset::verify::verify_dataset(&paths)
+        .await
+        .unwrap();
+    let mut items: Vec<&str> = problems.iter().map(|p| p.item.as_str()).collect();
+    items.sort();
+    assert_eq!(
+        items,
+        [
+            format!("samples/{old_name}"),
+            "samples/part-00001-0c8a4a65-2b1e-4f0e-9a51-3d3c1f0e0001-c000.snappy.parquet"
+                .to_string()
+        ],
+        "{problems:?}"
+    );
+    assert!(problems.iter().all(|p| p.version == 0), "{problems:?}");
+    assert!(
+        problems[0].detail.contains("datasets gc"),
+        "{}",
+        problems[0]
+    );
+
+    run_pipeline(&data_dir, url).await;
+    assert!(!stray.exists(), "the next run removes the stray data file");
+    assert!(
+        old.exists(),
+        "the next run leaves an older unreferenced file to gc"
+    );
+    assert!(committed.exists(), "a referenced data file stays");
+    let problems = paperclip::dataset::verify::verify_dataset(&paths)
+        .await
+        .unwrap();
+    let items: Vec<&str> = problems.iter().map(|p| p.item.as_str()).collect();
+    assert_eq!(items, [format!("samples/{old_name}")], "{problems:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_split_values_stop_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
@@ -432,7 +498,7 @@ async fn bad_split_values_stop_the_run() {
         samples.replace("ELSE 'train'", "ELSE 'test'"),
     )
     .unwrap();
-    let mut config = PipelineConfig::load(&pipeline_path()).unwrap();
+    let mut config = paperclip::pipeline::config::load(&pipeline_path()).unwrap();
     config.sql.models = vec![
         models.join("candidate_images.sql"),
         models.join("samples.sql"),
@@ -444,6 +510,7 @@ async fn bad_split_values_stop_the_run() {
         progress: Arc::new(paperclip::pipeline::NoProgress),
         plan_only: false,
         now: None,
+        started_at: None,
         full_refresh: false,
         run_id: None,
         saved_plan: None,
@@ -487,7 +554,7 @@ async fn changed_archive_file_is_downloaded_again() {
     let server = serve_snapshot(&snapshot, ServeOptions::default()).await;
 
     // Products of known observations are queried again by a full refresh.
-    let config = PipelineConfig::load(&pipeline_path()).unwrap();
+    let config = paperclip::pipeline::config::load(&pipeline_path()).unwrap();
     let mut options = run_options(&data_dir, server.base_url());
     options.full_refresh = true;
     let second = paperclip::pipeline::run(&config, &options).await.unwrap();
@@ -539,7 +606,7 @@ async fn file_shared_by_two_proposals_is_fetched_once() {
 async fn failed_run_is_in_the_run_log() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let mut config = PipelineConfig::load(&pipeline_path()).unwrap();
+    let mut config = paperclip::pipeline::config::load(&pipeline_path()).unwrap();
     config.archive.max_retries = 0;
     let options = RunOptions {
         data_dir: data_dir.clone(),
@@ -548,6 +615,7 @@ async fn failed_run_is_in_the_run_log() {
         progress: Arc::new(paperclip::pipeline::NoProgress),
         plan_only: false,
         now: None,
+        started_at: None,
         full_refresh: false,
         run_id: None,
         saved_plan: None,
@@ -605,7 +673,7 @@ async fn second_pipeline_needs_only_toml_and_sql() {
     let data_dir = dir.path().join("data");
     let (_server, url) = serve_fixtures(dir.path(), ServeOptions::default()).await;
     let path = crate::support::repo_root().join("pipelines/hst-acs-enriched.toml");
-    let config = PipelineConfig::load(&path).unwrap();
+    let config = paperclip::pipeline::config::load(&path).unwrap();
 
     let report = run_config(&config, &data_dir, url).await;
     assert_eq!(report.published_version, Some(1));
@@ -639,7 +707,7 @@ fn models_ordered_whatever_the_listing() {
     let path = dir.path().join("p.toml");
     std::fs::write(&path, reversed).unwrap();
 
-    let config = PipelineConfig::load(&path).unwrap();
+    let config = paperclip::pipeline::config::load(&path).unwrap();
     let paths: Vec<_> = config
         .sql
         .models
@@ -657,13 +725,14 @@ async fn plan_predicts_the_run_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let (_server, url) = serve_fixtures(dir.path(), ServeOptions::default()).await;
-    let config = PipelineConfig::load(&pipeline_path()).unwrap();
+    let config = paperclip::pipeline::config::load(&pipeline_path()).unwrap();
     let plan = |data_dir: std::path::PathBuf, url: url::Url| RunOptions {
         data_dir,
         archive_override: Some(url),
         progress: Arc::new(paperclip::pipeline::NoProgress),
         plan_only: true,
         now: None,
+        started_at: None,
         full_refresh: false,
         run_id: None,
         saved_plan: None,

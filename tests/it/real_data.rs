@@ -81,8 +81,7 @@ async fn phase2_file_works_as_catalog() {
     .unwrap();
     let server = serve_snapshot(&snapshot_dir, ServeOptions::default()).await;
 
-    let mut config =
-        paperclip::pipeline::PipelineConfig::load(&crate::support::pipeline_path()).unwrap();
+    let mut config = paperclip::pipeline::config::load(&crate::support::pipeline_path()).unwrap();
     config.archive.catalog = data.join("abstracts/13012.pro").display().to_string();
     let data_dir = dir.path().join("data");
     let report = crate::support::run_config(&config, &data_dir, server.base_url()).await;

@@ -65,7 +65,7 @@ impl Archive {
 }
 
 pub(crate) fn config(lookback_days: f64) -> PipelineConfig {
-    let mut config = PipelineConfig::load(&pipeline_path()).unwrap();
+    let mut config = paperclip::pipeline::config::load(&pipeline_path()).unwrap();
     config.refresh.lookback_days = lookback_days;
     config.refresh.full_refresh_every_days = 0.0;
     config

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use paperclip::pipeline::PipelineConfig;
 use paperclip::pipeline::config::ScheduleSection;
 use paperclip::schedule::{
     Event, EventKind, ManualClock, RunOutcome, RunSettings, ScheduleError, ScheduledPipeline,
@@ -49,7 +48,7 @@ struct Harness {
 /// Pipeline settings a test changes: the schedule and the archive client's own retries.
 fn scheduled_pipeline(retry_delay_secs: u64, max_retries: u32) -> ScheduledPipeline {
     let path = pipeline_path();
-    let mut config = PipelineConfig::load(&path).unwrap();
+    let mut config = paperclip::pipeline::config::load(&path).unwrap();
     // Make one injected archive failure fail the run, so the scheduler's retry shows.
     config.archive.max_retries = 0;
     config.schedule = Some(ScheduleSection {

@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 
 use datafusion::prelude::SessionContext;
-use paperclip::pipeline::PipelineConfig;
 use paperclip::sql::sources::{input_tables, register_sources};
 
 use crate::support::repo_root;
@@ -76,7 +75,7 @@ fn register_empty_summaries(ctx: &SessionContext) {
 /// Loads the case's pipeline file as `paperclip run` does, then registers its source
 /// tables and its models (instead of the project's models).
 async fn register_pipeline(ctx: &SessionContext, path: &Path) -> paperclip::error::Result<()> {
-    let config = PipelineConfig::load(path)?;
+    let config = paperclip::pipeline::config::load(path)?;
     register_sources(ctx, &config).await?;
     let models: Vec<PathBuf> = config
         .sql

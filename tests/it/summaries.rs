@@ -252,7 +252,7 @@ fn summary_pipeline_with(dir: &Path, settings: &str) -> PipelineConfig {
         + &format!("\n[summaries]\nenabled = true\n{settings}");
     let path = dir.join("summaries.toml");
     std::fs::write(&path, text).unwrap();
-    PipelineConfig::load(&path).unwrap()
+    paperclip::pipeline::config::load(&path).unwrap()
 }
 
 /// Runs the fixture pipeline with `settings` in `[summaries]` and checks that every
@@ -299,7 +299,7 @@ async fn local_model_run_uses_summary_captions() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = repo_root().join("pipelines/hst-paperclip-summaries.toml");
-    let config = PipelineConfig::load(&path).unwrap();
+    let config = paperclip::pipeline::config::load(&path).unwrap();
     every_sample_of_config_gets_a_summary_caption(&config, dir.path()).await;
 }
 

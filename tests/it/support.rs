@@ -34,7 +34,7 @@ pub fn shared_data() -> Option<PathBuf> {
 
 /// Runs the project's pipeline against an archive URL with a given data directory.
 pub async fn run_pipeline(data_dir: &Path, archive: url::Url) -> RunReport {
-    let config = PipelineConfig::load(&pipeline_path()).expect("pipeline file loads");
+    let config = paperclip::pipeline::config::load(&pipeline_path()).expect("pipeline file loads");
     run_config(&config, data_dir, archive).await
 }
 
@@ -46,6 +46,7 @@ pub fn run_options(data_dir: &Path, archive: url::Url) -> RunOptions {
         progress: Arc::new(NoProgress),
         plan_only: false,
         now: None,
+        started_at: None,
         full_refresh: false,
         run_id: None,
         saved_plan: None,

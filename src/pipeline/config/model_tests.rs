@@ -8,7 +8,7 @@ fn load_with(settings: &str, models: &str, samples_model: &str) -> String {
         "[dataset]\nname = \"d\"\n{settings}\n[sql]\nmodels = [{models}]\nsamples_model = \"{samples_model}\"\n"
     );
     std::fs::write(&path, text).unwrap();
-    PipelineConfig::load(&path).unwrap_err().to_string()
+    load(&path).unwrap_err().to_string()
 }
 
 #[test]
@@ -32,6 +32,15 @@ fn zero_page_size_names_the_key() {
     let message = load_with("[archive]\npage_size = 0", "\"a.sql\"", "a");
     assert!(
         message.contains("archive.page_size = 0 is invalid"),
+        "{message}"
+    );
+}
+
+#[test]
+fn unknown_candidates_model_lists_models() {
+    let message = load_with("", "\"a.sql\"", "a\"\ncandidates_model = \"candidates");
+    assert!(
+        message.contains("sql.candidates_model = \"candidates\" is not one of the models (a)"),
         "{message}"
     );
 }

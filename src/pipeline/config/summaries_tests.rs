@@ -8,7 +8,7 @@ fn load(extra: &str) -> Result<PipelineConfig, String> {
         "[dataset]\nname = \"d\"\n{extra}\n[sql]\nmodels = [\"a.sql\"]\nsamples_model = \"a\"\n"
     );
     std::fs::write(&path, text).unwrap();
-    PipelineConfig::load(&path).map_err(|e| e.to_string())
+    super::load(&path).map_err(|e| e.to_string())
 }
 
 #[test]

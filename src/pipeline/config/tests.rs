@@ -19,7 +19,7 @@ samples_model = "a"
 #[test]
 fn minimal_file_gets_defaults() {
     let (_dir, path) = write_pipeline(MINIMAL);
-    let config = PipelineConfig::load(&path).unwrap();
+    let config = load(&path).unwrap();
     assert_eq!(config.selection.max_images_per_proposal, 20);
     assert_eq!(config.images.size_px, 512);
     assert_eq!(config.file_sha256.len(), 64);
@@ -29,7 +29,7 @@ fn minimal_file_gets_defaults() {
 fn unknown_setting_is_rejected_with_valid_names() {
     let text = MINIMAL.replace("[sql]", "[selection]\nmax_image_per_proposal = 3\n[sql]");
     let (_dir, path) = write_pipeline(&text);
-    let message = PipelineConfig::load(&path).unwrap_err().to_string();
+    let message = load(&path).unwrap_err().to_string();
     assert!(message.contains("max_image_per_proposal"), "{message}");
     assert!(message.contains("max_images_per_proposal"), "{message}");
 }
@@ -38,7 +38,7 @@ fn unknown_setting_is_rejected_with_valid_names() {
 fn inverted_cycle_range_is_rejected() {
     let text = MINIMAL.replace("[sql]", "[selection]\nmin_cycle = 9\nmax_cycle = 2\n[sql]");
     let (_dir, path) = write_pipeline(&text);
-    let message = PipelineConfig::load(&path).unwrap_err().to_string();
+    let message = load(&path).unwrap_err().to_string();
     assert!(message.contains("min_cycle (9)"), "{message}");
 }
 
@@ -53,19 +53,16 @@ fn dataset_names_are_checked() {
 #[test]
 fn image_threads_default_and_zero() {
     let (_dir, path) = write_pipeline(MINIMAL);
-    let config = PipelineConfig::load(&path).unwrap();
+    let config = load(&path).unwrap();
     assert!(config.images.worker_threads() >= 1);
 
     let text = MINIMAL.replace("[sql]", "[images]\nthreads = 3\n[sql]");
     let (_dir, path) = write_pipeline(&text);
-    assert_eq!(
-        PipelineConfig::load(&path).unwrap().images.worker_threads(),
-        3
-    );
+    assert_eq!(load(&path).unwrap().images.worker_threads(), 3);
 
     let text = MINIMAL.replace("[sql]", "[images]\nthreads = 0\n[sql]");
     let (_dir, path) = write_pipeline(&text);
-    let message = PipelineConfig::load(&path).unwrap_err().to_string();
+    let message = load(&path).unwrap_err().to_string();
     assert!(message.contains("images.threads = 0"), "{message}");
     assert!(message.contains("one thread per CPU core"), "{message}");
 }

@@ -31,7 +31,9 @@ fn write_pipeline(
 
 fn load_error(sources: &str, files: &[(&str, &str)]) -> String {
     let (_dir, path) = write_pipeline(sources, "SELECT 1", files);
-    PipelineConfig::load(&path).unwrap_err().to_string()
+    crate::pipeline::config::load(&path)
+        .unwrap_err()
+        .to_string()
 }
 
 const TARGETS_CSV: &str = "target_name,class\nNGC-1300,galaxy\nM-42,nebula\n";
@@ -163,14 +165,14 @@ fn header_must_match_the_schema() {
 fn header_with_byte_order_mark_is_accepted() {
     let csv = format!("\u{feff}{TARGETS_CSV}");
     let (_dir, path) = write_pipeline(TARGETS_SOURCE, "SELECT 1", &[("targets.csv", &csv)]);
-    PipelineConfig::load(&path).unwrap();
+    crate::pipeline::config::load(&path).unwrap();
 }
 
 #[test]
 fn models_can_read_sources_and_typos_get_suggestions() {
     let files = [("targets.csv", TARGETS_CSV)];
     let (_dir, path) = write_pipeline(TARGETS_SOURCE, "SELECT * FROM targets", &files);
-    let config = PipelineConfig::load(&path).unwrap();
+    let config = crate::pipeline::config::load(&path).unwrap();
     assert_eq!(
         input_tables(&config),
         [
@@ -184,7 +186,9 @@ fn models_can_read_sources_and_typos_get_suggestions() {
     );
 
     let (_dir, path) = write_pipeline(TARGETS_SOURCE, "SELECT * FROM targts", &files);
-    let error = PipelineConfig::load(&path).unwrap_err().to_string();
+    let error = crate::pipeline::config::load(&path)
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("did you mean targets?"), "{error}");
 }
 
@@ -217,7 +221,7 @@ fn csv_records_count_lines_inside_quotes() {
 }
 
 async fn register(path: &Path) -> Result<SessionContext> {
-    let config = PipelineConfig::load(path).unwrap();
+    let config = crate::pipeline::config::load(path).unwrap();
     let ctx = crate::sql::new_session();
     register_sources(&ctx, &config).await?;
     Ok(ctx)
@@ -386,7 +390,7 @@ async fn parquet_source_keeps_or_checks_file_types() {
 async fn model_check_of_a_run_reads_sources() {
     let model = "SELECT CAST(1 AS BIGINT) AS proposal_id, target_name AS obs_id, 'mast:x' AS data_uri, 'train' AS split, class AS caption, 'paper' AS caption_form FROM targets";
     let (dir, path) = write_pipeline(TARGETS_SOURCE, model, &[("targets.csv", TARGETS_CSV)]);
-    let config = PipelineConfig::load(&path).unwrap();
+    let config = crate::pipeline::config::load(&path).unwrap();
     crate::pipeline::check_models(&config).await.unwrap();
 
     let bad = format!("{TARGETS_CSV}M-31\n");
@@ -405,7 +409,7 @@ async fn model_check_of_a_run_reads_sources() {
 fn fingerprints_follow_file_and_section() {
     let (dir, path) = write_pipeline(TARGETS_SOURCE, "SELECT 1", &[("targets.csv", TARGETS_CSV)]);
     let fingerprint = |path: &Path| {
-        let config = PipelineConfig::load(path).unwrap();
+        let config = crate::pipeline::config::load(path).unwrap();
         source_fingerprints(&config).unwrap()
     };
     let original = fingerprint(&path);

@@ -9,7 +9,6 @@ use std::path::Path;
 
 use chrono::{DateTime, Duration, Utc};
 use paperclip::dataset::versions::{DatasetPaths, list_versions};
-use paperclip::pipeline::PipelineConfig;
 use paperclip::pipeline::state::ArchiveState;
 use paperclip::train::synthetic::{ShapesSpec, publish_shapes};
 use paperclip_archive::ServeOptions;
@@ -41,7 +40,7 @@ async fn saved_plan_applied_twice_is_noop() {
     let snapshot = dir.path().join("snapshot");
     paperclip::snapshots::fixtures::build(&snapshot).unwrap();
     let server = serve_snapshot(&snapshot, ServeOptions::default()).await;
-    let mut config = PipelineConfig::load(&pipeline_path()).unwrap();
+    let mut config = paperclip::pipeline::config::load(&pipeline_path()).unwrap();
     config.refresh.lookback_days = 3.0;
     config.refresh.full_refresh_every_days = 0.0;
     let day0 = day("2026-03-10T00:00:00Z");

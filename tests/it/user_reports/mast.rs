@@ -156,7 +156,7 @@ fn object(value: Value) -> Row {
 
 /// Returns the project's pipeline.
 pub(super) fn pipeline() -> PipelineConfig {
-    PipelineConfig::load(&pipeline_path()).unwrap()
+    paperclip::pipeline::config::load(&pipeline_path()).unwrap()
 }
 
 /// Runs `config` against `archive`, returning the error of a failed run.
@@ -794,6 +794,19 @@ async fn ten_thousand_obsids_resolved_once() {
 // https://github.com/astropy/astroquery/issues/1979
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_matching_product_is_reported() {
+    check_no_matching_product(&pipeline(), "tst701110").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_matching_product_is_per_proposal_without_candidates_model() {
+    let mut config = pipeline();
+    config.sql.candidates_model = None;
+    check_no_matching_product(&config, "70111").await;
+}
+
+/// Runs a proposal whose only products match no image rule and checks the one
+/// `no_matching_products` skip, named `item`, and that nothing is downloaded or published.
+async fn check_no_matching_product(config: &PipelineConfig, item: &str) {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let mut archive = TestArchive::new();
@@ -815,11 +828,11 @@ async fn no_matching_product_is_reported() {
         .serve(&dir.path().join("snapshot"), ServeOptions::default())
         .await;
 
-    let report = run_config(&pipeline(), &data_dir, server.base_url()).await;
+    let report = run_config(config, &data_dir, server.base_url()).await;
 
     let unmatched = skips_with(&report, "products/no_matching_products");
     assert_eq!(unmatched.len(), 1, "{:?}", report.skips);
-    assert_eq!(unmatched[0].0, "70111");
+    assert_eq!(unmatched[0].0, item);
     assert!(
         unmatched[0].1.contains("0 products matched"),
         "{unmatched:?}"
@@ -833,7 +846,6 @@ async fn no_matching_product_is_reported() {
 
 // https://github.com/astropy/astroquery/issues/1979
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the run reports proposals without a matching product, not observations; a status per observation needs the candidate model's rows in the image stage"]
 async fn no_matching_product_is_reported_per_observation() {
     let dir = tempfile::tempdir().unwrap();
     let mut archive = one_preview_each(&[70112]);
@@ -853,5 +865,15 @@ async fn no_matching_product_is_reported_per_observation() {
 
     let unmatched = skips_with(&report, "products/no_matching_products");
     let items: Vec<&str> = unmatched.iter().map(|(item, _)| item.as_str()).collect();
-    assert_eq!(items, ["701121"], "{:?}", report.skips);
+    assert_eq!(items, ["tst701121"], "{:?}", report.skips);
+    assert!(
+        unmatched[0]
+            .1
+            .contains("0 products matched the image rules of model candidate_images, out of 1 products of observation 701121"),
+        "{unmatched:?}"
+    );
+    assert_eq!(
+        report.counts["samples"], 1,
+        "the matching observation is kept"
+    );
 }

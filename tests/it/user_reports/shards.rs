@@ -7,7 +7,6 @@ use std::path::Path;
 use paperclip::dataset::shards::{OwnedShardSample, read_shard, write_split};
 use paperclip::dataset::verify::verify_dataset;
 use paperclip::dataset::versions::{DatasetPaths, VersionRecord, list_versions};
-use paperclip::pipeline::PipelineConfig;
 use paperclip::train::data::SplitData;
 use paperclip::train::synthetic::{ShapesSpec, publish_shapes};
 use paperclip_archive::ServeOptions;
@@ -37,7 +36,7 @@ async fn publish_fixtures(root: &Path, samples_per_shard: usize) -> VersionRecor
     let snapshot = root.join("snapshot");
     paperclip::snapshots::fixtures::build(&snapshot).unwrap();
     let server = serve_snapshot(&snapshot, ServeOptions::default()).await;
-    let mut config = PipelineConfig::load(&pipeline_path()).unwrap();
+    let mut config = paperclip::pipeline::config::load(&pipeline_path()).unwrap();
     config.shards.samples_per_shard = samples_per_shard;
     run_config(&config, &root.join("data"), server.base_url()).await;
     let paths = DatasetPaths::new(&root.join("data"), DATASET);

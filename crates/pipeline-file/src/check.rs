@@ -1,0 +1,184 @@
+//! The checks of a pipeline file that need nothing but its text.
+
+use crate::{MAX_IMAGE_THREADS, PipelineConfig, SUMMARY_CAPTION_FORM};
+
+impl PipelineConfig {
+    /// Checks value ranges, names, URLs and the summary settings. Each error names the
+    /// setting, its value and the fix.
+    pub(crate) fn check_text(&self) -> Result<(), String> {
+        validate_dataset_name(&self.dataset.name)?;
+        self.check_selection()?;
+        self.check_refresh()?;
+        self.check_images()?;
+        self.check_captions_and_summaries()?;
+        if self.shards.samples_per_shard == 0 {
+            return Err("shards.samples_per_shard must be at least 1".into());
+        }
+        self.check_archive()?;
+        if self.sql.models.is_empty() {
+            return Err("sql.models is empty; list at least one SQL file".into());
+        }
+        Ok(())
+    }
+
+    fn check_selection(&self) -> Result<(), String> {
+        let selection = &self.selection;
+        if selection.min_cycle > selection.max_cycle {
+            return Err(format!(
+                "selection.min_cycle ({}) is greater than selection.max_cycle ({}); swap them",
+                selection.min_cycle, selection.max_cycle
+            ));
+        }
+        if !(0.0..1.0).contains(&selection.val_fraction) {
+            return Err(format!(
+                "selection.val_fraction = {} is outside [0, 1); use e.g. 0.1 for 10% of proposals",
+                selection.val_fraction
+            ));
+        }
+        if selection.max_images_per_proposal == 0 {
+            return Err(
+                "selection.max_images_per_proposal = 0 would select nothing; use 1 or more".into(),
+            );
+        }
+        Ok(())
+    }
+
+    fn check_refresh(&self) -> Result<(), String> {
+        let refresh = &self.refresh;
+        for (name, days) in [
+            ("refresh.lookback_days", refresh.lookback_days),
+            (
+                "refresh.full_refresh_every_days",
+                refresh.full_refresh_every_days,
+            ),
+        ] {
+            if !(0.0..=36_500.0).contains(&days) {
+                return Err(format!(
+                    "{name} = {days} is outside 0..=36500 days; use e.g. 7 for lookback_days or 30 for full_refresh_every_days"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_images(&self) -> Result<(), String> {
+        let images = &self.images;
+        if !(16..=4096).contains(&images.size_px) {
+            return Err(format!(
+                "images.size_px = {} is outside 16..=4096",
+                images.size_px
+            ));
+        }
+        if !(1..=100).contains(&images.jpeg_quality) {
+            return Err(format!(
+                "images.jpeg_quality = {} is outside 1..=100",
+                images.jpeg_quality
+            ));
+        }
+        if let Some(ratio) = images.max_aspect_ratio
+            && (ratio.is_nan() || ratio < 1.0)
+        {
+            return Err(format!(
+                "images.max_aspect_ratio = {ratio} must be at least 1 (e.g. 3 rejects 150x900 images)"
+            ));
+        }
+        if let Some(threads) = images.threads
+            && !(1..=MAX_IMAGE_THREADS).contains(&threads)
+        {
+            return Err(format!(
+                "images.threads = {threads} must be in 1..={MAX_IMAGE_THREADS}; remove it to use one thread per CPU core"
+            ));
+        }
+        images
+            .stretch
+            .parse::<paperclip_images::Stretch>()
+            .map_err(|error| format!("images.stretch: {error}"))?;
+        Ok(())
+    }
+
+    /// Checks the caption form and, when enabled, the summaries settings.
+    fn check_captions_and_summaries(&self) -> Result<(), String> {
+        let summaries = &self.summaries;
+        if self.captions.form == SUMMARY_CAPTION_FORM {
+            if !summaries.enabled {
+                return Err(
+                    "captions.form = \"summary\" needs summaries; add [summaries] with enabled = true (the in-process model by default, or server_url for a model server), or use form = \"paper\"".into(),
+                );
+            }
+        } else if self
+            .captions
+            .form
+            .parse::<paperclip_catalog::caption::CaptionForm>()
+            .is_err()
+        {
+            return Err(format!(
+                "captions.form = {:?} is unknown; use \"paper\", \"clean\" or \"summary\"",
+                self.captions.form
+            ));
+        }
+        if summaries.enabled {
+            summaries.check()?;
+        }
+        Ok(())
+    }
+
+    fn check_archive(&self) -> Result<(), String> {
+        let archive = &self.archive;
+        let positive = [
+            ("archive.request_timeout_secs", archive.request_timeout_secs),
+            ("archive.page_size", u64::from(archive.page_size)),
+            (
+                "archive.proposals_per_query",
+                archive.proposals_per_query as u64,
+            ),
+            (
+                "archive.products_batch_size",
+                archive.products_batch_size as u64,
+            ),
+            (
+                "archive.download_concurrency",
+                archive.download_concurrency as u64,
+            ),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(format!("{key} = 0 is invalid; use 1 or more"));
+            }
+        }
+        let base_url = url::Url::parse(&archive.base_url).map_err(|e| {
+            format!(
+                "archive.base_url = {:?} is not a URL: {e}",
+                archive.base_url
+            )
+        })?;
+        if !["http", "https"].contains(&base_url.scheme()) {
+            return Err(format!(
+                "archive.base_url = {:?} must be an http or https URL",
+                archive.base_url
+            ));
+        }
+        if archive.catalog.trim().is_empty() {
+            return Err(
+                "archive.catalog is empty; give the abstracts.cat URL or a path relative to the pipeline file".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Checks that a dataset name is usable as a directory name and a quoted SQL identifier.
+pub fn validate_dataset_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name.chars().next().is_some_and(|c| c.is_ascii_lowercase());
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "dataset name {name:?} is invalid; use 1-64 characters a-z, 0-9, '-' or '_', starting with a letter"
+        ))
+    }
+}
