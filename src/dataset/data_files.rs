@@ -29,14 +29,15 @@ pub async fn unreferenced(
     Ok(found)
 }
 
-/// Data files (relative, `/`-separated) that a commit interrupted after writing them left:
-/// files written no earlier than the latest commit that it does not reference. A file
-/// older than that commit is left alone, because a version whose log entries were removed
-/// may have written it; gc decides about those.
+/// Data files that a commit interrupted after writing them left: `part-*.parquet` files
+/// at the top of the table folder, written no earlier than the latest commit, that it
+/// does not reference. A file older than that commit is left alone, because a version
+/// whose log entries were removed may have written it; gc decides about those.
 pub async fn left_by_interrupted_commit(paths: &DatasetPaths) -> Result<Vec<String>> {
     let table_dir = paths.samples_table();
     let listing = LogListing::read(&paths.log_dir())?;
-    let found = listed(&table_dir)?;
+    let mut found = listed(&table_dir)?;
+    found.retain(|relative| is_commit_data_file(relative));
     let Some(latest) = listing.readable_versions().last().copied() else {
         // Without a readable version, only an empty log means nothing was ever committed.
         return Ok(if listing.is_empty() {
@@ -56,6 +57,13 @@ pub async fn left_by_interrupted_commit(paths: &DatasetPaths) -> Result<Vec<Stri
         .filter(|relative| !referenced.contains(relative))
         .filter(|relative| modified(&table_dir.join(relative)).is_some_and(|t| t >= committed_at))
         .collect())
+}
+
+/// Returns true for a name that a commit of this unpartitioned table writes:
+/// `part-*.parquet` at the top of the table folder. Anything else was put there by hand
+/// and is left alone.
+fn is_commit_data_file(relative: &str) -> bool {
+    relative.starts_with("part-") && relative.ends_with(".parquet") && !relative.contains('/')
 }
 
 fn modified(path: &Path) -> Option<std::time::SystemTime> {

@@ -7,12 +7,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::prelude::SessionContext;
+use futures::StreamExt;
 use serde::Serialize;
 
 use super::delta_log::LogListing;
 use super::retention::{ExpiredVersion, load_expired};
 use super::shards::read_shard;
-use super::versions::{DatasetPaths, VersionRecord, list_versions, version_provider};
+use super::versions::{DatasetPaths, VersionRecord, list_versions, open_version, version_provider};
 use crate::error::Result;
 use crate::store::blobs::hash_file;
 
@@ -63,6 +64,41 @@ pub async fn verify_dataset(paths: &DatasetPaths) -> Result<Vec<Problem>> {
     Ok(problems)
 }
 
+/// A cheap check of one version for a run that would otherwise call it up to date: every
+/// shard and every Delta data file it lists exists with its recorded size. Returns what is
+/// missing or has the wrong size. `datasets verify` is the thorough check.
+pub async fn missing_files(paths: &DatasetPaths, record: &VersionRecord) -> Result<Option<String>> {
+    let shard_dir = paths.version_dir(record.version).join("shards");
+    for shard in &record.shards {
+        let path = shard_dir.join(&shard.name);
+        if file_size(&path) != Some(shard.size_bytes) {
+            return Ok(Some(format!(
+                "shard {} is missing or has the wrong size",
+                path.display()
+            )));
+        }
+    }
+
+    let table = open_version(paths, record.version).await?;
+    let snapshot = table.snapshot().map_err(|e| paths.delta_error(e))?;
+    for file in snapshot.log_data().iter() {
+        let path = paths
+            .samples_table()
+            .join(file.object_store_path().as_ref());
+        if file_size(&path) != u64::try_from(file.size()).ok() {
+            return Ok(Some(format!(
+                "Delta data file {} is missing or has the wrong size",
+                path.display()
+            )));
+        }
+    }
+    Ok(None)
+}
+
+fn file_size(path: &std::path::Path) -> Option<u64> {
+    std::fs::metadata(path).ok().map(|m| m.len())
+}
+
 /// Checks the manifest (it must equal the record in the Delta commit), the skips file (it
 /// must be readable Parquet) and that the version folder contains nothing else.
 fn verify_version_files(paths: &DatasetPaths, record: &VersionRecord, problems: &mut Vec<Problem>) {
@@ -103,7 +139,7 @@ fn verify_version_files(paths: &DatasetPaths, record: &VersionRecord, problems: 
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !["manifest.json", "skips.parquet", "shards"].contains(&name.as_str()) {
-                report(&name, "is not part of a published version".to_string());
+                report(&name, "is not part of a published version; paperclip never writes it there, so move or delete it by hand".to_string());
             }
         }
     }
@@ -213,14 +249,14 @@ fn verify_shards(paths: &DatasetPaths, record: &VersionRecord, problems: &mut Ve
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !listed.contains(&name.as_str()) {
-                report(&name, "is not listed in the version record".to_string());
+                report(&name, "is not listed in the version record; paperclip never writes it there, so move or delete it by hand".to_string());
             }
         }
     }
 }
 
-/// Counts the rows by reading the table's data files (not their statistics), so a missing
-/// or replaced data file is found.
+/// Counts the rows by reading the table's data files (not their statistics), so a missing,
+/// replaced or damaged data file is found.
 async fn verify_row_count(
     paths: &DatasetPaths,
     record: &VersionRecord,
@@ -239,13 +275,18 @@ async fn verify_row_count(
     });
 }
 
+/// Decodes every column of the version, batch by batch, so damage anywhere in a data file
+/// (not only in the column that is counted) is found, as a query would find it.
 async fn count_rows(paths: &DatasetPaths, version: u64) -> Result<u64> {
     let ctx = SessionContext::new();
     let provider = version_provider(paths, version, &ctx).await?;
-    let batches = ctx
+    let mut stream = ctx
         .read_table(Arc::clone(&provider))?
-        .select_columns(&["key"])?
-        .collect()
+        .execute_stream()
         .await?;
-    Ok(batches.iter().map(|b| b.num_rows() as u64).sum())
+    let mut rows = 0;
+    while let Some(batch) = stream.next().await {
+        rows += batch?.num_rows() as u64;
+    }
+    Ok(rows)
 }

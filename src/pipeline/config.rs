@@ -1,7 +1,8 @@
-//! Loading a pipeline file: [`PipelineConfig::parse`] reads the text and checks its values
-//! (see `paperclip_pipeline_file`), then [`load`] runs the checks that need the file
-//! system, the query engine or the scheduler's calendar: the SQL models, source tables,
-//! the prompt template, the schedule and the retention rules.
+//! Loading a pipeline file. [`PipelineConfig::parse`] (in `paperclip_pipeline_file`) reads
+//! the text and checks its values. [`load`] then runs the checks that need the file
+//! system, the query engine or the scheduler's calendar. Those cover the SQL models,
+//! source tables, the catalog path, the prompt template, the schedule and the retention
+//! rules.
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,13 @@ pub fn load(path: &Path) -> Result<PipelineConfig, PipelineError> {
         path: path.to_path_buf(),
         message,
     };
+    // A FIFO or a device would block the read or never end.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(invalid(format!(
+            "{} is not a regular file; give the path of a pipeline TOML file",
+            path.display()
+        )));
+    }
     let bytes = std::fs::read(path).map_err(|source| PipelineError::Io {
         path: path.to_path_buf(),
         source,
@@ -32,7 +40,7 @@ pub fn load(path: &Path) -> Result<PipelineConfig, PipelineError> {
     Ok(config)
 }
 
-/// The checks that read other files or need the scheduler's calendar.
+/// Runs the checks that read other files or need the scheduler's calendar.
 fn check_beyond_text(config: &PipelineConfig) -> Result<(), String> {
     if config.summaries.enabled {
         summary_prompt(config)?;
@@ -40,9 +48,26 @@ fn check_beyond_text(config: &PipelineConfig) -> Result<(), String> {
     if let Some(schedule) = &config.schedule {
         crate::schedule::Schedule::from_section(schedule).map_err(|error| error.to_string())?;
     }
+    check_catalog_path(config)?;
     crate::sql::sources::check_sources(config)?;
     RetentionPolicy::from(&config.retention).check(Spelling::PipelineFile)?;
     check_models(config)
+}
+
+/// Checks that a catalog given as a path names a file.
+fn check_catalog_path(config: &PipelineConfig) -> Result<(), String> {
+    if config.archive.catalog_is_url() {
+        return Ok(());
+    }
+    let path = config.resolve(Path::new(&config.archive.catalog));
+    if path.is_file() {
+        return Ok(());
+    }
+    Err(format!(
+        "archive.catalog = {:?} resolves to {}, which is not a file; paths are relative to the pipeline file",
+        config.archive.catalog,
+        path.display()
+    ))
 }
 
 impl From<&RetentionSection> for RetentionPolicy {
@@ -92,9 +117,14 @@ fn check_models(config: &PipelineConfig) -> Result<(), String> {
             ));
         }
         if names.contains(&name) {
-            return Err(format!(
-                "sql.models lists two models named {name}; each model needs its own file name"
-            ));
+            let listed_twice = config.sql.models.iter().filter(|m| *m == model).count() > 1;
+            return Err(if listed_twice {
+                format!("sql.models lists {} twice; remove one", model.display())
+            } else {
+                format!(
+                    "sql.models lists two models named {name}; each model needs its own file name"
+                )
+            });
         }
         names.push(name);
     }

@@ -101,7 +101,7 @@ async fn read_catalog(
     let is_url = |text: &str| text.starts_with("http://") || text.starts_with("https://");
     let location = match &options.archive_override {
         // A local catalog path stays in force; a catalog URL moves with the archive.
-        Some(base) if is_url(configured) => base
+        Some(base) if config.archive.catalog_is_url() => base
             .join("catalog/abstracts.cat")
             .map_err(|e| {
                 PipelineError::Invalid(format!(

@@ -53,6 +53,9 @@ pub(super) struct VersionInputs {
     reasons: BTreeMap<String, Vec<String>>,
     /// The version the inputs are compared with, for messages.
     since: String,
+    /// What is missing from the latest version's files; a damaged version is published
+    /// again even when no input changed.
+    pub(super) latest_damage: Option<String>,
 }
 
 impl VersionInputs {
@@ -79,6 +82,7 @@ impl VersionInputs {
             by_stage,
             reasons: BTreeMap::new(),
             since: String::new(),
+            latest_damage: None,
         })
     }
 
@@ -117,6 +121,12 @@ impl VersionInputs {
                 .push(format!(
                     "{since} skipped {incomplete} incomplete download(s); trying them again"
                 ));
+        }
+        if let Some(damage) = &self.latest_damage {
+            self.reasons
+                .entry("publish".to_string())
+                .or_default()
+                .push(format!("{since}: {damage}; publishing again"));
         }
         let fresh = latest.is_some() && self.reasons.values().all(Vec::is_empty);
         if fresh {
@@ -182,6 +192,16 @@ pub(super) fn check_plan_pipeline(config: &PipelineConfig, planned: &PlanBasis) 
         return Err(PipelineError::PlanOutdated(
             "the pipeline file changed since the plan was made; run `paperclip plan` again".into(),
         ));
+    }
+    // A later `now` would move the archive coverage past the real date, which stops every
+    // later incremental run; the same tolerance as for coverage ahead of the clock.
+    let clock = chrono::Utc::now();
+    if planned.now > clock + chrono::TimeDelta::days(1) {
+        return Err(PipelineError::PlanOutdated(format!(
+            "the plan's time {} is more than a day after this machine's clock ({}); check both clocks and run `paperclip plan` again",
+            planned.now.to_rfc3339(),
+            clock.to_rfc3339()
+        )));
     }
     Ok(())
 }

@@ -36,8 +36,13 @@ pub(super) async fn publish_version(
     let shards_dir = staging.join("shards");
     std::fs::create_dir_all(&shards_dir).map_err(|e| PipelineError::io(&shards_dir, e))?;
 
+    // A latest version that cannot be read (a lost data file) only costs the reuse of its
+    // shards: every shard is written again.
     let previous = match latest {
-        Some(record) => read_previous(paths, record).await?,
+        Some(record) => read_previous(paths, record).await.unwrap_or_else(|error| {
+            tracing::warn!(version = record.version, %error, "cannot read the latest version; writing every shard");
+            None
+        }),
         None => None,
     };
     let layout = plan_layout(

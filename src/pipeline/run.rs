@@ -221,6 +221,11 @@ async fn run_stages(
     if refreshed && !options.plan_only {
         state.commit(paths, &report.run_id)?;
     }
+    if let Some(latest) = &latest {
+        inputs.latest_damage = crate::dataset::verify::missing_files(paths, latest)
+            .await
+            .unwrap_or_else(|error| Some(format!("cannot be read ({error})")));
+    }
     if inputs.all_fresh(latest.as_ref(), ConfirmedInputs::load(paths), report) {
         let latest = latest.as_ref().expect("fresh stages imply a version");
         tracing::info!(version = latest.version, "inputs unchanged; nothing to run");
@@ -239,9 +244,16 @@ async fn run_stages(
         .counts
         .insert("selected_images".into(), selected.num_rows() as u64);
     match (&config.sql.candidates_model, candidates) {
-        (Some(candidates_model), Some(obsids)) => {
-            unmatched::record_observations(&obsids, candidates_model, &state, &mut report.skips)?
-        }
+        (Some(candidates_model), Some(obsids)) => unmatched::record_observations(
+            &obsids,
+            candidates_model,
+            &unmatched::Selected {
+                batch: &selected,
+                model,
+            },
+            &state,
+            &mut report.skips,
+        )?,
         _ => unmatched::record_proposals(&selected, model, &state, &mut report.skips)?,
     }
     inputs.stage_ran("models", clock, report);
@@ -289,7 +301,9 @@ async fn run_stages(
             tracing::warn!("the run produced no samples; nothing to publish");
         }
         Some(latest)
-            if latest.fingerprint == assembled.fingerprint && !inputs.shard_settings_changed() =>
+            if latest.fingerprint == assembled.fingerprint
+                && !inputs.shard_settings_changed()
+                && inputs.latest_damage.is_none() =>
         {
             tracing::info!(
                 version = latest.version,

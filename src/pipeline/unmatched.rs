@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use datafusion::arrow::array::Int64Array;
+use datafusion::arrow::array::{Int64Array, StringArray};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::prelude::SessionContext;
 
@@ -29,9 +29,12 @@ pub(super) async fn candidate_obsids(ctx: &SessionContext, model: &str) -> Resul
 }
 
 /// Records each observation none of whose products the candidates model returned.
+/// Fails when a selected sample's observation is not among the candidates: the model then
+/// does not return every accepted product, and the statuses would be wrong.
 pub(super) fn record_observations(
     candidates: &HashSet<i64>,
     model: &str,
+    selected: &Selected<'_>,
     state: &ArchiveState,
     skips: &mut Vec<Skip>,
 ) -> Result<()> {
@@ -40,6 +43,7 @@ pub(super) fn record_observations(
     let obs_ids = sql::string_column(observations, "observations", "obs_id")?;
     let proposal_ids = sql::int64_column(observations, "observations", "proposal_id")?;
     let products = products_per_observation(state)?;
+    check_samples_are_candidates(candidates, model, selected, obsids, obs_ids)?;
 
     for row in 0..observations.num_rows() {
         let obsid = obsids.value(row);
@@ -61,6 +65,37 @@ pub(super) fn record_observations(
             REASON,
             detail,
         ));
+    }
+    Ok(())
+}
+
+/// The samples model's rows, with its name for messages.
+pub(super) struct Selected<'a> {
+    pub batch: &'a RecordBatch,
+    pub model: &'a str,
+}
+
+fn check_samples_are_candidates(
+    candidates: &HashSet<i64>,
+    model: &str,
+    selected: &Selected<'_>,
+    obsids: &Int64Array,
+    obs_ids: &StringArray,
+) -> Result<()> {
+    let obsid_of: HashMap<&str, i64> = (0..obsids.len())
+        .map(|row| (obs_ids.value(row), obsids.value(row)))
+        .collect();
+    let sample_obs_ids = sql::string_column(selected.batch, selected.model, "obs_id")?;
+    for obs_id in sample_obs_ids.iter().flatten() {
+        let known = obsid_of
+            .get(obs_id)
+            .is_some_and(|obsid| candidates.contains(obsid));
+        if !known {
+            return Err(PipelineError::Invalid(format!(
+                "sql.candidates_model = {model:?} does not return observation {obs_id}, which the samples model {} selected; the candidates model must return every product the image rules accept, with its obsid",
+                selected.model
+            )));
+        }
     }
     Ok(())
 }

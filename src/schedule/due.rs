@@ -23,6 +23,7 @@ use croner::parser::{CronParser, Seconds, Year};
 
 use super::error::ScheduleError;
 use crate::pipeline::config::ScheduleSection;
+use crate::sql::graph::closest;
 
 /// A validated `[schedule]` section.
 #[derive(Debug, Clone)]
@@ -127,23 +128,39 @@ fn parse_time_zone(name: &str) -> Result<Tz, ScheduleError> {
     name.parse::<Tz>()
         .map_err(|_| ScheduleError::UnknownTimeZone {
             name: name.to_string(),
-            closest: closest_time_zone(name),
+            hint: closest_time_zone(name)
+                .map(|zone| format!(" did you mean {zone:?}?"))
+                .unwrap_or_default(),
         })
 }
 
 /// Suggests an IANA name for `name`: the `Etc/GMT` zone of a whole-hour offset such as
-/// `+02:00` or `UTC-5`, otherwise the nearest name by edit distance, ignoring case.
-fn closest_time_zone(name: &str) -> String {
+/// `+02:00` or `UTC-5`, the zone written in another case, the zone of a city written
+/// alone (`Berlin`), or the nearest name by edit distance when it is close enough to be a
+/// typo. `None` when nothing is that close.
+fn closest_time_zone(name: &str) -> Option<String> {
     if let Some(zone) = offset_zone(name) {
-        return zone;
+        return Some(zone);
     }
-    let wanted = name.to_ascii_lowercase();
-    chrono_tz::TZ_VARIANTS
-        .iter()
-        .map(|zone| zone.name())
-        .min_by_key(|candidate| edit_distance(&wanted, &candidate.to_ascii_lowercase()))
-        .unwrap_or("UTC")
-        .to_string()
+    let trimmed = name.trim();
+    let names: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|z| z.name()).collect();
+    let same_name = names.iter().find(|zone| zone.eq_ignore_ascii_case(trimmed));
+    let same_city = || {
+        names.iter().find(|zone| {
+            zone.rsplit('/')
+                .next()
+                .is_some_and(|city| city.eq_ignore_ascii_case(trimmed))
+        })
+    };
+    if let Some(zone) = same_name.or_else(same_city) {
+        return Some((*zone).to_string());
+    }
+
+    let lower: Vec<String> = names.iter().map(|z| z.to_ascii_lowercase()).collect();
+    let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
+    let found = closest(&trimmed.to_ascii_lowercase(), &lower)?;
+    let index = lower.iter().position(|zone| *zone == found)?;
+    Some(names[index].to_string())
 }
 
 /// Maps a whole-hour UTC offset (`+02:00`, `+2`, `UTC+2`, `GMT-05:00`) to its `Etc/GMT`
@@ -169,21 +186,6 @@ fn offset_zone(name: &str) -> Option<String> {
     whole_hour.then(|| format!("Etc/GMT{sign}{hours}"))
 }
 
-/// Levenshtein distance over bytes; names are ASCII.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b = b.as_bytes();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, &ca) in a.as_bytes().iter().enumerate() {
-        let mut current = vec![i + 1];
-        for (j, &cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != cb);
-            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
-        }
-        previous = current;
-    }
-    previous[b.len()]
-}
-
 #[cfg(test)]
 mod tests {
 
@@ -194,7 +196,17 @@ mod tests {
         assert_eq!(offset_zone("gmt+0100").as_deref(), Some("Etc/GMT-1"));
         assert_eq!(offset_zone("+05:30"), None);
         assert_eq!(offset_zone("Europe/Berln"), None);
-        assert_eq!(closest_time_zone("+02:00"), "Etc/GMT-2");
+        assert_eq!(closest_time_zone("+02:00").as_deref(), Some("Etc/GMT-2"));
+    }
+
+    #[test]
+    fn time_zone_hints_are_close_or_absent() {
+        let hint = |name| closest_time_zone(name);
+        assert_eq!(hint("Europe/Berln").as_deref(), Some("Europe/Berlin"));
+        assert_eq!(hint("europe/berlin").as_deref(), Some("Europe/Berlin"));
+        assert_eq!(hint("Berlin").as_deref(), Some("Europe/Berlin"));
+        assert_eq!(hint("Local"), None);
+        assert_eq!(hint("../../etc/passwd"), None);
     }
     use super::*;
 

@@ -29,9 +29,13 @@ pub enum ScheduleError {
     MissingTimeZone,
 
     #[error(
-        "schedule.time_zone = {name:?} is not an IANA time zone name; did you mean {closest:?}? (names look like \"Europe/Berlin\", \"America/New_York\" or \"UTC\")"
+        "schedule.time_zone = {name:?} is not an IANA time zone name;{hint} (names look like \"Europe/Berlin\", \"America/New_York\" or \"UTC\")"
     )]
-    UnknownTimeZone { name: String, closest: String },
+    UnknownTimeZone {
+        name: String,
+        /// ` did you mean "X"?` when a zone is close to the name, else empty.
+        hint: String,
+    },
 
     #[error(
         "pipeline file {path} has no [schedule] section, so `paperclip serve` cannot tell when to run it; add one, e.g.\n[schedule]\ncron = \"0 3 * * *\"\ntime_zone = \"Europe/Berlin\"\nor run it once with `paperclip run {path}`"

@@ -251,7 +251,11 @@ impl Driver {
         let retry_at = (attempt <= self.pipeline.schedule.max_retries).then(|| {
             let delay_secs =
                 i64::try_from(self.pipeline.schedule.retry_delay_secs).unwrap_or(i64::MAX);
-            self.clock.now() + TimeDelta::try_seconds(delay_secs).unwrap_or(TimeDelta::MAX)
+            let delay = TimeDelta::try_seconds(delay_secs).unwrap_or(TimeDelta::MAX);
+            self.clock
+                .now()
+                .checked_add_signed(delay)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
         });
         self.emit(EventKind::Failed {
             run_id: Some(run_id),

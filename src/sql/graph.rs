@@ -47,7 +47,15 @@ pub fn load_models(paths: &[PathBuf], input_tables: &[&str]) -> Result<Vec<Model
 
 fn parse_model(path: &Path) -> Result<Model> {
     let name = model_name(path)?;
-    let sql = std::fs::read_to_string(path).map_err(|e| PipelineError::io(path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| PipelineError::io(path, e))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        PipelineError::Invalid(format!(
+            "SQL model file {} is not valid UTF-8; save it as UTF-8",
+            path.display()
+        ))
+    })?;
+    // Editors on Windows may start the file with a byte-order mark.
+    let sql = text.strip_prefix('\u{feff}').unwrap_or(&text).to_string();
     let invalid = |message: String| {
         PipelineError::Invalid(format!("SQL model {}: {message}", path.display()))
     };
@@ -259,6 +267,20 @@ mod tests {
         let (_dir, paths) = write_models(&[("a.sql", "SELECT 1; SELECT 2")]);
         let error = load_models(&paths, &INPUTS).unwrap_err().to_string();
         assert!(error.contains("more than one statement"), "{error}");
+    }
+
+    #[test]
+    fn byte_order_mark_is_skipped_and_bad_bytes_named() {
+        let (_dir, paths) = write_models(&[("a.sql", "\u{feff}SELECT 1 AS x")]);
+        assert!(load_models(&paths, &INPUTS).is_ok());
+
+        let (dir, paths) = write_models(&[("a.sql", "SELECT 1")]);
+        std::fs::write(dir.path().join("a.sql"), b"SELECT '\xff'").unwrap();
+        let error = load_models(&paths, &INPUTS).unwrap_err().to_string();
+        assert!(
+            error.contains("a.sql is not valid UTF-8; save it as UTF-8"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -135,18 +135,38 @@ pub fn model_name(path: &Path) -> Result<String> {
                 && !s.starts_with(|c: char| c.is_ascii_digit())
         })
         .ok_or_else(|| {
-            let lower = path
-                .file_name()
-                .map(|n| n.to_string_lossy().to_lowercase())
-                .unwrap_or_default();
             PipelineError::Invalid(format!(
                 "SQL model file {} needs a name made of lower-case letters, digits and '_', not \
                  starting with a digit: it becomes the view name, and SQL folds unquoted names \
-                 to lower case (rename it, for example to {lower})",
-                path.display()
+                 to lower case (rename it, for example to {})",
+                path.display(),
+                suggested_model_file_name(path)
             ))
         })?;
     Ok(stem.to_string())
+}
+
+/// Turns a file name into a valid model file name: lower case, other characters as `_`,
+/// and `m_` before a leading digit.
+fn suggested_model_file_name(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let mut name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+        name.insert_str(0, "m_");
+    }
+    format!("{name}.sql")
 }
 
 /// Collects a query into one batch (an empty batch with the query's schema when no rows).
@@ -292,7 +312,20 @@ mod tests {
         assert!(model_name(Path::new("sql/my-model.sql")).is_err());
         assert!(model_name(Path::new("sql/1x.sql")).is_err());
         let upper = model_name(Path::new("sql/MySamples.sql")).unwrap_err();
-        assert!(upper.to_string().contains("mysamples.sql"), "{upper}");
+        assert!(upper.to_string().contains("to mysamples.sql)"), "{upper}");
+        let dashed = model_name(Path::new("sql/My-Samples.sql")).unwrap_err();
+        assert!(
+            dashed.to_string().contains("to my_samples.sql)"),
+            "{dashed}"
+        );
+        let digit = model_name(Path::new("sql/2024 cut.sql")).unwrap_err();
+        assert!(digit.to_string().contains("to m_2024_cut.sql)"), "{digit}");
+        let suggested = ["my_samples", "m_2024_cut"];
+        assert!(
+            suggested
+                .iter()
+                .all(|stem| model_name(Path::new(&format!("{stem}.sql"))).is_ok())
+        );
     }
 }
 

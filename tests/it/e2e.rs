@@ -414,6 +414,78 @@ async fn verify_reports_damaged_shards() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_decodes_every_column_of_the_data_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let (_server, url) = serve_fixtures(dir.path(), ServeOptions::default()).await;
+    run_pipeline(&data_dir, url).await;
+    let paths = DatasetPaths::new(&data_dir, DATASET);
+    let data_file = std::fs::read_dir(paths.samples_table())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.extension().is_some_and(|e| e == "parquet"))
+        .unwrap();
+
+    // Four bytes inside a column other than the key; the size and the footer stay intact.
+    let mut bytes = std::fs::read(&data_file).unwrap();
+    bytes[2000..2004].copy_from_slice(&[0xff; 4]);
+    std::fs::write(&data_file, &bytes).unwrap();
+
+    let problems = paperclip::dataset::verify::verify_dataset(&paths)
+        .await
+        .unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(
+        (problems[0].version, problems[0].item.as_str()),
+        (1, "samples table")
+    );
+    assert!(
+        problems[0]
+            .detail
+            .starts_with("cannot be read at this version"),
+        "{}",
+        problems[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_publishes_again_when_the_latest_version_lost_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let (_server, url) = serve_fixtures(dir.path(), ServeOptions::default()).await;
+    run_pipeline(&data_dir, url.clone()).await;
+    let paths = DatasetPaths::new(&data_dir, DATASET);
+    for entry in std::fs::read_dir(paths.samples_table()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "parquet") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+
+    let report = run_pipeline(&data_dir, url).await;
+
+    assert_eq!(report.published_version, Some(2), "{:?}", report.stages);
+    let publish = report.stages.iter().find(|s| s.stage == "publish").unwrap();
+    assert!(
+        publish.reasons.iter().any(|r| r.contains("Delta data file")
+            && r.ends_with("is missing or has the wrong size; publishing again")),
+        "{:?}",
+        publish.reasons
+    );
+    let versions = list_versions(&paths).await.unwrap();
+    assert_eq!(versions[0].fingerprint, versions[1].fingerprint);
+    let problems = paperclip::dataset::verify::verify_dataset(&paths)
+        .await
+        .unwrap();
+    let damaged: Vec<u64> = problems.iter().map(|p| p.version).collect();
+    assert_eq!(
+        damaged,
+        [1],
+        "only the damaged version is reported: {problems:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stray_data_files_are_reported_and_new_ones_removed() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
@@ -443,6 +515,10 @@ async fn stray_data_files_are_reported_and_new_ones_removed() {
         .set_modified(day_ago)
         .unwrap();
 
+    // A file someone put there by hand, with a name no commit writes.
+    let by_hand = paths.samples_table().join("mycopy.parquet");
+    std::fs::copy(&committed, &by_hand).unwrap();
+
     let problems = paperclip::dataset::verify::verify_dataset(&paths)
         .await
         .unwrap();
@@ -451,6 +527,7 @@ async fn stray_data_files_are_reported_and_new_ones_removed() {
     assert_eq!(
         items,
         [
+            "samples/mycopy.parquet".to_string(),
             format!("samples/{old_name}"),
             "samples/part-00001-0c8a4a65-2b1e-4f0e-9a51-3d3c1f0e0001-c000.snappy.parquet"
                 .to_string()
@@ -470,12 +547,24 @@ async fn stray_data_files_are_reported_and_new_ones_removed() {
         old.exists(),
         "the next run leaves an older unreferenced file to gc"
     );
+    assert!(
+        by_hand.exists(),
+        "the next run leaves a file it did not write"
+    );
     assert!(committed.exists(), "a referenced data file stays");
     let problems = paperclip::dataset::verify::verify_dataset(&paths)
         .await
         .unwrap();
-    let items: Vec<&str> = problems.iter().map(|p| p.item.as_str()).collect();
-    assert_eq!(items, [format!("samples/{old_name}")], "{problems:?}");
+    let mut items: Vec<&str> = problems.iter().map(|p| p.item.as_str()).collect();
+    items.sort();
+    assert_eq!(
+        items,
+        [
+            "samples/mycopy.parquet".to_string(),
+            format!("samples/{old_name}")
+        ],
+        "{problems:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -429,6 +429,20 @@ async fn saved_plan_runs_or_is_rejected() {
             .len(),
         1
     );
+
+    // A plan whose time is days after the clock (edited, or made on a fast clock).
+    let mut ahead = planned;
+    ahead.basis.now = chrono::Utc::now() + Duration::days(3);
+    let mut options = run_options(&data_dir, server.base_url());
+    options.saved_plan = Some(ahead);
+    let error = paperclip::pipeline::run(&config, &options)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("is more than a day after this machine's clock"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

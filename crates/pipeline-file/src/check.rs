@@ -1,6 +1,6 @@
 //! The checks of a pipeline file that need nothing but its text.
 
-use crate::{MAX_IMAGE_THREADS, PipelineConfig, SUMMARY_CAPTION_FORM};
+use crate::{HTTP_BACKEND, LOCAL_BACKEND, MAX_IMAGE_THREADS, PipelineConfig, SUMMARY_CAPTION_FORM};
 
 impl PipelineConfig {
     /// Checks value ranges, names, URLs and the summary settings. Each error names the
@@ -15,6 +15,7 @@ impl PipelineConfig {
             return Err("shards.samples_per_shard must be at least 1".into());
         }
         self.check_archive()?;
+        self.check_schedule()?;
         if self.sql.models.is_empty() {
             return Err("sql.models is empty; list at least one SQL file".into());
         }
@@ -118,31 +119,61 @@ impl PipelineConfig {
         }
         if summaries.enabled {
             summaries.check()?;
+        } else if let Some(kind) = &summaries.backend
+            && ![LOCAL_BACKEND, HTTP_BACKEND].contains(&kind.as_str())
+        {
+            return Err(format!(
+                "summaries.backend = {kind:?} is unknown; use \"local\" or \"http\""
+            ));
         }
         Ok(())
     }
 
     fn check_archive(&self) -> Result<(), String> {
         let archive = &self.archive;
-        let positive = [
-            ("archive.request_timeout_secs", archive.request_timeout_secs),
-            ("archive.page_size", u64::from(archive.page_size)),
+        let bounded = [
+            (
+                "archive.request_timeout_secs",
+                archive.request_timeout_secs,
+                1,
+                86_400,
+            ),
+            (
+                "archive.max_retries",
+                u64::from(archive.max_retries),
+                0,
+                100,
+            ),
+            (
+                "archive.page_size",
+                u64::from(archive.page_size),
+                1,
+                500_000,
+            ),
             (
                 "archive.proposals_per_query",
                 archive.proposals_per_query as u64,
+                1,
+                10_000,
             ),
             (
                 "archive.products_batch_size",
                 archive.products_batch_size as u64,
+                1,
+                10_000,
             ),
             (
                 "archive.download_concurrency",
                 archive.download_concurrency as u64,
+                1,
+                1024,
             ),
         ];
-        for (key, value) in positive {
-            if value == 0 {
-                return Err(format!("{key} = 0 is invalid; use 1 or more"));
+        for (key, value, low, high) in bounded {
+            if !(low..=high).contains(&value) {
+                return Err(format!(
+                    "{key} = {value} is outside {low}..={high}; leave it out for the default"
+                ));
             }
         }
         let base_url = url::Url::parse(&archive.base_url).map_err(|e| {
@@ -162,9 +193,45 @@ impl PipelineConfig {
                 "archive.catalog is empty; give the abstracts.cat URL or a path relative to the pipeline file".into(),
             );
         }
+        if archive.catalog_is_url() {
+            url::Url::parse(&archive.catalog).map_err(|e| {
+                format!("archive.catalog = {:?} is not a URL: {e}", archive.catalog)
+            })?;
+        } else if archive.catalog.contains("://") || archive.catalog.starts_with("file:") {
+            return Err(format!(
+                "archive.catalog = {:?} is neither an http(s) URL nor a path; write a file:// location as a plain path",
+                archive.catalog
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the retry settings of `[schedule]`. The scheduler checks the cron expression
+    /// and the time zone, because it owns the calendar.
+    fn check_schedule(&self) -> Result<(), String> {
+        let Some(schedule) = &self.schedule else {
+            return Ok(());
+        };
+        if !(1..=MAX_RETRY_DELAY_SECS).contains(&schedule.retry_delay_secs) {
+            return Err(format!(
+                "schedule.retry_delay_secs = {} is outside 1..={MAX_RETRY_DELAY_SECS} (7 days); use e.g. 600 for ten minutes",
+                schedule.retry_delay_secs
+            ));
+        }
+        if schedule.max_retries > MAX_SCHEDULE_RETRIES {
+            return Err(format!(
+                "schedule.max_retries = {} is above {MAX_SCHEDULE_RETRIES}; use e.g. 3, and let the next due time try again",
+                schedule.max_retries
+            ));
+        }
         Ok(())
     }
 }
+
+/// Largest `schedule.retry_delay_secs`: 7 days.
+pub const MAX_RETRY_DELAY_SECS: u64 = 7 * 24 * 3600;
+/// Largest `schedule.max_retries`.
+pub const MAX_SCHEDULE_RETRIES: u32 = 100;
 
 /// Checks that a dataset name is usable as a directory name and a quoted SQL identifier.
 pub fn validate_dataset_name(name: &str) -> Result<(), String> {

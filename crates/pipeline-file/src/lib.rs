@@ -23,7 +23,7 @@ mod sections;
 mod summaries;
 
 pub use check::validate_dataset_name;
-pub use names::{closest, suggest_known_field};
+pub use names::{closest, plain_type_names, suggest_known_field};
 pub use sections::*;
 pub use summaries::*;
 
@@ -72,8 +72,8 @@ impl PipelineConfig {
     pub fn parse(bytes: &[u8], base_dir: PathBuf) -> Result<Self, String> {
         let text = std::str::from_utf8(bytes)
             .map_err(|_| "the file is not valid UTF-8; save it as UTF-8".to_string())?;
-        let mut config: PipelineConfig =
-            toml::from_str(text).map_err(|error| suggest_known_field(&error.to_string()))?;
+        let mut config: PipelineConfig = toml::from_str(text)
+            .map_err(|error| plain_type_names(&suggest_known_field(&error.to_string())))?;
 
         config.base_dir = base_dir;
         config.file_sha256 = hex::encode(Sha256::digest(bytes));

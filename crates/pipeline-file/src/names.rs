@@ -42,9 +42,46 @@ pub fn suggest_known_field(message: &str) -> String {
     }
 }
 
+/// Replaces the Rust type names of a TOML type error (`expected u8`) with what to write
+/// (`expected a whole number from 0 to 255`).
+pub fn plain_type_names(message: &str) -> String {
+    const NAMES: [(&str, &str); 9] = [
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected u64", "expected a whole number from 0 up"),
+        ("expected usize", "expected a whole number from 0 up"),
+        ("expected i64", "expected a whole number"),
+        ("expected f32", "expected a number"),
+        ("expected f64", "expected a number"),
+        ("expected struct ", "expected a table, named "),
+    ];
+    let mut plain = message.to_string();
+    for (rust, words) in NAMES {
+        plain = plain.replace(rust, words);
+    }
+    plain
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn type_errors_name_what_to_write() {
+        let message = "invalid value: integer `300`, expected u8";
+        assert_eq!(
+            plain_type_names(message),
+            "invalid value: integer `300`, expected a whole number from 0 to 255"
+        );
+        assert_eq!(
+            plain_type_names("invalid type: string \"x\", expected u64"),
+            "invalid type: string \"x\", expected a whole number from 0 up"
+        );
+    }
 
     #[test]
     fn closest_name_needs_a_small_distance() {

@@ -29,6 +29,14 @@ pub struct ArchiveSection {
     pub download_concurrency: usize,
 }
 
+impl ArchiveSection {
+    /// Returns true when `catalog` is an http(s) URL; otherwise it is a path relative to
+    /// the pipeline file.
+    pub fn catalog_is_url(&self) -> bool {
+        self.catalog.starts_with("http://") || self.catalog.starts_with("https://")
+    }
+}
+
 impl Default for ArchiveSection {
     fn default() -> Self {
         Self {

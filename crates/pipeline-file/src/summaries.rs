@@ -131,6 +131,11 @@ impl SummariesSection {
     }
 
     fn check_local(&self) -> Result<(), String> {
+        if let Some(url) = &self.server_url {
+            return Err(format!(
+                "summaries.server_url = {url:?} is set, but summaries.backend = \"local\" runs the model in this process; remove server_url, or set backend = \"http\""
+            ));
+        }
         if let Some(threads) = self.threads
             && !(1..=256).contains(&threads)
         {

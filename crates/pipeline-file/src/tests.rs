@@ -66,6 +66,30 @@ fn out_of_range_values_name_the_setting() {
             "[summaries]\nenabled = true\ntemperature = inf",
             "summaries.temperature = inf",
         ),
+        (
+            "[archive]\nmax_retries = 4000000000",
+            "archive.max_retries = 4000000000",
+        ),
+        (
+            "[schedule]\nretry_delay_secs = 10000000000000",
+            "schedule.retry_delay_secs = 10000000000000",
+        ),
+        (
+            "[schedule]\nmax_retries = 1000",
+            "schedule.max_retries = 1000",
+        ),
+        (
+            "[archive]\ncatalog = \"file:///data/abstracts.cat\"",
+            "archive.catalog = \"file:///data/abstracts.cat\" is neither",
+        ),
+        (
+            "[summaries]\nenabled = true\nbackend = \"local\"\nserver_url = \"http://127.0.0.1:9\"",
+            "summaries.server_url = \"http://127.0.0.1:9\" is set, but summaries.backend = \"local\"",
+        ),
+        (
+            "[summaries]\nbackend = \"bogus\"",
+            "summaries.backend = \"bogus\" is unknown",
+        ),
     ];
     for (section, expected) in cases {
         let text = MINIMAL.replace("[sql]", &format!("{section}\n\n[sql]"));

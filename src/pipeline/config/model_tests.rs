@@ -31,7 +31,7 @@ fn unknown_samples_model_lists_models() {
 fn zero_page_size_names_the_key() {
     let message = load_with("[archive]\npage_size = 0", "\"a.sql\"", "a");
     assert!(
-        message.contains("archive.page_size = 0 is invalid"),
+        message.contains("archive.page_size = 0 is outside 1..=500000"),
         "{message}"
     );
 }
@@ -43,4 +43,38 @@ fn unknown_candidates_model_lists_models() {
         message.contains("sql.candidates_model = \"candidates\" is not one of the models (a)"),
         "{message}"
     );
+}
+
+#[test]
+fn missing_catalog_path_is_named() {
+    let message = load_with("[archive]\ncatalog = \"cats/nope.cat\"", "\"a.sql\"", "a");
+    assert!(
+        message.contains("archive.catalog = \"cats/nope.cat\" resolves to"),
+        "{message}"
+    );
+    assert!(message.contains("which is not a file"), "{message}");
+}
+
+#[test]
+fn model_listed_twice_is_named() {
+    let message = load_with("", "\"a.sql\", \"a.sql\"", "a");
+    assert!(
+        message.contains("sql.models lists a.sql twice; remove one"),
+        "{message}"
+    );
+}
+
+#[test]
+fn pipeline_path_that_is_not_a_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("p.toml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+
+    let message = load(&fifo).unwrap_err().to_string();
+
+    assert!(message.contains("is not a regular file"), "{message}");
 }

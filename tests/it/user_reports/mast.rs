@@ -798,6 +798,32 @@ async fn no_matching_product_is_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candidates_model_missing_a_sample_stops_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = one_preview_each(&[70113]);
+    let server = archive
+        .serve(&dir.path().join("snapshot"), ServeOptions::default())
+        .await;
+    let empty = dir.path().join("no_candidates.sql");
+    std::fs::write(&empty, "SELECT obsid FROM observations WHERE obsid < 0").unwrap();
+    let mut config = pipeline();
+    config.sql.models.push(empty);
+    config.sql.candidates_model = Some("no_candidates".to_string());
+
+    let error = try_run(&config, &dir.path().join("data"), server.base_url())
+        .await
+        .unwrap_err()
+        .to_string();
+
+    assert!(
+        error.contains(
+            "sql.candidates_model = \"no_candidates\" does not return observation tst701130, which the samples model samples selected"
+        ),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_matching_product_is_per_proposal_without_candidates_model() {
     let mut config = pipeline();
     config.sql.candidates_model = None;
