@@ -36,6 +36,14 @@ pub enum PipelineError {
     #[error("query failed: {0}")]
     Query(#[from] datafusion::error::DataFusionError),
 
+    #[error("object store {url} failed: {source}")]
+    ObjectStore {
+        /// The store's URL, which never contains credentials.
+        url: String,
+        #[source]
+        source: object_store::Error,
+    },
+
     #[error("Delta table {path} failed: {source}{}", storage_advice(.source))]
     Delta {
         path: PathBuf,

@@ -1,3 +1,5 @@
-//! Local storage shared by every dataset: the content-addressed blob store.
+//! Storage shared by every dataset: the local content-addressed blob store, and object
+//! stores at `s3://`, `gs://` and `az://` URLs.
 
 pub mod blobs;
+pub mod remote;

@@ -9,6 +9,7 @@ mod faults;
 mod gc;
 mod judge;
 mod llm_http;
+mod object_storage;
 mod real_data;
 mod refresh;
 mod schedule;
