@@ -36,6 +36,15 @@ pub enum PipelineError {
     #[error("query failed: {0}")]
     Query(#[from] datafusion::error::DataFusionError),
 
+    #[error(
+        "uploading to {url} failed: {source}; the versions stay published in the data directory, and the next run uploads them again"
+    )]
+    Upload {
+        /// The store's URL, which never contains credentials.
+        url: String,
+        source: Box<PipelineError>,
+    },
+
     #[error("object store {url} failed: {source}")]
     ObjectStore {
         /// The store's URL, which never contains credentials.

@@ -250,6 +250,17 @@ fn format_report(report: &RunReport) -> String {
         "{outcome} (run {}, {:.1} s)\n",
         report.run_id, report.elapsed_secs
     ));
+    if !report.uploaded_versions.is_empty() {
+        let versions: Vec<String> = report
+            .uploaded_versions
+            .iter()
+            .map(|v| format!("v{v}"))
+            .collect();
+        text.push_str(&format!(
+            "uploaded {} to storage.url\n",
+            versions.join(", ")
+        ));
+    }
     text.push_str(&format_stages(report));
     for (name, value) in &report.counts {
         text.push_str(&format!("  {name:<32} {value}\n"));

@@ -107,6 +107,11 @@ impl LogListing {
         self.checkpoints.contains(&version)
     }
 
+    /// The table versions with a commit file, oldest first.
+    pub fn commits(&self) -> impl Iterator<Item = u64> + '_ {
+        self.commits.iter().copied()
+    }
+
     /// The newest table version with a commit file.
     pub fn latest_commit(&self) -> Option<u64> {
         self.commits.last().copied()

@@ -6,6 +6,7 @@ pub mod data_files;
 pub mod delta_log;
 pub mod diff;
 pub mod gc;
+pub mod mirror;
 pub mod retention;
 pub mod shards;
 pub mod sql_hints;

@@ -26,6 +26,9 @@ pub struct RunReport {
     pub published_version: Option<u64>,
     /// The latest version when the run found nothing new to publish.
     pub unchanged_version: Option<u64>,
+    /// Versions this run uploaded to `[storage]`'s object store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uploaded_versions: Vec<u64>,
     /// Error message of a failed run; `None` for a run that completed.
     pub error: Option<String>,
     pub counts: BTreeMap<String, u64>,
@@ -57,6 +60,7 @@ impl RunReport {
             started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             published_version: None,
             unchanged_version: None,
+            uploaded_versions: Vec::new(),
             error: None,
             counts: BTreeMap::new(),
             skipped_by_reason: BTreeMap::new(),

@@ -103,7 +103,11 @@ pub async fn run(config: &PipelineConfig, options: &RunOptions) -> Result<RunRep
             check_plan_pipeline(config, &plan.basis)?;
         }
         check_models(config).await?;
-        run_stages(config, options, &paths, &client, &mut report).await
+        run_stages(config, options, &paths, &client, &mut report).await?;
+        if !options.plan_only {
+            upload_versions(config, &paths, &mut report).await?;
+        }
+        Ok(())
     }
     .instrument(span)
     .await;
@@ -545,6 +549,32 @@ fn record_proposals_without_observations(
             ));
         }
     }
+    Ok(())
+}
+
+/// Uploads the versions `[storage]`'s object store lacks, oldest first. The versions
+/// stay published in the data directory when the upload fails, and the next run uploads
+/// them again.
+async fn upload_versions(
+    config: &PipelineConfig,
+    paths: &DatasetPaths,
+    report: &mut RunReport,
+) -> Result<()> {
+    let Some(text) = &config.storage.url else {
+        return Ok(());
+    };
+    let url = Url::parse(text)
+        .map_err(|e| PipelineError::Invalid(format!("storage.url = {text:?} is not a URL: {e}")))?;
+    let (store, prefix) = crate::store::remote::open(&url, &Default::default())?;
+    let mirror = crate::dataset::mirror::Mirror::new(store, &prefix, url.clone(), &paths.name);
+    let uploaded = mirror
+        .upload_missing(paths)
+        .await
+        .map_err(|source| PipelineError::Upload {
+            url: url.to_string(),
+            source: Box::new(source),
+        })?;
+    report.uploaded_versions = uploaded;
     Ok(())
 }
 

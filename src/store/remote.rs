@@ -28,7 +28,7 @@ use crate::error::{PipelineError, Result};
 /// URL schemes of the object stores paperclip opens.
 pub const SCHEMES: [&str; 5] = ["s3", "gs", "az", "abfs", "abfss"];
 
-/// Opens the store that holds `url` and returns it with the path of `url` inside it.
+/// Opens the store that contains `url` and returns it with the path of `url` inside it.
 /// `options` override what the environment sets.
 pub fn open(url: &Url, options: &HashMap<String, String>) -> Result<(Arc<dyn ObjectStore>, Path)> {
     let store = root_store(url, options)?;

@@ -84,7 +84,7 @@ impl S3Server {
         Some(server)
     }
 
-    /// The options that point `object_store` at this server.
+    /// Returns the options that point `object_store` at this server.
     pub fn options(&self) -> HashMap<String, String> {
         HashMap::from([
             (
@@ -146,7 +146,7 @@ async fn objects_round_trip_and_create_is_exclusive() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delta_table_at_an_s3_url_is_written_and_read() {
+async fn delta_table_at_s3_url_round_trips() {
     let Some(server) = S3Server::start() else {
         return;
     };
@@ -196,4 +196,125 @@ fn credentials_in_the_url_are_rejected_without_echo() {
     assert!(error.contains("carries credentials"), "{error}");
     assert!(!error.contains("s3cr3t"), "{error}");
     assert!(!error.contains("AKIDEXAMPLE"), "{error}");
+}
+
+const DATASET: &str = "hst-paperclip";
+
+/// Opens the dataset's samples table in the store at its latest version.
+async fn remote_table(server: &S3Server) -> Result<deltalake::DeltaTable, String> {
+    remote::register_delta_stores();
+    let url = server.url(&format!("paperclip/datasets/{DATASET}/samples"));
+    deltalake::open_table_with_storage_options(url, server.options())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn remote_rows(table: deltalake::DeltaTable) -> usize {
+    let ctx = datafusion::prelude::SessionContext::new();
+    let provider = table.table_provider().await.unwrap();
+    let batches = ctx.read_table(provider).unwrap().collect().await.unwrap();
+    batches.iter().map(|b| b.num_rows()).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_stopped_before_commit_shows_no_partial_version() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let snapshot = dir.path().join("snapshot");
+    paperclip::snapshots::fixtures::build(&snapshot).unwrap();
+    let archive =
+        crate::support::serve_snapshot(&snapshot, paperclip_archive::ServeOptions::default()).await;
+    let paths = paperclip::dataset::versions::DatasetPaths::new(&data_dir, DATASET);
+    let prefix_url = server.url("paperclip");
+    let (store, prefix) = remote::open(&prefix_url, &server.options()).unwrap();
+    let mirror = paperclip::dataset::mirror::Mirror::new(store, &prefix, prefix_url, DATASET);
+
+    // Version 1, uploaded whole.
+    let mut config = paperclip::pipeline::config::load(&crate::support::pipeline_path()).unwrap();
+    crate::support::run_config(&config, &data_dir, archive.base_url()).await;
+    assert_eq!(mirror.upload_missing(&paths).await.unwrap(), [1]);
+    let table = remote_table(&server).await.unwrap();
+    assert_eq!(table.version(), Some(0));
+    let v1_rows = remote_rows(table).await;
+    assert!(v1_rows > 0);
+
+    // Version 2, whose commit the server cannot store, because a folder has its key.
+    config.shards.samples_per_shard = 2;
+    let report = crate::support::run_config(&config, &data_dir, archive.base_url()).await;
+    assert_eq!(report.published_version, Some(2));
+    let bucket = server.root.path().join(BUCKET);
+    let dataset_root = bucket.join(format!("paperclip/datasets/{DATASET}"));
+    let blocked = dataset_root.join("samples/_delta_log/00000000000000000001.json");
+    std::fs::create_dir_all(&blocked).unwrap();
+
+    let error = mirror.upload_missing(&paths).await.unwrap_err().to_string();
+    assert!(error.contains("s3://datasets/paperclip"), "{error}");
+    assert!(!error.contains(SECRET_KEY), "{error}");
+    assert!(
+        dataset_root.join("versions/v2/manifest.json").is_file(),
+        "the version's files were uploaded before its commit"
+    );
+    let table = remote_table(&server).await.unwrap();
+    assert_eq!(table.version(), Some(0), "readers still see only version 1");
+    assert_eq!(remote_rows(table).await, v1_rows);
+
+    // The next upload finishes the version.
+    std::fs::remove_dir(&blocked).unwrap();
+    assert_eq!(mirror.upload_missing(&paths).await.unwrap(), [2]);
+    let table = remote_table(&server).await.unwrap();
+    assert_eq!(table.version(), Some(1));
+    assert_eq!(
+        mirror.upload_missing(&paths).await.unwrap(),
+        Vec::<u64>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_uploads_versions_to_storage_url() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = crate::support::repo_root();
+    let pipeline = std::fs::read_to_string(root.join("pipelines/hst-paperclip.toml"))
+        .unwrap()
+        .replace("\"../sql/", &format!("\"{}/sql/", root.display()));
+    let pipeline_path = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &pipeline_path,
+        format!("{pipeline}\n[storage]\nurl = \"s3://{BUCKET}/paperclip\"\n"),
+    )
+    .unwrap();
+    let data_dir = dir.path().join("data");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_paperclip"))
+        .args(["--json", "--log-level", "trace", "--data-dir"])
+        .arg(&data_dir)
+        .arg("run")
+        .arg(&pipeline_path)
+        .args(["--archive", "embedded"])
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_ENDPOINT", format!("http://127.0.0.1:{}", server.port))
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .unwrap();
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["uploaded_versions"], serde_json::json!([1]));
+    let table = remote_table(&server).await.unwrap();
+    assert_eq!(table.version(), Some(0));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for text in [&stdout, &stderr] {
+        assert!(
+            !text.contains(SECRET_KEY),
+            "the secret key reached the output"
+        );
+    }
 }

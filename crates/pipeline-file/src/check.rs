@@ -1,6 +1,9 @@
 //! The checks of a pipeline file that need nothing but its text.
 
-use crate::{HTTP_BACKEND, LOCAL_BACKEND, MAX_IMAGE_THREADS, PipelineConfig, SUMMARY_CAPTION_FORM};
+use crate::{
+    HTTP_BACKEND, LOCAL_BACKEND, MAX_IMAGE_THREADS, PipelineConfig, STORAGE_SCHEMES,
+    SUMMARY_CAPTION_FORM,
+};
 
 impl PipelineConfig {
     /// Checks value ranges, names, URLs and the summary settings. Each error names the
@@ -16,6 +19,7 @@ impl PipelineConfig {
         }
         self.check_archive()?;
         self.check_schedule()?;
+        self.check_storage()?;
         if self.sql.models.is_empty() {
             return Err("sql.models is empty; list at least one SQL file".into());
         }
@@ -222,6 +226,33 @@ impl PipelineConfig {
             return Err(format!(
                 "schedule.max_retries = {} is above {MAX_SCHEDULE_RETRIES}; use e.g. 3, and let the next due time try again",
                 schedule.max_retries
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl PipelineConfig {
+    /// Checks that `storage.url` names a bucket of a supported object store and carries no
+    /// credentials (the value is not echoed when it does).
+    fn check_storage(&self) -> Result<(), String> {
+        let Some(text) = &self.storage.url else {
+            return Ok(());
+        };
+        let url = url::Url::parse(text).map_err(|e| {
+            format!("storage.url = {text:?} is not a URL ({e}); use e.g. \"s3://bucket/prefix\"")
+        })?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("storage.url carries credentials (the value is not shown); remove them and set them in the environment, e.g. AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into());
+        }
+        if !STORAGE_SCHEMES.contains(&url.scheme()) {
+            return Err(format!(
+                "storage.url = {text:?} is not an object store URL; use s3://, gs:// or az://, or leave [storage] out to keep versions in the data directory only"
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(format!(
+                "storage.url = {text:?} names no bucket; use e.g. \"s3://bucket/prefix\""
             ));
         }
         Ok(())

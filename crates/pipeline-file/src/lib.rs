@@ -57,6 +57,9 @@ pub struct PipelineConfig {
     /// LLM summaries of the abstracts; off unless `enabled = true`.
     #[serde(default)]
     pub summaries: SummariesSection,
+    /// The object store that receives every published version; none by default.
+    #[serde(default)]
+    pub storage: StorageSection,
     /// Directory containing the pipeline file; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,

@@ -279,3 +279,17 @@ impl Default for ScheduleSection {
         }
     }
 }
+
+/// `[storage]`: an object store that receives every published version.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    /// `s3://bucket/prefix`, `gs://bucket/prefix` or `az://container/prefix`. Each run
+    /// uploads the versions the store lacks, under `<prefix>/datasets/<name>/`. Credentials
+    /// come from the environment (`AWS_ACCESS_KEY_ID`, ...), never from this file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// URL schemes `storage.url` accepts.
+pub const STORAGE_SCHEMES: [&str; 5] = ["s3", "gs", "az", "abfs", "abfss"];

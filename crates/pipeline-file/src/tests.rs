@@ -90,6 +90,14 @@ fn out_of_range_values_name_the_setting() {
             "[summaries]\nbackend = \"bogus\"",
             "summaries.backend = \"bogus\" is unknown",
         ),
+        (
+            "[storage]\nurl = \"ftp://host/x\"",
+            "storage.url = \"ftp://host/x\" is not an object store URL",
+        ),
+        (
+            "[storage]\nurl = \"s3://AKID:secret@bucket/x\"",
+            "storage.url carries credentials",
+        ),
     ];
     for (section, expected) in cases {
         let text = MINIMAL.replace("[sql]", &format!("{section}\n\n[sql]"));
