@@ -7,7 +7,8 @@
 //! once its commit file exists. So each version is uploaded in this order: its folder
 //! (shards, manifest, skips), the data files its commit adds, then the commit file, with a
 //! put that fails when the file already exists. An upload that stops anywhere before the
-//! commit leaves files no version references, and the next upload writes them again.
+//! commit leaves files no version references, and the next upload writes them again
+//! (Delta data files already there with the right size are kept).
 //! Checkpoints follow their commit. A commit file that exists with other bytes means
 //! another writer published that version, and the upload stops with an error.
 
@@ -110,7 +111,7 @@ impl Mirror {
         let table = paths.samples_table();
         for relative in added_files(&commit_bytes, &commit)? {
             let key = self.table_key(&relative);
-            self.upload_file(&table.join(&relative), &key).await?;
+            self.upload_data_file(&table.join(&relative), &key).await?;
         }
 
         self.put_commit(delta_version, commit_bytes).await?;
@@ -178,9 +179,10 @@ impl Mirror {
         Ok(())
     }
 
-    /// Uploads one file, unless the store already contains an object of the same size there
-    /// (a file of an earlier, interrupted upload).
-    async fn upload_file(&self, file: &LocalPath, key: &Path) -> Result<()> {
+    /// Uploads a Delta data file, unless the store already contains an object of the same
+    /// size there (a file of an earlier, interrupted upload). Data file names carry a UUID,
+    /// so an object of that name can only be this file.
+    async fn upload_data_file(&self, file: &LocalPath, key: &Path) -> Result<()> {
         let size_bytes = std::fs::metadata(file)
             .map_err(|e| PipelineError::io(file, e))?
             .len();
@@ -189,6 +191,12 @@ impl Mirror {
         {
             return Ok(());
         }
+        self.upload_file(file, key).await
+    }
+
+    /// Uploads one file, replacing any object at `key`. Version folders are uploaded this
+    /// way, because their names (`train-00000.tar`) repeat across writers.
+    async fn upload_file(&self, file: &LocalPath, key: &Path) -> Result<()> {
         let bytes = std::fs::read(file).map_err(|e| PipelineError::io(file, e))?;
         self.store
             .put(key, PutPayload::from(bytes))
