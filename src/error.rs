@@ -36,9 +36,7 @@ pub enum PipelineError {
     #[error("query failed: {0}")]
     Query(#[from] datafusion::error::DataFusionError),
 
-    #[error(
-        "uploading to {url} failed: {source}; the versions stay published in the data directory, and the next run uploads them again"
-    )]
+    #[error("uploading to {url} failed: {source}{}", upload_advice(.source))]
     Upload {
         /// The store's URL, which never contains credentials.
         url: String,
@@ -187,6 +185,43 @@ pub fn storage_advice(error: &(dyn std::error::Error + 'static)) -> &'static str
         cause = error.source();
     }
     ""
+}
+
+/// Returns the fix for an upload error and what the next run does. A conflict with
+/// another writer, or missing credentials, is not retried by itself.
+fn upload_advice(source: &PipelineError) -> String {
+    let PipelineError::ObjectStore { source, .. } = source else {
+        return ". The versions stay published in the data directory".into();
+    };
+    let text = source.to_string();
+    let hints = [
+        ("SignatureDoesNotMatch", "check AWS_SECRET_ACCESS_KEY"),
+        ("InvalidAccessKeyId", "check AWS_ACCESS_KEY_ID"),
+        (
+            "403 Forbidden",
+            "check the credentials and the bucket's permissions",
+        ),
+        (
+            "NoSuchBucket",
+            "create the bucket, or fix the bucket name in storage.url",
+        ),
+        ("InvalidBucketName", "fix the bucket name in storage.url"),
+        (
+            "URL scheme is not allowed",
+            "set AWS_ALLOW_HTTP=true for an http:// AWS_ENDPOINT",
+        ),
+        (
+            "Connection refused",
+            "check AWS_ENDPOINT and that the server is running",
+        ),
+    ];
+    let hint = hints
+        .iter()
+        .find(|(marker, _)| text.contains(marker))
+        .map_or(String::new(), |(_, hint)| format!(". Fix: {hint}"));
+    format!(
+        "{hint}. The versions stay published in the data directory, and the next run uploads them"
+    )
 }
 
 pub use paperclip_pipeline_file::suggest_known_field;

@@ -256,10 +256,8 @@ fn format_report(report: &RunReport) -> String {
             .iter()
             .map(|v| format!("v{v}"))
             .collect();
-        text.push_str(&format!(
-            "uploaded {} to storage.url\n",
-            versions.join(", ")
-        ));
+        let url = report.storage_url.as_deref().unwrap_or("storage.url");
+        text.push_str(&format!("uploaded {} to {url}\n", versions.join(", ")));
     }
     text.push_str(&format_stages(report));
     for (name, value) in &report.counts {

@@ -7,10 +7,12 @@
 //! once its commit file exists. So each version is uploaded in this order: its folder
 //! (shards, manifest, skips), the data files its commit adds, then the commit file, with a
 //! put that fails when the file already exists. An upload that stops anywhere before the
-//! commit leaves files no version references, and the next upload writes them again
-//! (Delta data files already there with the right size are kept).
-//! Checkpoints follow their commit. A commit file that exists with other bytes means
-//! another writer published that version, and the upload stops with an error.
+//! commit leaves files no version references, and the next upload completes them: files
+//! with the same bytes and Delta data files of the same size are kept.
+//! Checkpoints follow their commit. Version folder files are written with create-only
+//! puts too, so a second writer never replaces the first one's files. A commit or a file
+//! that exists with other bytes, or a store with a version the data directory lacks,
+//! means another writer uses the prefix, and the upload stops with an error.
 
 use std::path::Path as LocalPath;
 use std::sync::Arc;
@@ -45,6 +47,7 @@ impl Mirror {
     pub async fn upload_missing(&self, paths: &DatasetPaths) -> Result<Vec<u64>> {
         let local = LogListing::read(&paths.log_dir())?;
         let remote = self.remote_commits().await?;
+        self.check_same_history(paths, &local, &remote).await?;
         let missing: Vec<u64> = local.commits().filter(|v| !remote.contains(v)).collect();
         if let Some(&first) = missing.first()
             && first > 0
@@ -53,10 +56,10 @@ impl Mirror {
             // TODO: upload the checkpoint a gc left as the table's start, with the data
             // files it references, so a gc'd local table can seed an empty store.
             return Err(PipelineError::Invalid(format!(
-                "{} lacks Delta version {} that version {} builds on, and the local table no longer has it; upload to an empty prefix from a data directory whose versions were never removed by gc",
+                "{} lacks version {} that version {} builds on, and `datasets gc` removed it from the data directory; upload to a prefix that has it, or run the pipeline into a new data directory",
                 self.url,
-                first - 1,
-                first
+                first,
+                first + 1
             )));
         }
 
@@ -69,6 +72,41 @@ impl Mirror {
             uploaded.push(delta_version + 1);
         }
         Ok(uploaded)
+    }
+
+    /// Checks that the store's newest version that the data directory also has is the
+    /// same commit, and that the store has no newer one. Either difference means another
+    /// writer uses the prefix.
+    async fn check_same_history(
+        &self,
+        paths: &DatasetPaths,
+        local: &LogListing,
+        remote: &[u64],
+    ) -> Result<()> {
+        let local_versions: Vec<u64> = local.commits().collect();
+        if let (Some(&remote_latest), Some(&local_latest)) = (remote.last(), local_versions.last())
+            && remote_latest > local_latest
+        {
+            return Err(self.another_writer(remote_latest));
+        }
+        let Some(&common) = remote.iter().rev().find(|v| local_versions.contains(v)) else {
+            return Ok(());
+        };
+        let commit = paths.log_dir().join(format!("{common:020}.json"));
+        let local_bytes = std::fs::read(&commit).map_err(|e| PipelineError::io(&commit, e))?;
+        let key = self.table_key(&format!("_delta_log/{common:020}.json"));
+        if self.get_bytes(&key).await? != local_bytes {
+            return Err(self.another_writer(common));
+        }
+        Ok(())
+    }
+
+    fn another_writer(&self, delta_version: u64) -> PipelineError {
+        PipelineError::Invalid(format!(
+            "{} contains a version {} of this dataset that the data directory did not publish, so another writer uses this prefix; give each data directory a prefix of its own",
+            self.url,
+            delta_version + 1
+        ))
     }
 
     /// Lists the Delta versions whose commit file the store contains.
@@ -128,7 +166,7 @@ impl Mirror {
                     .await?;
             }
         }
-        tracing::info!("uploaded");
+        tracing::info!(version = delta_version + 1, url = %self.url, "uploaded a version");
         Ok(())
     }
 
@@ -146,21 +184,17 @@ impl Mirror {
         {
             Ok(_) => Ok(()),
             Err(object_store::Error::AlreadyExists { .. }) => {
-                let existing = self.get_bytes(&key).await?;
-                if existing == bytes {
+                if self.get_bytes(&key).await? == bytes {
                     return Ok(());
                 }
-                Err(PipelineError::Invalid(format!(
-                    "{} already contains a different version {} of this dataset, so another writer publishes there; use a prefix of your own",
-                    self.url,
-                    delta_version + 1
-                )))
+                Err(self.another_writer(delta_version))
             }
             Err(source) => Err(self.failed(source)),
         }
     }
 
-    /// Uploads every file under `folder` to the same relative keys under `key`.
+    /// Uploads every file under `folder` to the same relative keys under `key`, each with
+    /// [`Self::create_file`].
     async fn upload_folder(&self, folder: &LocalPath, key: &Path) -> Result<()> {
         let mut pending = vec![(folder.to_path_buf(), key.clone())];
         while let Some((dir, prefix)) = pending.pop() {
@@ -172,7 +206,7 @@ impl Mirror {
                 if entry.path().is_dir() {
                     pending.push((entry.path(), child));
                 } else {
-                    self.upload_file(&entry.path(), &child).await?;
+                    self.create_file(&entry.path(), &child).await?;
                 }
             }
         }
@@ -194,8 +228,7 @@ impl Mirror {
         self.upload_file(file, key).await
     }
 
-    /// Uploads one file, replacing any object at `key`. Version folders are uploaded this
-    /// way, because their names (`train-00000.tar`) repeat across writers.
+    /// Uploads one file, replacing any object at `key`.
     async fn upload_file(&self, file: &LocalPath, key: &Path) -> Result<()> {
         let bytes = std::fs::read(file).map_err(|e| PipelineError::io(file, e))?;
         self.store
@@ -203,6 +236,34 @@ impl Mirror {
             .await
             .map_err(|source| self.failed(source))?;
         Ok(())
+    }
+
+    /// Uploads a file of a version folder with a create-only put. An object already there
+    /// must have the same bytes (an earlier, interrupted upload of this version); other
+    /// bytes belong to another writer, whose files are never replaced.
+    async fn create_file(&self, file: &LocalPath, key: &Path) -> Result<()> {
+        let bytes = std::fs::read(file).map_err(|e| PipelineError::io(file, e))?;
+        let create = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(key, PutPayload::from(bytes.clone()), create)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                if self.get_bytes(key).await? == bytes {
+                    return Ok(());
+                }
+                Err(PipelineError::Invalid(format!(
+                    "{} already contains {key} with other content: another writer uploads this version, or stopped while uploading it. If no other writer uses this prefix, delete that version's folder from the store and run again",
+                    self.url
+                )))
+            }
+            Err(source) => Err(self.failed(source)),
+        }
     }
 
     async fn get_bytes(&self, key: &Path) -> Result<Vec<u8>> {

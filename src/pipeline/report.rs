@@ -29,6 +29,9 @@ pub struct RunReport {
     /// Versions this run uploaded to `[storage]`'s object store.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub uploaded_versions: Vec<u64>,
+    /// The object store of `[storage]`, when the pipeline has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_url: Option<String>,
     /// Error message of a failed run; `None` for a run that completed.
     pub error: Option<String>,
     pub counts: BTreeMap<String, u64>,
@@ -61,6 +64,7 @@ impl RunReport {
             published_version: None,
             unchanged_version: None,
             uploaded_versions: Vec::new(),
+            storage_url: None,
             error: None,
             counts: BTreeMap::new(),
             skipped_by_reason: BTreeMap::new(),

@@ -565,7 +565,14 @@ async fn upload_versions(
     };
     let url = Url::parse(text)
         .map_err(|e| PipelineError::Invalid(format!("storage.url = {text:?} is not a URL: {e}")))?;
-    let (store, prefix) = crate::store::remote::open(&url, &Default::default())?;
+    report.storage_url = Some(url.to_string());
+    let (store, prefix) =
+        crate::store::remote::open(&url, &Default::default()).map_err(|source| {
+            PipelineError::Upload {
+                url: url.to_string(),
+                source: Box::new(source),
+            }
+        })?;
     let mirror = crate::dataset::mirror::Mirror::new(store, &prefix, url.clone(), &paths.name);
     let uploaded = mirror
         .upload_missing(paths)

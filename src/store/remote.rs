@@ -3,9 +3,11 @@
 //! Credentials come from the environment, read by each cloud's builder (for S3:
 //! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT` and
 //! `AWS_ALLOW_HTTP` for S3-compatible servers). Explicit options override them, as
-//! `object_store` config keys (`aws_endpoint`, `aws_allow_http`, ...). Only URLs are
-//! logged or put in errors, and a URL that carries a user name or password is rejected,
-//! so no credential reaches a log, an error or a record.
+//! `object_store` config keys (`aws_endpoint`, `aws_allow_http`, ...). Without
+//! credentials the store is not opened, because the cloud builders would otherwise ask the
+//! cloud's instance metadata service. Only URLs are logged or put in errors, and a URL
+//! that carries a user name or password is rejected, so no credential reaches a log, an
+//! error or a record.
 //!
 //! [`register_delta_stores`] makes the same URLs usable as Delta table locations.
 
@@ -48,6 +50,7 @@ fn root_store(url: &Url, options: &HashMap<String, String>) -> Result<Arc<dyn Ob
             url.host_str().unwrap_or_default()
         )));
     }
+    check_credentials(url, options)?;
     let failed = |source: object_store::Error| PipelineError::ObjectStore {
         url: url.to_string(),
         source,
@@ -82,6 +85,55 @@ fn root_store(url: &Url, options: &HashMap<String, String>) -> Result<Arc<dyn Ob
         }
     };
     Ok(store)
+}
+
+/// Credential settings of each scheme, as environment variables; the lower-case names
+/// are also accepted as options. Without one of them the cloud builders fall back to the
+/// cloud's instance metadata service, which paperclip never contacts.
+fn credential_variables(scheme: &str) -> &'static [&'static str] {
+    match scheme {
+        "s3" => &[
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SKIP_SIGNATURE",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        ],
+        "gs" => &[
+            "GOOGLE_SERVICE_ACCOUNT",
+            "GOOGLE_SERVICE_ACCOUNT_PATH",
+            "GOOGLE_SERVICE_ACCOUNT_KEY",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "GOOGLE_SKIP_SIGNATURE",
+        ],
+        _ => &[
+            "AZURE_STORAGE_ACCOUNT_KEY",
+            "AZURE_STORAGE_ACCESS_KEY",
+            "AZURE_STORAGE_SAS_KEY",
+            "AZURE_STORAGE_TOKEN",
+            "AZURE_CLIENT_SECRET",
+            "AZURE_FEDERATED_TOKEN_FILE",
+            "AZURE_SKIP_SIGNATURE",
+            "AZURE_STORAGE_USE_EMULATOR",
+        ],
+    }
+}
+
+/// Checks that credentials, or an explicit request to send none, are set.
+fn check_credentials(url: &Url, options: &HashMap<String, String>) -> Result<()> {
+    let variables = credential_variables(url.scheme());
+    let set = variables.iter().any(|name| {
+        std::env::var_os(name).is_some_and(|value| !value.is_empty())
+            || options.contains_key(&name.to_ascii_lowercase())
+    });
+    if set {
+        return Ok(());
+    }
+    Err(PipelineError::Invalid(format!(
+        "no credentials for {}://{}: set {} in the environment (for S3 also AWS_SECRET_ACCESS_KEY and AWS_REGION). Instance metadata services are not used",
+        url.scheme(),
+        url.host_str().unwrap_or_default(),
+        variables.join(" or ")
+    )))
 }
 
 /// Registers the object stores of [`SCHEMES`] with Delta, so `deltalake::open_table` and

@@ -318,3 +318,100 @@ async fn run_uploads_versions_to_storage_url() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_writer_on_a_prefix_is_stopped() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("snapshot");
+    paperclip::snapshots::fixtures::build(&snapshot).unwrap();
+    let archive =
+        crate::support::serve_snapshot(&snapshot, paperclip_archive::ServeOptions::default()).await;
+    let config = paperclip::pipeline::config::load(&crate::support::pipeline_path()).unwrap();
+    let prefix_url = server.url("shared");
+    let mirror = |store, prefix: &object_store::path::Path| {
+        paperclip::dataset::mirror::Mirror::new(store, prefix, prefix_url.clone(), DATASET)
+    };
+    let (store, prefix) = remote::open(&prefix_url, &server.options()).unwrap();
+
+    // Two data directories publish their own version 1 of the same dataset.
+    let first = paperclip::dataset::versions::DatasetPaths::new(&dir.path().join("a"), DATASET);
+    let second = paperclip::dataset::versions::DatasetPaths::new(&dir.path().join("b"), DATASET);
+    for paths in [&first, &second] {
+        let data_dir = paths.root.parent().unwrap().parent().unwrap();
+        crate::support::run_config(&config, data_dir, archive.base_url()).await;
+    }
+    assert_eq!(
+        mirror(store.clone(), &prefix)
+            .upload_missing(&first)
+            .await
+            .unwrap(),
+        [1]
+    );
+    let manifest = server.root.path().join(BUCKET).join(format!(
+        "shared/datasets/{DATASET}/versions/v1/manifest.json"
+    ));
+    let uploaded = std::fs::read(&manifest).unwrap();
+
+    let error = mirror(store, &prefix)
+        .upload_missing(&second)
+        .await
+        .unwrap_err()
+        .to_string();
+
+    assert!(error.contains("another writer uses this prefix"), "{error}");
+    assert_eq!(
+        std::fs::read(&manifest).unwrap(),
+        uploaded,
+        "the first writer's files stay"
+    );
+
+    // A writer that uploaded a file of version 1 but has not committed yet, racing the
+    // second directory on a fresh prefix: its file is not replaced, and nothing commits.
+    let race_url = server.url("race");
+    let (store, prefix) = remote::open(&race_url, &server.options()).unwrap();
+    let other = prefix
+        .clone()
+        .join("datasets")
+        .join(DATASET)
+        .join("versions")
+        .join("v1")
+        .join("manifest.json");
+    store
+        .put(&other, PutPayload::from_static(b"{\"run_id\": \"other\"}"))
+        .await
+        .unwrap();
+    let error = paperclip::dataset::mirror::Mirror::new(store.clone(), &prefix, race_url, DATASET)
+        .upload_missing(&second)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("with other content"), "{error}");
+    let kept = store.get(&other).await.unwrap().bytes().await.unwrap();
+    assert_eq!(&kept[..], b"{\"run_id\": \"other\"}");
+    let race_log = server
+        .root
+        .path()
+        .join(BUCKET)
+        .join(format!("race/datasets/{DATASET}/samples/_delta_log"));
+    assert!(!race_log.exists(), "no commit was written");
+}
+
+#[test]
+fn store_without_credentials_is_not_opened() {
+    if std::env::var_os("AWS_ACCESS_KEY_ID").is_some() {
+        eprintln!("skipped: AWS_ACCESS_KEY_ID is set in this environment");
+        return;
+    }
+    let url = Url::parse("s3://bucket/prefix").unwrap();
+
+    let error = remote::open(&url, &HashMap::new())
+        .err()
+        .unwrap()
+        .to_string();
+
+    assert!(error.contains("no credentials for s3://bucket"), "{error}");
+    assert!(error.contains("AWS_ACCESS_KEY_ID"), "{error}");
+}

@@ -255,8 +255,55 @@ impl PipelineConfig {
                 "storage.url = {text:?} names no bucket; use e.g. \"s3://bucket/prefix\""
             ));
         }
+        check_storage_path(text, &url)?;
+        if url.scheme() == "s3" {
+            check_s3_bucket(text, url.host_str().unwrap_or_default())?;
+        }
         Ok(())
     }
+}
+
+/// Checks that the prefix of `storage.url` is a plain key prefix: no query, no fragment and
+/// no empty, `.` or `..` segment, which URL parsing would drop or rewrite silently.
+fn check_storage_path(text: &str, url: &url::Url) -> Result<(), String> {
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "storage.url = {text:?} has a query or a fragment; give only the bucket and the prefix"
+        ));
+    }
+    let after_scheme = text.split_once("://").map_or("", |(_, rest)| rest);
+    let prefix = after_scheme
+        .split_once('/')
+        .map_or("", |(_, prefix)| prefix);
+    let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
+    let bad = !prefix.is_empty()
+        && prefix
+            .split('/')
+            .any(|segment| segment.is_empty() || segment == "." || segment == "..");
+    if bad {
+        return Err(format!(
+            "storage.url = {text:?} has an empty, '.' or '..' segment in its prefix; write the prefix as plain names separated by single '/'"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an S3 bucket name: 3 to 63 lower-case letters, digits, '.' and '-', starting and
+/// ending with a letter or digit.
+fn check_s3_bucket(text: &str, bucket: &str) -> Result<(), String> {
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let valid = (3..=63).contains(&bucket.len())
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        && edge_ok(bucket.chars().next())
+        && edge_ok(bucket.chars().last());
+    if valid {
+        return Ok(());
+    }
+    Err(format!(
+        "storage.url = {text:?} names the bucket {bucket:?}, which is not a valid S3 bucket name; use 3 to 63 lower-case letters, digits, '.' or '-'"
+    ))
 }
 
 /// Largest `schedule.retry_delay_secs`: 7 days.

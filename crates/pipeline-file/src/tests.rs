@@ -98,6 +98,19 @@ fn out_of_range_values_name_the_setting() {
             "[storage]\nurl = \"s3://AKID:secret@bucket/x\"",
             "storage.url carries credentials",
         ),
+        (
+            "[storage]\nurl = \"s3://mybucket//dbl\"",
+            "storage.url = \"s3://mybucket//dbl\" has an empty",
+        ),
+        (
+            "[storage]\nurl = \"s3://mybucket/../esc\"",
+            "storage.url = \"s3://mybucket/../esc\" has an empty, '.' or '..'",
+        ),
+        (
+            "[storage]\nurl = \"s3://mybucket/q?x=1\"",
+            "has a query or a fragment",
+        ),
+        ("[storage]\nurl = \"s3://MyBucket/p\"", "names the bucket"),
     ];
     for (section, expected) in cases {
         let text = MINIMAL.replace("[sql]", &format!("{section}\n\n[sql]"));
