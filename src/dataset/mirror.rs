@@ -229,6 +229,8 @@ impl Mirror {
     }
 
     /// Uploads one file, replacing any object at `key`.
+    // TODO: multipart uploads. Each file is read whole into memory and sent in one PUT,
+    // which S3 limits to 5 GiB; shards of 1,000 samples are about 77 MB.
     async fn upload_file(&self, file: &LocalPath, key: &Path) -> Result<()> {
         let bytes = std::fs::read(file).map_err(|e| PipelineError::io(file, e))?;
         self.store
