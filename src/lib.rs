@@ -5,8 +5,10 @@
 //! observation and product tables become Arrow tables. SQL models over DataFusion select
 //! the images ([`sql`]). Selected products are downloaded into a content-addressed store
 //! ([`store`]) and prepared with the image crate. The samples are written as WebDataset
-//! shards and published as a Delta table version ([`dataset`]).
+//! shards and published as a Delta table version ([`dataset`]). The models can also run
+//! on an Apache Ballista cluster ([`cluster`]).
 
+pub mod cluster;
 pub mod dataset;
 pub mod error;
 pub mod eval;

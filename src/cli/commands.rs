@@ -76,6 +76,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
             None => super::sql_shell::run(global).await,
         },
         Command::Serve(args) => super::serve::serve(global, &args).await,
+        Command::Cluster(command) => super::cluster::cluster(&command).await,
         Command::Runs(RunsCommand::List { dataset, limit }) => {
             super::runs::list(global, dataset.as_deref(), limit as usize)
         }
@@ -173,6 +174,7 @@ async fn run(
         full_refresh: args.full_refresh,
         run_id: None,
         saved_plan,
+        engine: args.engine.clone(),
     };
     let result = paperclip::pipeline::run(&config, &options).await;
     if let Some(server) = embedded {
@@ -258,6 +260,9 @@ fn format_report(report: &RunReport) -> String {
             .collect();
         let url = report.storage_url.as_deref().unwrap_or("storage.url");
         text.push_str(&format!("uploaded {} to {url}\n", versions.join(", ")));
+    }
+    if let Some(engine) = &report.engine {
+        text.push_str(&format!("SQL models ran on {engine}\n"));
     }
     text.push_str(&format_stages(report));
     for (name, value) in &report.counts {

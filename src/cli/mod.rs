@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing, logging set-up, progress bars and output.
 //! Everything else lives in the library; this layer only translates.
 
+mod cluster;
 mod commands;
 mod eval;
 mod gc;
@@ -16,6 +17,7 @@ mod train;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use paperclip::sql::engine::Engine;
 
 /// Build versioned, SQL-queryable image-text datasets from telescope archives.
 #[derive(Debug, Parser)]
@@ -69,6 +71,13 @@ pub enum Command {
     /// Runs in the foreground and prints one line per start, finish, failure, retry, skip
     /// and wait (one JSON object per line with `--json`).
     Serve(ServePipelinesArgs),
+    /// Run a process of an Apache Ballista cluster, for `run --engine ballista://HOST:PORT`.
+    ///
+    /// Start one scheduler and any number of executors. Each has paperclip's SQL functions
+    /// and opens object stores with the credentials of its own environment. Ballista has no
+    /// authentication, so keep these processes on loopback or a private network.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// List and inspect run records (runs that failed included).
     #[command(subcommand)]
     Runs(RunsCommand),
@@ -385,6 +394,50 @@ pub struct ServePipelinesArgs {
     /// archive on loopback (started once for the whole serve).
     #[arg(long)]
     pub archive: Option<String>,
+    /// Where the SQL models run: `local` (this process) or ballista://HOST:PORT, the
+    /// scheduler of an Apache Ballista cluster started with `paperclip cluster`. On
+    /// Ballista the input tables are staged under `[storage]`'s object store, or under the
+    /// data directory when the pipeline has none (then every executor must share it).
+    #[arg(long, env = "PAPERCLIP_ENGINE", default_value = "local", value_parser = parse_engine)]
+    pub engine: Engine,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Start a scheduler, which plans the queries of clients and hands tasks to executors.
+    /// Runs until Ctrl-C or SIGTERM.
+    Scheduler(SchedulerArgs),
+    /// Start an executor, which runs the tasks its scheduler hands it. Runs until Ctrl-C or
+    /// SIGTERM.
+    Executor(ExecutorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SchedulerArgs {
+    /// Address to listen on; an address other than loopback is reachable from other
+    /// machines.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:50050")]
+    pub listen: std::net::SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecutorArgs {
+    /// The scheduler to serve.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:50050")]
+    pub scheduler: String,
+    /// Address of the executor's data service (Arrow Flight), from which other executors
+    /// and clients fetch results; other than loopback, other machines can reach it.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:50051")]
+    pub listen: std::net::SocketAddr,
+    /// Port of the executor's task service, on the --listen address.
+    #[arg(long, default_value_t = 50052)]
+    pub grpc_port: u16,
+    /// Folder for shuffle files; a new temporary folder when not given.
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Tasks to run at once; the number of CPU cores when not given.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub concurrent_tasks: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -418,6 +471,16 @@ pub struct RunArgs {
     /// the last run, so observations withdrawn from the archive are noticed.
     #[arg(long)]
     pub full_refresh: bool,
+    /// Where the SQL models run: `local` (this process) or ballista://HOST:PORT, the
+    /// scheduler of an Apache Ballista cluster started with `paperclip cluster`. On
+    /// Ballista the input tables are staged under `[storage]`'s object store, or under the
+    /// data directory when the pipeline has none (then every executor must share it).
+    #[arg(long, env = "PAPERCLIP_ENGINE", default_value = "local", value_parser = parse_engine)]
+    pub engine: Engine,
+}
+
+fn parse_engine(text: &str) -> Result<Engine, String> {
+    text.parse()
 }
 
 #[derive(Debug, Args)]
@@ -594,8 +657,12 @@ pub fn main() -> std::process::ExitCode {
         return report_error(&anyhow::anyhow!(message), json);
     }
 
+    // Ballista plans are encoded and decoded recursively; the scheduler overflows the
+    // default 2 MiB thread stack on the pipeline's models (as its own binary would, which
+    // is why that one sets the same size). The size is reserved, not committed.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(THREAD_STACK_BYTES)
         .build()
     {
         Ok(runtime) => runtime,
@@ -616,6 +683,9 @@ pub fn main() -> std::process::ExitCode {
         Err(error) => report_error(&error, json),
     }
 }
+
+/// Stack of each runtime thread.
+const THREAD_STACK_BYTES: usize = 32 * 1024 * 1024;
 
 /// Seconds the runtime waits for tasks left running when a command is done.
 const SHUTDOWN_GRACE_SECS: u64 = 5;

@@ -36,6 +36,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServePipelinesArgs) -> Result<()>
     let settings = RunSettings {
         data_dir: global.data_dir.clone(),
         archive_override,
+        engine: args.engine.clone(),
     };
     let scheduler = if pipelines.is_empty() {
         None

@@ -32,6 +32,9 @@ pub struct RunReport {
     /// The object store of `[storage]`, when the pipeline has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_url: Option<String>,
+    /// The Ballista scheduler the SQL models ran on; `None` when they ran in this process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     /// Error message of a failed run; `None` for a run that completed.
     pub error: Option<String>,
     pub counts: BTreeMap<String, u64>,
@@ -65,6 +68,7 @@ impl RunReport {
             unchanged_version: None,
             uploaded_versions: Vec::new(),
             storage_url: None,
+            engine: None,
             error: None,
             counts: BTreeMap::new(),
             skipped_by_reason: BTreeMap::new(),

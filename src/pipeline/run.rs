@@ -42,6 +42,7 @@ use super::unmatched;
 use crate::dataset::versions::{DatasetLock, DatasetPaths, check_table_path, latest_version};
 use crate::error::{PipelineError, Result};
 use crate::sql;
+use crate::sql::engine::{Engine, InputTable, ModelSession};
 use crate::store::blobs::BlobStore;
 
 /// Receives stage progress; the CLI draws progress bars from it, the library never does.
@@ -81,6 +82,8 @@ pub struct RunOptions {
     /// with an error when the pipeline file, the latest version or any stage input differs
     /// from what the plan saw.
     pub saved_plan: Option<Plan>,
+    /// Where the SQL models run.
+    pub engine: Engine,
 }
 
 /// Runs the pipeline once and records the run (failed or not) in the run log.
@@ -243,7 +246,13 @@ async fn run_stages(
     let summaries = summaries_table(summary_stage, options.plan_only, report).await?;
     let clock = Instant::now();
     let model = config.sql.samples_model.as_str();
-    let (selected, candidates) = select_samples(config, proposals, &state, summaries).await?;
+    let tables = model_inputs(config, proposals, &state, summaries).await?;
+    let staging_url = staging_url(config, options, &report.run_id)?;
+    let session = ModelSession::open(&options.engine, &staging_url, tables).await?;
+    if options.engine != Engine::Local {
+        report.engine = Some(options.engine.to_string());
+    }
+    let (selected, candidates) = select_samples(config, session).await?;
     report
         .counts
         .insert("selected_images".into(), selected.num_rows() as u64);
@@ -405,26 +414,70 @@ async fn refresh_archive(
 pub async fn check_models(config: &PipelineConfig) -> Result<()> {
     let empty = tables::proposals_batch(&[]);
     let no_summaries = summarize::empty_summaries_batch();
-    select_samples(config, empty, &ArchiveState::empty(), no_summaries)
+    let inputs = model_inputs(config, empty, &ArchiveState::empty(), no_summaries).await?;
+    select_samples(config, ModelSession::local(inputs)?)
         .await
         .map(|_| ())
 }
 
-/// Runs the SQL models over the ingested tables and returns the checked samples rows.
-async fn select_samples(
+/// The tables the models read: the ingested ones, the settings and the pipeline's
+/// sources.
+async fn model_inputs(
     config: &PipelineConfig,
     proposals: RecordBatch,
     state: &ArchiveState,
     summaries: RecordBatch,
-) -> Result<(RecordBatch, Option<HashSet<i64>>)> {
-    let ctx = sql::new_session();
-    sql::register_batch(&ctx, "proposals", proposals)?;
-    sql::register_batch(&ctx, "summaries", summaries)?;
-    sql::register_batch(&ctx, "observations", state.observations.clone())?;
-    sql::register_batch(&ctx, "products", state.products.clone())?;
-    sql::register_batch(&ctx, "settings", tables::settings_batch(config))?;
-    crate::sql::sources::register_sources(&ctx, config).await?;
+) -> Result<Vec<InputTable>> {
+    let mut inputs = vec![
+        InputTable::new("proposals", proposals),
+        InputTable::new("summaries", summaries),
+        InputTable::new("observations", state.observations.clone()),
+        InputTable::new("products", state.products.clone()),
+        InputTable::new("settings", tables::settings_batch(config)),
+    ];
+    let reader = sql::new_session();
+    inputs.extend(crate::sql::sources::read_sources(&reader, config).await?);
+    Ok(inputs)
+}
 
+/// Where a run on Ballista stages the models' input tables: under the object store of
+/// `[storage]` when the pipeline has one, which every executor can reach; otherwise under
+/// the data directory, which only executors sharing this file system can read.
+fn staging_url(config: &PipelineConfig, options: &RunOptions, run_id: &str) -> Result<Url> {
+    if let Some(text) = &config.storage.url {
+        let text = format!("{}/staging/{run_id}", text.trim_end_matches('/'));
+        return Url::parse(&text).map_err(|e| {
+            PipelineError::Invalid(format!("storage.url gives no staging URL {text}: {e}"))
+        });
+    }
+    let dir = options.data_dir.join("staging").join(run_id);
+    let dir = std::path::absolute(&dir).map_err(|source| PipelineError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    Url::from_directory_path(&dir).map_err(|()| {
+        PipelineError::Invalid(format!(
+            "the staging folder {} has no file URL; use a data directory whose path is valid UTF-8",
+            dir.display()
+        ))
+    })
+}
+
+/// Runs the SQL models in `session` and returns the checked samples rows; the session's
+/// staged inputs are deleted either way.
+async fn select_samples(
+    config: &PipelineConfig,
+    session: ModelSession,
+) -> Result<(RecordBatch, Option<HashSet<i64>>)> {
+    let result = run_models(config, &session.ctx).await;
+    session.close().await;
+    result
+}
+
+async fn run_models(
+    config: &PipelineConfig,
+    ctx: &datafusion::prelude::SessionContext,
+) -> Result<(RecordBatch, Option<HashSet<i64>>)> {
     let model_paths: Vec<PathBuf> = config
         .sql
         .models
@@ -432,15 +485,15 @@ async fn select_samples(
         .map(|m| config.resolve(m))
         .collect();
     sql::register_models(
-        &ctx,
+        ctx,
         &model_paths,
         &crate::sql::sources::input_tables(config),
     )
     .await?;
     let model = config.sql.samples_model.as_str();
-    let selected = sql::collect_one(&ctx, &format!("SELECT * FROM {model}")).await?;
+    let selected = sql::collect_one(ctx, &format!("SELECT * FROM {model}")).await?;
     let candidates = match &config.sql.candidates_model {
-        Some(candidates_model) => Some(unmatched::candidate_obsids(&ctx, candidates_model).await?),
+        Some(candidates_model) => Some(unmatched::candidate_obsids(ctx, candidates_model).await?),
         None => None,
     };
     Ok((model_output::normalize(selected, model)?, candidates))

@@ -75,6 +75,8 @@ pub struct RunSettings {
     pub data_dir: PathBuf,
     /// Replaces each pipeline's archive base URL, as `paperclip run --archive` does.
     pub archive_override: Option<Url>,
+    /// Where each run's SQL models run.
+    pub engine: crate::sql::engine::Engine,
 }
 
 /// Runs scheduled pipelines until stopped.
@@ -285,6 +287,7 @@ impl Driver {
             full_refresh: false,
             run_id: Some(run_id.clone()),
             saved_plan: None,
+            engine: self.settings.engine.clone(),
         };
         let pipeline = Arc::clone(&self.pipeline);
         let span = tracing::info_span!("scheduled_run", dataset = %pipeline.dataset(), %run_id, %due, attempt);
@@ -526,6 +529,7 @@ mod tests {
         let settings = RunSettings {
             data_dir: dir.path().join("data"),
             archive_override: None,
+            engine: Default::default(),
         };
         let clock = Arc::new(ManualClock::new(Utc::now()));
         let Err(error) = Scheduler::new(pipelines, settings, clock, Arc::new(NoEvents)) else {

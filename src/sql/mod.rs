@@ -7,6 +7,7 @@
 //! Models are lazy views: nothing runs until the samples model is collected.
 
 mod coalesce;
+pub mod engine;
 pub mod graph;
 pub mod server;
 pub mod sources;
@@ -58,9 +59,16 @@ fn session_config() -> SessionConfig {
         )
 }
 
-fn register_functions(ctx: &SessionContext) {
-    ctx.register_udf(seeded_uniform_udf());
-    ctx.register_udf(coalesce::StringWinsCoalesce::udf());
+/// Registers the project's scalar functions ([`functions`]) on `ctx`.
+pub fn register_functions(ctx: &SessionContext) {
+    for function in functions() {
+        ctx.register_udf(function);
+    }
+}
+
+/// The project's scalar functions, which every engine that runs the models must have.
+pub fn functions() -> Vec<datafusion::logical_expr::ScalarUDF> {
+    vec![seeded_uniform_udf(), coalesce::StringWinsCoalesce::udf()]
 }
 
 /// Options that accept only queries: no DDL (`CREATE`, `DROP`), no DML (`INSERT`,

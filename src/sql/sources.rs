@@ -35,6 +35,7 @@ use datafusion::prelude::SessionContext;
 use datafusion::prelude::{CsvReadOptions, DataFrame, JsonReadOptions, ParquetReadOptions};
 use sha2::{Digest, Sha256};
 
+use super::engine::InputTable;
 use crate::error::{PipelineError, Result};
 use crate::pipeline::config::{SourceColumn, SourceFormat, SourceSection};
 use crate::pipeline::{INPUT_TABLES, PipelineConfig};
@@ -297,6 +298,21 @@ fn header_names(path: &Path, delimiter: u8) -> Result<Vec<String>, String> {
 
 /// Reads every source of the pipeline into memory and registers it under its name.
 pub async fn register_sources(ctx: &SessionContext, config: &PipelineConfig) -> Result<()> {
+    for table in read_sources(ctx, config).await? {
+        let schema = table.batch.schema();
+        let table_rows = MemTable::try_new(schema, vec![vec![table.batch]])?;
+        ctx.register_table(table.name.as_str(), Arc::new(table_rows))?;
+    }
+    Ok(())
+}
+
+/// Reads every source of the pipeline into memory, one batch per source, with `ctx`'s
+/// readers.
+pub async fn read_sources(
+    ctx: &SessionContext,
+    config: &PipelineConfig,
+) -> Result<Vec<InputTable>> {
+    let mut tables = Vec::with_capacity(config.sources.len());
     for (name, source) in &config.sources {
         let path = config.resolve(&source.path);
         let (schema, batches) =
@@ -307,12 +323,14 @@ pub async fn register_sources(ctx: &SessionContext, config: &PipelineConfig) -> 
                     path: path.clone(),
                     problem,
                 })?;
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        let table = MemTable::try_new(schema, vec![batches])?;
-        ctx.register_table(name.as_str(), Arc::new(table))?;
-        tracing::debug!(table = %name, path = %path.display(), rows, "registered source table");
+        let batch = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
+        tracing::debug!(table = %name, path = %path.display(), rows = batch.num_rows(), "read source table");
+        tables.push(InputTable {
+            name: name.clone(),
+            batch,
+        });
     }
-    Ok(())
+    Ok(tables)
 }
 
 /// Reads one source completely, returning the table's schema and rows.

@@ -1,5 +1,6 @@
 //! Storage shared by every dataset: the local content-addressed blob store, and object
-//! stores at `s3://`, `gs://` and `az://` URLs.
+//! stores at `s3://`, `gs://` and `az://` URLs, also as DataFusion sees them.
 
 pub mod blobs;
+pub mod registry;
 pub mod remote;

@@ -201,6 +201,7 @@ async fn interrupted_run_completes_without_duplicates() {
         full_refresh: false,
         run_id: None,
         saved_plan: None,
+        engine: Default::default(),
     };
     tokio::select! {
         result = paperclip::pipeline::run(&config, &options) => panic!("the run was not cut off: {result:?}"),
@@ -603,6 +604,7 @@ async fn bad_split_values_stop_the_run() {
         full_refresh: false,
         run_id: None,
         saved_plan: None,
+        engine: Default::default(),
     };
     let error = paperclip::pipeline::run(&config, &options)
         .await
@@ -708,6 +710,7 @@ async fn failed_run_is_in_the_run_log() {
         full_refresh: false,
         run_id: None,
         saved_plan: None,
+        engine: Default::default(),
     };
     assert!(paperclip::pipeline::run(&config, &options).await.is_err());
 
@@ -825,6 +828,7 @@ async fn plan_predicts_the_run_and_changes_nothing() {
         full_refresh: false,
         run_id: None,
         saved_plan: None,
+        engine: Default::default(),
     };
 
     let before = paperclip::pipeline::run(&config, &plan(data_dir.clone(), url.clone()))

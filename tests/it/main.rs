@@ -1,5 +1,6 @@
 //! Integration tests, in one binary so DataFusion and Delta are linked once.
 
+mod ballista;
 mod cli;
 mod clock;
 mod crash;

@@ -13,9 +13,9 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use paperclip::store::remote;
 use url::Url;
 
-const ACCESS_KEY: &str = "paperclip-test-key";
-const SECRET_KEY: &str = "paperclip-test-secret";
-const BUCKET: &str = "datasets";
+pub const ACCESS_KEY: &str = "paperclip-test-key";
+pub const SECRET_KEY: &str = "paperclip-test-secret";
+pub const BUCKET: &str = "datasets";
 
 /// Returns the `s3s-fs` binary: `PAPERCLIP_S3S_FS`, or `s3s-fs` on the PATH. `None` (after
 /// printing why) when neither exists, unless `PAPERCLIP_REQUIRE_S3S=1`.

@@ -81,6 +81,7 @@ impl Harness {
         let settings = RunSettings {
             data_dir: data_dir.clone(),
             archive_override: Some(archive.base_url()),
+            engine: Default::default(),
         };
         let (sender, events) = tokio::sync::mpsc::unbounded_channel();
         let scheduler =

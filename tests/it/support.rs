@@ -50,6 +50,7 @@ pub fn run_options(data_dir: &Path, archive: url::Url) -> RunOptions {
         full_refresh: false,
         run_id: None,
         saved_plan: None,
+        engine: Default::default(),
     }
 }
 

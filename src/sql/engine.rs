@@ -1,0 +1,277 @@
+//! Where the SQL models run: in this process, or on an Apache Ballista cluster.
+//!
+//! The models read the same input tables either way. Locally they are in-memory tables.
+//! For Ballista they are first written as Parquet to a staging location that every
+//! executor can read (the pipeline's object store, or a folder under the data directory
+//! when all executors share this machine's file system), and the session registers those
+//! files instead. The models then plan on the client, run on the executors, and the
+//! samples come back to this process; everything after the models runs here.
+//!
+//! Invariant: the staged files of a run are deleted when its models have run, whether
+//! they succeeded or not; a run that is killed leaves them under `_staging/`, which the
+//! next run with the same staging location does not read (run ids are unique).
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::execution::object_store::ObjectStoreRegistry;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use futures::TryStreamExt;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use url::Url;
+
+use crate::error::{PipelineError, Result};
+use crate::store::registry::EnvStoreRegistry;
+
+/// The port a Ballista scheduler listens on unless told otherwise.
+pub const DEFAULT_SCHEDULER_PORT: u16 = 50050;
+
+/// The engine that runs the pipeline's SQL models.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// DataFusion in this process.
+    #[default]
+    Local,
+    /// A Ballista cluster, through the scheduler at `host:port`.
+    Ballista { host: String, port: u16 },
+}
+
+impl FromStr for Engine {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, Self::Err> {
+        if text == "local" {
+            return Ok(Self::Local);
+        }
+        let invalid = |shown: &str, why: &str| {
+            format!(
+                "--engine {shown:?} {why}; use `local` or ballista://HOST:PORT, the address of a \
+                 scheduler started with `paperclip cluster scheduler`"
+            )
+        };
+        let url = Url::parse(text).map_err(|_| invalid(text, "is not an engine"))?;
+        if url.scheme() != "ballista" {
+            return Err(invalid(text, "is not an engine"));
+        }
+        let host = url
+            .host_str()
+            .filter(|host| !host.is_empty())
+            .ok_or_else(|| invalid(text, "has no host"))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            // The text is not repeated: it holds what may be a password.
+            let shown = format!("ballista://…@{host}");
+            return Err(invalid(
+                &shown,
+                "carries a user name or password, which Ballista does not use",
+            ));
+        }
+        if !matches!(url.path(), "" | "/") || url.query().is_some() {
+            return Err(invalid(
+                text,
+                "has a path or query, which a scheduler address does not take",
+            ));
+        }
+        Ok(Self::Ballista {
+            host: host.to_string(),
+            port: url.port().unwrap_or(DEFAULT_SCHEDULER_PORT),
+        })
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Local => f.write_str("local"),
+            Self::Ballista { host, port } => write!(f, "ballista://{host}:{port}"),
+        }
+    }
+}
+
+/// A table the models read, with its rows.
+pub struct InputTable {
+    pub name: String,
+    pub batch: RecordBatch,
+}
+
+impl InputTable {
+    pub fn new(name: impl Into<String>, batch: RecordBatch) -> Self {
+        Self {
+            name: name.into(),
+            batch,
+        }
+    }
+}
+
+/// A session with the input tables registered, and what to clean up after it.
+pub struct ModelSession {
+    pub ctx: SessionContext,
+    staging: Option<Staging>,
+}
+
+impl ModelSession {
+    /// Opens a session on `engine` with `inputs` registered. For Ballista, `staging_url`
+    /// is the folder (a `file://` or object store URL) the inputs are written under.
+    pub async fn open(engine: &Engine, staging_url: &Url, inputs: Vec<InputTable>) -> Result<Self> {
+        match engine {
+            Engine::Local => Self::local(inputs),
+            Engine::Ballista { host, port } => {
+                let ctx = crate::cluster::client::connect(host, *port).await?;
+                let staging = Staging::open(staging_url)?;
+                let session = Self {
+                    ctx,
+                    staging: Some(staging),
+                };
+                if let Err(error) = session.stage(inputs).await {
+                    session.close().await;
+                    return Err(error);
+                }
+                Ok(session)
+            }
+        }
+    }
+
+    /// A session in this process with `inputs` as in-memory tables.
+    pub fn local(inputs: Vec<InputTable>) -> Result<Self> {
+        let ctx = super::new_session();
+        for input in inputs {
+            super::register_batch(&ctx, &input.name, input.batch)?;
+        }
+        Ok(Self { ctx, staging: None })
+    }
+
+    async fn stage(&self, inputs: Vec<InputTable>) -> Result<()> {
+        let staging = self.staging.as_ref().expect("a Ballista session stages");
+        for input in inputs {
+            let location = staging.write(&input.name, &input.batch).await?;
+            let options = ParquetReadOptions::default();
+            self.ctx
+                .register_parquet(input.name.as_str(), location.as_str(), options)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the staged input files; a failure is logged, since the run's result does
+    /// not depend on it.
+    pub async fn close(self) {
+        if let Some(staging) = self.staging {
+            staging.remove().await;
+        }
+    }
+}
+
+/// The staged copies of one run's input tables.
+struct Staging {
+    url: Url,
+    store: Arc<dyn ObjectStore>,
+    root: StorePath,
+}
+
+impl Staging {
+    fn open(url: &Url) -> Result<Self> {
+        let store = EnvStoreRegistry::new().get_store(url).map_err(|error| {
+            PipelineError::Invalid(format!(
+                "cannot open the staging location {url} for the Ballista executors: {error}"
+            ))
+        })?;
+        let root = StorePath::from_url_path(url.path()).map_err(|error| {
+            PipelineError::Invalid(format!("{url} is not a staging location: {error}"))
+        })?;
+        Ok(Self {
+            url: url.clone(),
+            store,
+            root,
+        })
+    }
+
+    /// Writes `batch` as one Parquet file and returns the URL of its table folder.
+    async fn write(&self, table: &str, batch: &RecordBatch) -> Result<String> {
+        let mut bytes = Vec::new();
+        let parquet_error = |source| PipelineError::ParquetWrite {
+            path: format!("{}/{table}", self.url).into(),
+            source,
+        };
+        let mut writer =
+            ArrowWriter::try_new(&mut bytes, batch.schema(), None).map_err(parquet_error)?;
+        writer.write(batch).map_err(parquet_error)?;
+        writer.close().map_err(parquet_error)?;
+
+        let path = self.root.clone().join(table).join("part-0.parquet");
+        self.store
+            .put(&path, bytes.into())
+            .await
+            .map_err(|source| PipelineError::ObjectStore {
+                url: format!("{}/{table}", self.url),
+                source,
+            })?;
+        Ok(format!(
+            "{}/{table}/",
+            self.url.as_str().trim_end_matches('/')
+        ))
+    }
+
+    async fn remove(self) {
+        let listed: std::result::Result<Vec<_>, _> =
+            self.store.list(Some(&self.root)).try_collect().await;
+        let objects = match listed {
+            Ok(objects) => objects,
+            Err(error) => {
+                tracing::warn!(staging = %self.url, %error, "cannot list staged inputs to delete them");
+                return;
+            }
+        };
+        for object in objects {
+            if let Err(error) = self.store.delete(&object.location).await {
+                tracing::warn!(staging = %self.url, %error, "cannot delete a staged input");
+            }
+        }
+        if self.url.scheme() == "file"
+            && let Ok(dir) = self.url.to_file_path()
+        {
+            // The local store deletes files but leaves their folders; the staging folder
+            // itself goes too once no other run uses it.
+            let _ = std::fs::remove_dir_all(&dir);
+            if let Some(parent) = dir.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engines_parse_from_their_command_line_spelling() {
+        assert_eq!("local".parse::<Engine>().unwrap(), Engine::Local);
+        assert_eq!(
+            "ballista://10.0.0.5:50070".parse::<Engine>().unwrap(),
+            Engine::Ballista {
+                host: "10.0.0.5".into(),
+                port: 50070
+            }
+        );
+        let default_port = "ballista://scheduler".parse::<Engine>().unwrap();
+        assert_eq!(default_port.to_string(), "ballista://scheduler:50050");
+    }
+
+    #[test]
+    fn wrong_engines_name_the_value_and_the_fix() {
+        for (text, why) in [
+            ("spark://host:7077", "is not an engine"),
+            ("ballista", "is not an engine"),
+            ("ballista://user:secret@host:1", "user name or password"),
+            ("ballista://host:1/path", "path or query"),
+        ] {
+            let error = text.parse::<Engine>().unwrap_err();
+            assert!(error.contains(why), "{text}: {error}");
+            assert!(error.contains("ballista://HOST:PORT"), "{error}");
+            assert!(!error.contains("secret"), "{error}");
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The SQL models on an Apache Ballista cluster: a scheduler and two executors started as
+//! `paperclip cluster` processes on 127.0.0.1, with the input tables staged on an
+//! S3-compatible server (`s3s-fs`). The published samples must equal a local run's.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::object_storage::{ACCESS_KEY, BUCKET, S3Server, SECRET_KEY};
+
+/// A child process killed when dropped, with its standard error in a file.
+struct Process {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn s3_env(server: &S3Server) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_string()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_string()),
+        ("AWS_ENDPOINT", format!("http://127.0.0.1:{}", server.port)),
+        ("AWS_ALLOW_HTTP", "true".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+    ]
+}
+
+/// Starts `paperclip --log-level info cluster ARGS` with the S3 environment.
+fn cluster_process(dir: &Path, name: &str, args: &[String], env: &[(&str, String)]) -> Process {
+    let stderr = dir.join(format!("{name}.log"));
+    let child = Command::new(env!("CARGO_BIN_EXE_paperclip"))
+        .args(["--log-level", "info", "cluster"])
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    Process { child, stderr }
+}
+
+/// Waits until `done` holds for the scheduler's log, or fails with the log.
+fn wait_for(process: &Process, what: &str, done: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = process.log();
+        if done(&log) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Writes the sample pipeline with `[storage]` at `s3://<bucket>/<prefix>`.
+fn pipeline_file(dir: &Path, prefix: &str) -> PathBuf {
+    let root = crate::support::repo_root();
+    let pipeline = std::fs::read_to_string(root.join("pipelines/hst-paperclip.toml"))
+        .unwrap()
+        .replace("\"../sql/", &format!("\"{}/sql/", root.display()));
+    let path = dir.join(format!("{prefix}.toml"));
+    let storage = format!("\n[storage]\nurl = \"s3://{BUCKET}/{prefix}\"\n");
+    std::fs::write(&path, format!("{pipeline}{storage}")).unwrap();
+    path
+}
+
+fn paperclip(data_dir: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_paperclip"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap()
+}
+
+/// Every published sample of the latest version, as JSON rows in key order.
+fn published_samples(data_dir: &Path) -> String {
+    let query = r#"SELECT * FROM "hst-paperclip".latest.samples ORDER BY key"#;
+    let output = paperclip(data_dir, &["--json", "sql", query], &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn pipeline_on_ballista_publishes_what_the_local_engine_publishes() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let env = s3_env(&server);
+
+    let scheduler_port = free_port();
+    let scheduler = cluster_process(
+        dir.path(),
+        "scheduler",
+        &[
+            "scheduler".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{scheduler_port}"),
+        ],
+        &env,
+    );
+    let executors: Vec<Process> = (0..2)
+        .map(|n| {
+            let args = [
+                "executor".into(),
+                "--scheduler".into(),
+                format!("127.0.0.1:{scheduler_port}"),
+                "--listen".into(),
+                format!("127.0.0.1:{}", free_port()),
+                "--grpc-port".into(),
+                free_port().to_string(),
+                "--concurrent-tasks".into(),
+                "2".into(),
+            ];
+            cluster_process(dir.path(), &format!("executor-{n}"), &args, &env)
+        })
+        .collect();
+    wait_for(&scheduler, "two executors to register", |log| {
+        log.matches("Received register executor request").count() == 2
+    });
+
+    let engine = format!("ballista://127.0.0.1:{scheduler_port}");
+    let cluster_pipeline = pipeline_file(dir.path(), "on-ballista");
+    let cluster_data = dir.path().join("cluster-data");
+    let run = [
+        "--json",
+        "run",
+        cluster_pipeline.to_str().unwrap(),
+        "--archive",
+        "embedded",
+        "--engine",
+        &engine,
+    ];
+    let output = paperclip(&cluster_data, &run, &env);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["engine"], engine.as_str());
+    assert_eq!(report["published_version"], 1);
+    assert_eq!(report["uploaded_versions"], serde_json::json!([1]));
+
+    let local_pipeline = pipeline_file(dir.path(), "local");
+    let local_data = dir.path().join("local-data");
+    let run = ["--json", "run", local_pipeline.to_str().unwrap()];
+    let output = paperclip(
+        &local_data,
+        &[&run[..], &["--archive", "embedded"]].concat(),
+        &env,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let on_cluster = published_samples(&cluster_data);
+    assert!(on_cluster.contains("\"key\""), "no samples: {on_cluster}");
+    assert_eq!(on_cluster, published_samples(&local_data));
+
+    let planned = scheduler.log();
+    assert!(
+        planned.contains("file_groups={1 group: [[on-ballista/staging/"),
+        "the scheduler did not plan scans of the staged tables:\n{planned}"
+    );
+    for (n, executor) in executors.iter().enumerate() {
+        let tasks = executor.log().matches("Execute task").count();
+        assert!(tasks > 0, "executor {n} ran no task:\n{}", executor.log());
+    }
+    let staging = server.root.path().join(BUCKET).join("on-ballista/staging");
+    let staged: Vec<_> = walk_files(&staging);
+    assert!(staged.is_empty(), "staged inputs were left: {staged:?}");
+    for log in executors.iter().chain([&scheduler]).map(Process::log) {
+        assert!(!log.contains(SECRET_KEY), "the secret key reached a log");
+    }
+    assert!(
+        !stderr.contains(SECRET_KEY),
+        "the secret key reached the run's output"
+    );
+}
+
+#[test]
+fn unreachable_scheduler_is_named_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = crate::support::repo_root().join("pipelines/hst-paperclip.toml");
+    let engine = format!("ballista://127.0.0.1:{}", free_port());
+    let args = [
+        "run",
+        pipeline.to_str().unwrap(),
+        "--archive",
+        "embedded",
+        "--engine",
+        &engine,
+    ];
+    let output = paperclip(dir.path(), &args, &[]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot reach the Ballista scheduler at {engine}"))
+            && stderr.contains("paperclip cluster scheduler"),
+        "{stderr}"
+    );
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk_files(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
