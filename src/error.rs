@@ -124,6 +124,14 @@ pub enum PipelineError {
     #[error(transparent)]
     Summaries(Box<crate::summaries::SummaryError>),
 
+    #[error("{doing}: {source}")]
+    Ballista {
+        /// What failed, with the address it concerned.
+        doing: String,
+        #[source]
+        source: Box<ballista_core::error::BallistaError>,
+    },
+
     #[error("{0}")]
     Invalid(String),
 }

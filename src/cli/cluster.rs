@@ -62,13 +62,19 @@ fn announce(line: &str) {
 
 /// Ballista has no authentication; say so when other machines can connect.
 fn warn_if_reachable(ip: IpAddr, process: &str) {
-    if !ip.is_loopback() {
-        eprintln!(
+    if let Some(warning) = reachable_warning(ip, process) {
+        eprintln!("{warning}");
+    }
+}
+
+fn reachable_warning(ip: IpAddr, process: &str) -> Option<String> {
+    (!ip.is_loopback()).then(|| {
+        format!(
             "warning: the Ballista {process} listens on {ip}, which other machines can reach; \
              Ballista has no authentication, so anyone who connects can run SQL that reads \
              what this process can read. Keep it on a private network."
-        );
-    }
+        )
+    })
 }
 
 /// Splits `HOST:PORT` (`[::1]:50050` for IPv6).
@@ -90,6 +96,20 @@ fn scheduler_address(text: &str) -> Result<(String, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_addresses_beyond_loopback_are_warned_about() {
+        for quiet in ["127.0.0.1", "::1"] {
+            assert_eq!(reachable_warning(quiet.parse().unwrap(), "scheduler"), None);
+        }
+        for wide in ["0.0.0.0", "10.1.2.3", "::"] {
+            let warning = reachable_warning(wide.parse().unwrap(), "executor").unwrap();
+            assert!(
+                warning.contains(wide) && warning.contains("no authentication"),
+                "{warning}"
+            );
+        }
+    }
 
     #[test]
     fn scheduler_addresses_split_into_host_and_port() {

@@ -28,11 +28,11 @@ use crate::store::registry::EnvStoreRegistry;
 
 /// The session settings of the client, the scheduler and the executors.
 ///
-/// Staged tables are Parquet; reading their strings back as `Utf8View` would give the
-/// models other types than the local engine gives them, so the view types are off.
-/// Ballista's adaptive planner is off too: with it, the sample models never finished
-/// (the scheduler kept adding stages, over 12,000 in ten minutes on the built-in
-/// fixture archive), while the static planner runs them in seconds.
+/// Staged tables are Parquet. Their strings are read back as `Utf8`, not `Utf8View`, so
+/// that the models see the types the local engine gives them. Ballista's adaptive planner
+/// is off, because with it the sample models never finished: the scheduler kept adding
+/// stages, over 12,000 in ten minutes on the built-in fixture archive. The static planner
+/// runs them in seconds.
 pub fn session_config() -> SessionConfig {
     SessionConfig::new_with_ballista()
         .with_information_schema(true)
@@ -43,14 +43,14 @@ pub fn session_config() -> SessionConfig {
         )
 }
 
-/// A runtime whose object stores open from the environment ([`EnvStoreRegistry`]).
+/// Builds a runtime whose object stores open from the environment ([`EnvStoreRegistry`]).
 pub fn runtime_env(_config: &SessionConfig) -> datafusion::error::Result<Arc<RuntimeEnv>> {
     RuntimeEnvBuilder::new()
         .with_object_store_registry(Arc::new(EnvStoreRegistry::new()))
         .build_arc()
 }
 
-/// A session state with Ballista's functions and the project's, for the scheduler.
+/// Builds the scheduler's session state, with Ballista's functions and the project's.
 pub fn session_state(config: SessionConfig) -> datafusion::error::Result<SessionState> {
     let runtime = runtime_env(&config)?;
     let mut scalar_functions = ballista_scalar_functions();
@@ -70,5 +70,8 @@ fn ballista_error(
     doing: &str,
     error: ballista_core::error::BallistaError,
 ) -> crate::error::PipelineError {
-    crate::error::PipelineError::Invalid(format!("{doing}: {error}"))
+    crate::error::PipelineError::Ballista {
+        doing: doing.to_string(),
+        source: Box::new(error),
+    }
 }

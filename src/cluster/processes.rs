@@ -17,7 +17,7 @@ use ballista_scheduler::scheduler_process::start_server;
 use super::ballista_error;
 use crate::error::{PipelineError, Result};
 
-/// Where a scheduler listens.
+/// The address a scheduler listens on.
 #[derive(Debug, Clone)]
 pub struct SchedulerOptions {
     pub listen: SocketAddr,
@@ -49,7 +49,7 @@ pub async fn run_scheduler(options: &SchedulerOptions, on_ready: impl FnOnce()) 
         .map_err(|e| ballista_error("the Ballista scheduler stopped", e))
 }
 
-/// Where an executor listens, which scheduler it serves, and how much it runs at once.
+/// An executor's addresses, its scheduler, and how many tasks it runs at once.
 #[derive(Debug, Clone)]
 pub struct ExecutorOptions {
     /// Host and port of the scheduler.
@@ -59,7 +59,7 @@ pub struct ExecutorOptions {
     pub listen: SocketAddr,
     /// The port of the executor's gRPC service, on the same host as `listen`.
     pub grpc_port: u16,
-    /// Where shuffle files are written; a temporary folder when `None`.
+    /// The folder of shuffle files; a temporary folder when `None`.
     pub work_dir: Option<PathBuf>,
     /// Tasks run at once.
     pub concurrent_tasks: usize,

@@ -2,10 +2,10 @@
 //!
 //! The models read the same input tables either way. Locally they are in-memory tables.
 //! For Ballista they are first written as Parquet to a staging location that every
-//! executor can read (the pipeline's object store, or a folder under the data directory
-//! when all executors share this machine's file system), and the session registers those
-//! files instead. The models then plan on the client, run on the executors, and the
-//! samples come back to this process; everything after the models runs here.
+//! executor can read: the pipeline's object store, or a folder under the data directory
+//! when all executors share this machine's file system. The session registers those
+//! files instead. The models then plan on the client and run on the executors. The
+//! samples come back to this process, and everything after the models runs here.
 //!
 //! Invariant: the staged files of a run are deleted when its models have run, whether
 //! they succeeded or not; a run that is killed leaves them under `_staging/`, which the
@@ -134,7 +134,7 @@ impl ModelSession {
         }
     }
 
-    /// A session in this process with `inputs` as in-memory tables.
+    /// Opens a session in this process with `inputs` as in-memory tables.
     pub fn local(inputs: Vec<InputTable>) -> Result<Self> {
         let ctx = super::new_session();
         for input in inputs {

@@ -60,7 +60,7 @@ impl ObjectStoreRegistry for EnvStoreRegistry {
     }
 }
 
-/// The URL of the bucket or container holding `url`: scheme and host, no path.
+/// Returns the URL of the bucket or container holding `url`: scheme and host, no path.
 fn bucket_url(url: &Url) -> Result<Url> {
     let host = url.host_str().unwrap_or_default();
     Url::parse(&format!("{}://{host}", url.scheme())).map_err(|error| {
