@@ -137,6 +137,7 @@ async fn run(
     saved_plan: Option<paperclip::pipeline::Plan>,
     plan: Option<Option<&std::path::Path>>,
 ) -> Result<()> {
+    let engine = super::parse_engine(&args.engine)?;
     let plan_only = plan.is_some();
     let pipeline = args.pipeline.as_path();
     let archive = args.archive.as_deref();
@@ -174,7 +175,7 @@ async fn run(
         full_refresh: args.full_refresh,
         run_id: None,
         saved_plan,
-        engine: args.engine.clone(),
+        engine,
     };
     let result = paperclip::pipeline::run(&config, &options).await;
     if let Some(server) = embedded {

@@ -398,8 +398,13 @@ pub struct ServePipelinesArgs {
     /// scheduler of an Apache Ballista cluster started with `paperclip cluster`. On
     /// Ballista the input tables are staged under `[storage]`'s object store, or under the
     /// data directory when the pipeline has none (then every executor must share it).
-    #[arg(long, env = "PAPERCLIP_ENGINE", default_value = "local", value_parser = parse_engine)]
-    pub engine: Engine,
+    #[arg(
+        long,
+        env = "PAPERCLIP_ENGINE",
+        default_value = "local",
+        value_name = "ENGINE"
+    )]
+    pub engine: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -475,12 +480,19 @@ pub struct RunArgs {
     /// scheduler of an Apache Ballista cluster started with `paperclip cluster`. On
     /// Ballista the input tables are staged under `[storage]`'s object store, or under the
     /// data directory when the pipeline has none (then every executor must share it).
-    #[arg(long, env = "PAPERCLIP_ENGINE", default_value = "local", value_parser = parse_engine)]
-    pub engine: Engine,
+    #[arg(
+        long,
+        env = "PAPERCLIP_ENGINE",
+        default_value = "local",
+        value_name = "ENGINE"
+    )]
+    pub engine: String,
 }
 
-fn parse_engine(text: &str) -> Result<Engine, String> {
-    text.parse()
+/// Reads `--engine`. Parsed here rather than by clap, whose message would repeat the
+/// whole value, password included.
+pub(crate) fn parse_engine(text: &str) -> anyhow::Result<Engine> {
+    text.parse().map_err(anyhow::Error::msg)
 }
 
 #[derive(Debug, Args)]

@@ -32,11 +32,12 @@ pub async fn serve(global: &GlobalArgs, args: &ServePipelinesArgs) -> Result<()>
         .map(|path| ScheduledPipeline::load(path))
         .collect::<Result<Vec<_>, _>>()?;
     let printer = Arc::new(EventPrinter::new(global.json, &pipelines));
+    let engine = super::parse_engine(&args.engine)?;
     let (archive_override, embedded) = archive(global, args.archive.as_deref()).await?;
     let settings = RunSettings {
         data_dir: global.data_dir.clone(),
         archive_override,
-        engine: args.engine.clone(),
+        engine,
     };
     let scheduler = if pipelines.is_empty() {
         None
@@ -184,14 +185,14 @@ fn stop_on_signal(stop: CancellationToken) {
 }
 
 /// The stop signals: SIGINT and SIGTERM on Unix, Ctrl-C elsewhere.
-struct Signals {
+pub(super) struct Signals {
     #[cfg(unix)]
     listeners: Vec<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
     #[cfg(unix)]
-    fn install() -> Self {
+    pub(super) fn install() -> Self {
         use tokio::signal::unix::{SignalKind, signal};
         let mut listeners = Vec::new();
         for kind in [SignalKind::interrupt(), SignalKind::terminate()] {
@@ -204,7 +205,7 @@ impl Signals {
     }
 
     #[cfg(unix)]
-    async fn wait(mut self) {
+    pub(super) async fn wait(mut self) {
         if self.listeners.is_empty() {
             std::future::pending::<()>().await;
         }
@@ -213,12 +214,12 @@ impl Signals {
     }
 
     #[cfg(not(unix))]
-    fn install() -> Self {
+    pub(super) fn install() -> Self {
         Self {}
     }
 
     #[cfg(not(unix))]
-    async fn wait(self) {
+    pub(super) async fn wait(self) {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::warn!(%error, "cannot listen for Ctrl-C; stop the process another way");
             std::future::pending::<()>().await;

@@ -469,7 +469,7 @@ async fn select_samples(
     config: &PipelineConfig,
     session: ModelSession,
 ) -> Result<(RecordBatch, Option<HashSet<i64>>)> {
-    let result = run_models(config, &session.ctx).await;
+    let result = session.watch(run_models(config, &session.ctx)).await;
     session.close().await;
     result
 }

@@ -8,8 +8,8 @@
 //! samples come back to this process, and everything after the models runs here.
 //!
 //! Invariant: the staged files of a run are deleted when its models have run, whether
-//! they succeeded or not; a run that is killed leaves them under `_staging/`, which the
-//! next run with the same staging location does not read (run ids are unique).
+//! they succeeded or not. A run that is killed leaves them under `staging/<run id>/`. No
+//! later run reads them, because run ids are unique.
 
 use std::fmt;
 use std::str::FromStr;
@@ -63,17 +63,24 @@ impl FromStr for Engine {
             .ok_or_else(|| invalid(text, "has no host"))?;
         if !url.username().is_empty() || url.password().is_some() {
             // The text is not repeated: it holds what may be a password.
-            let shown = format!("ballista://…@{host}");
+            let port = url
+                .port()
+                .map(|port| format!(":{port}"))
+                .unwrap_or_default();
+            let shown = format!("ballista://…@{host}{port}");
             return Err(invalid(
                 &shown,
                 "carries a user name or password, which Ballista does not use",
             ));
         }
-        if !matches!(url.path(), "" | "/") || url.query().is_some() {
+        if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
             return Err(invalid(
                 text,
-                "has a path or query, which a scheduler address does not take",
+                "has a path, query or fragment, which a scheduler address does not take",
             ));
+        }
+        if url.port() == Some(0) {
+            return Err(invalid(text, "has port 0, which no scheduler listens on"));
         }
         Ok(Self::Ballista {
             host: host.to_string(),
@@ -106,9 +113,13 @@ impl InputTable {
     }
 }
 
+/// Seconds between the notices that the models still run on a cluster.
+const WAIT_NOTICE_SECS: u64 = 30;
+
 /// A session with the input tables registered, and what to clean up after it.
 pub struct ModelSession {
     pub ctx: SessionContext,
+    engine: Engine,
     staging: Option<Staging>,
 }
 
@@ -123,6 +134,7 @@ impl ModelSession {
                 let staging = Staging::open(staging_url)?;
                 let session = Self {
                     ctx,
+                    engine: engine.clone(),
                     staging: Some(staging),
                 };
                 if let Err(error) = session.stage(inputs).await {
@@ -140,7 +152,35 @@ impl ModelSession {
         for input in inputs {
             super::register_batch(&ctx, &input.name, input.batch)?;
         }
-        Ok(Self { ctx, staging: None })
+        Ok(Self {
+            ctx,
+            engine: Engine::Local,
+            staging: None,
+        })
+    }
+
+    /// Awaits `work`, the models' queries in this session. On a cluster, a notice is
+    /// logged every 30 s while it runs, since a cluster without executors waits silently,
+    /// and a failed query names the cluster.
+    pub async fn watch<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        if self.engine == Engine::Local {
+            return work.await;
+        }
+        let engine = self.engine.to_string();
+        let started = std::time::Instant::now();
+        let mut work = std::pin::pin!(work);
+        loop {
+            let wait = std::time::Duration::from_secs(WAIT_NOTICE_SECS);
+            match tokio::time::timeout(wait, &mut work).await {
+                Ok(result) => return result.map_err(|error| on_cluster(error, &engine)),
+                Err(_) => tracing::warn!(
+                    %engine,
+                    elapsed_secs = started.elapsed().as_secs(),
+                    "the SQL models are still running on the Ballista cluster; if it has no \
+                     executors, start one with `paperclip cluster executor`"
+                ),
+            }
+        }
     }
 
     async fn stage(&self, inputs: Vec<InputTable>) -> Result<()> {
@@ -161,6 +201,17 @@ impl ModelSession {
         if let Some(staging) = self.staging {
             staging.remove().await;
         }
+    }
+}
+
+/// Names the cluster in a failed query's error, with what to check.
+fn on_cluster(error: PipelineError, engine: &str) -> PipelineError {
+    match error {
+        PipelineError::Query(source) => PipelineError::Invalid(format!(
+            "the SQL models failed on {engine}: {source}; check that its scheduler and \
+             executors are running and that each has the object store's credentials"
+        )),
+        other => other,
     }
 }
 
@@ -266,7 +317,9 @@ mod tests {
             ("spark://host:7077", "is not an engine"),
             ("ballista", "is not an engine"),
             ("ballista://user:secret@host:1", "user name or password"),
-            ("ballista://host:1/path", "path or query"),
+            ("ballista://host:1/path", "path, query or fragment"),
+            ("ballista://host:1#part", "path, query or fragment"),
+            ("ballista://host:0", "port 0"),
         ] {
             let error = text.parse::<Engine>().unwrap_err();
             assert!(error.contains(why), "{text}: {error}");

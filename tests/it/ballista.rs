@@ -245,3 +245,23 @@ fn walk_files(dir: &Path) -> Vec<PathBuf> {
     }
     files
 }
+
+#[test]
+fn engine_with_a_password_is_refused_without_echo() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = crate::support::repo_root().join("pipelines/hst-paperclip.toml");
+    let args = [
+        "run",
+        pipeline.to_str().unwrap(),
+        "--engine",
+        "ballista://analyst:pw-not-shown@127.0.0.1:50050",
+    ];
+    let output = paperclip(dir.path(), &args, &[]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("user name or password"), "{stderr}");
+    assert!(
+        !stderr.contains("pw-not-shown"),
+        "the password was echoed: {stderr}"
+    );
+}
