@@ -137,7 +137,7 @@ async fn run(
     saved_plan: Option<paperclip::pipeline::Plan>,
     plan: Option<Option<&std::path::Path>>,
 ) -> Result<()> {
-    let engine = super::parse_engine(&args.engine)?;
+    let engine = args.engine.parse()?;
     let plan_only = plan.is_some();
     let pipeline = args.pipeline.as_path();
     let archive = args.archive.as_deref();

@@ -394,17 +394,8 @@ pub struct ServePipelinesArgs {
     /// archive on loopback (started once for the whole serve).
     #[arg(long)]
     pub archive: Option<String>,
-    /// Where the SQL models run: `local` (this process) or ballista://HOST:PORT, the
-    /// scheduler of an Apache Ballista cluster started with `paperclip cluster`. On
-    /// Ballista the input tables are staged under `[storage]`'s object store, or under the
-    /// data directory when the pipeline has none (then every executor must share it).
-    #[arg(
-        long,
-        env = "PAPERCLIP_ENGINE",
-        default_value = "local",
-        value_name = "ENGINE"
-    )]
-    pub engine: String,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -476,6 +467,12 @@ pub struct RunArgs {
     /// the last run, so observations withdrawn from the archive are noticed.
     #[arg(long)]
     pub full_refresh: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EngineArgs {
     /// Where the SQL models run: `local` (this process) or ballista://HOST:PORT, the
     /// scheduler of an Apache Ballista cluster started with `paperclip cluster`. On
     /// Ballista the input tables are staged under `[storage]`'s object store, or under the
@@ -489,10 +486,12 @@ pub struct RunArgs {
     pub engine: String,
 }
 
-/// Reads `--engine`. Parsed here rather than by clap, whose message would repeat the
-/// whole value, password included.
-pub(crate) fn parse_engine(text: &str) -> anyhow::Result<Engine> {
-    text.parse().map_err(anyhow::Error::msg)
+impl EngineArgs {
+    /// Reads `--engine`. Parsed here rather than by clap, whose message would repeat the
+    /// whole value, password included.
+    pub(crate) fn parse(&self) -> anyhow::Result<Engine> {
+        self.engine.parse().map_err(anyhow::Error::msg)
+    }
 }
 
 #[derive(Debug, Args)]

@@ -32,7 +32,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServePipelinesArgs) -> Result<()>
         .map(|path| ScheduledPipeline::load(path))
         .collect::<Result<Vec<_>, _>>()?;
     let printer = Arc::new(EventPrinter::new(global.json, &pipelines));
-    let engine = super::parse_engine(&args.engine)?;
+    let engine = args.engine.parse()?;
     let (archive_override, embedded) = archive(global, args.archive.as_deref()).await?;
     let settings = RunSettings {
         data_dir: global.data_dir.clone(),
