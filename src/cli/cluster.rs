@@ -19,7 +19,7 @@ pub async fn cluster(command: &ClusterCommand) -> Result<()> {
 }
 
 async fn scheduler(args: &SchedulerArgs) -> Result<()> {
-    refuse_ipv6(args.listen.ip(), "--listen")?;
+    reject_ipv6(args.listen.ip(), "--listen")?;
     warn_if_reachable(args.listen.ip(), "scheduler");
     let options = SchedulerOptions {
         listen: args.listen,
@@ -34,7 +34,7 @@ async fn scheduler(args: &SchedulerArgs) -> Result<()> {
 }
 
 async fn executor(args: &ExecutorArgs) -> Result<()> {
-    refuse_ipv6(args.listen.ip(), "--listen")?;
+    reject_ipv6(args.listen.ip(), "--listen")?;
     if args.grpc_port == args.listen.port() {
         bail!(
             "--grpc-port {} is also the port of --listen {}; the executor needs two ports, \
@@ -85,7 +85,7 @@ async fn executor(args: &ExecutorArgs) -> Result<()> {
 }
 
 /// Ballista 55's executor cannot connect over IPv6, so a cluster on IPv6 never runs a task.
-fn refuse_ipv6(ip: IpAddr, option: &str) -> Result<()> {
+fn reject_ipv6(ip: IpAddr, option: &str) -> Result<()> {
     if ip.is_ipv6() {
         bail!(
             "{option} {ip} is an IPv6 address, which Ballista executors cannot use yet; \
@@ -101,7 +101,7 @@ fn announce(line: &str) {
     }
 }
 
-/// Ballista has no authentication; say so when other machines can connect.
+/// Prints a warning when other machines can connect, because Ballista has no authentication.
 fn warn_if_reachable(ip: IpAddr, process: &str) {
     if let Some(warning) = reachable_warning(ip, process) {
         eprintln!("{warning}");

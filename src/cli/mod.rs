@@ -668,9 +668,9 @@ pub fn main() -> std::process::ExitCode {
         return report_error(&anyhow::anyhow!(message), json);
     }
 
-    // Ballista plans are encoded and decoded recursively; the scheduler overflows the
-    // default 2 MiB thread stack on the pipeline's models (as its own binary would, which
-    // is why that one sets the same size). The size is reserved, not committed.
+    // Ballista plans are encoded and decoded recursively, and the scheduler overflowed the
+    // default 2 MiB thread stack on the pipeline's models. Ballista's own scheduler binary
+    // sets the same 32 MiB. The size is reserved, not committed.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_stack_size(THREAD_STACK_BYTES)

@@ -8,8 +8,8 @@
 //!
 //! Every process builds its sessions from [`session_config`] and [`session_state`], so a
 //! plan serialized on one side is read back the same on the others. Ballista has no
-//! authentication: whoever reaches a scheduler or executor can run SQL that reads what
-//! that process can read, which is why both bind to loopback unless told otherwise.
+//! authentication: any client that reaches a scheduler or executor can run SQL that reads
+//! what that process can read, so both bind to loopback by default.
 
 pub mod client;
 pub mod processes;
@@ -26,7 +26,7 @@ use datafusion::prelude::SessionConfig;
 
 use crate::store::registry::EnvStoreRegistry;
 
-/// The session settings of the client, the scheduler and the executors.
+/// Builds the session settings of the client, the scheduler and the executors.
 ///
 /// Staged tables are Parquet. Their strings are read back as `Utf8`, not `Utf8View`, so
 /// that the models see the types the local engine gives them. Ballista's adaptive planner

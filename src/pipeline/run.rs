@@ -82,7 +82,7 @@ pub struct RunOptions {
     /// with an error when the pipeline file, the latest version or any stage input differs
     /// from what the plan saw.
     pub saved_plan: Option<Plan>,
-    /// Where the SQL models run.
+    /// The engine that runs the SQL models.
     pub engine: Engine,
 }
 
@@ -420,8 +420,8 @@ pub async fn check_models(config: &PipelineConfig) -> Result<()> {
         .map(|_| ())
 }
 
-/// The tables the models read: the ingested ones, the settings and the pipeline's
-/// sources.
+/// Collects the tables the models read: the ingested ones, the settings and the
+/// pipeline's sources.
 async fn model_inputs(
     config: &PipelineConfig,
     proposals: RecordBatch,
@@ -440,9 +440,9 @@ async fn model_inputs(
     Ok(inputs)
 }
 
-/// Where a run on Ballista stages the models' input tables: under the object store of
-/// `[storage]` when the pipeline has one, which every executor can reach; otherwise under
-/// the data directory, which only executors sharing this file system can read.
+/// Returns the folder where a run on Ballista stages the models' input tables. With
+/// `[storage]` it is in that object store, which every executor can reach. Otherwise it is
+/// in the data directory, which only executors sharing this file system can read.
 fn staging_url(config: &PipelineConfig, options: &RunOptions, run_id: &str) -> Result<Url> {
     if let Some(text) = &config.storage.url {
         let text = format!("{}/staging/{run_id}", text.trim_end_matches('/'));

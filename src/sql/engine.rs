@@ -1,4 +1,4 @@
-//! Where the SQL models run: in this process, or on an Apache Ballista cluster.
+//! The engine that runs the SQL models: this process, or an Apache Ballista cluster.
 //!
 //! The models read the same input tables either way. Locally they are in-memory tables.
 //! For Ballista they are first written as Parquet to a staging location that every
@@ -27,7 +27,7 @@ use url::Url;
 use crate::error::{PipelineError, Result};
 use crate::store::registry::EnvStoreRegistry;
 
-/// The port a Ballista scheduler listens on unless told otherwise.
+/// The default port of a Ballista scheduler.
 pub const DEFAULT_SCHEDULER_PORT: u16 = 50050;
 
 /// The engine that runs the pipeline's SQL models.
@@ -62,7 +62,7 @@ impl FromStr for Engine {
             .filter(|host| !host.is_empty())
             .ok_or_else(|| invalid(text, "has no host"))?;
         if !url.username().is_empty() || url.password().is_some() {
-            // The text is not repeated: it holds what may be a password.
+            // The text is not repeated, because it contains what may be a password.
             let port = url
                 .port()
                 .map(|port| format!(":{port}"))
