@@ -126,7 +126,7 @@ pub enum PipelineError {
 
     #[error("{doing}: {source}")]
     Ballista {
-        /// What failed, with the address it concerned.
+        /// The failed operation, with the address it concerned.
         doing: String,
         #[source]
         source: Box<ballista_core::error::BallistaError>,

@@ -118,7 +118,7 @@ fn reachable_warning(ip: IpAddr, process: &str) -> Option<String> {
     })
 }
 
-/// Splits `HOST:PORT`; IPv6 hosts, schemes and user names are refused.
+/// Splits `HOST:PORT`. IPv6 hosts, schemes and user names are rejected.
 fn scheduler_address(text: &str) -> Result<(String, u16)> {
     if text.contains("://") || text.contains('@') {
         bail!(
@@ -176,8 +176,8 @@ mod tests {
                 "{error}"
             );
         }
-        for refused in ["ballista://h:1", "http://h:1", "user:pw@h:1", "[::1]:7"] {
-            let error = scheduler_address(refused).unwrap_err().to_string();
+        for rejected in ["ballista://h:1", "http://h:1", "user:pw@h:1", "[::1]:7"] {
+            let error = scheduler_address(rejected).unwrap_err().to_string();
             assert!(error.contains("127.0.0.1:50050"), "{error}");
             assert!(!error.contains("pw"), "{error}");
         }

@@ -473,7 +473,7 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct EngineArgs {
-    /// Where the SQL models run: `local` (this process) or ballista://HOST:PORT, the
+    /// The engine of the SQL models: `local` (this process) or ballista://HOST:PORT, the
     /// scheduler of an Apache Ballista cluster started with `paperclip cluster`. On
     /// Ballista the input tables are staged under `[storage]`'s object store, or under the
     /// data directory when the pipeline has none (then every executor must share it).

@@ -92,7 +92,7 @@ impl LogListing {
         readable
     }
 
-    /// Returns true when the log holds no commit and no checkpoint.
+    /// Returns true when the log contains no commit and no checkpoint.
     pub fn is_empty(&self) -> bool {
         self.commits.is_empty() && self.checkpoints.is_empty()
     }
@@ -107,7 +107,7 @@ impl LogListing {
         self.checkpoints.contains(&version)
     }
 
-    /// The table versions with a commit file, oldest first.
+    /// Lists the table versions with a commit file, oldest first.
     pub fn commits(&self) -> impl Iterator<Item = u64> + '_ {
         self.commits.iter().copied()
     }

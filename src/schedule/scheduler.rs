@@ -75,7 +75,7 @@ pub struct RunSettings {
     pub data_dir: PathBuf,
     /// Replaces each pipeline's archive base URL, as `paperclip run --archive` does.
     pub archive_override: Option<Url>,
-    /// Where each run's SQL models run.
+    /// The engine that runs each run's SQL models.
     pub engine: crate::sql::engine::Engine,
 }
 

@@ -16,7 +16,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use futures::TryStreamExt;
@@ -25,7 +24,6 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
 use crate::error::{PipelineError, Result};
-use crate::store::registry::EnvStoreRegistry;
 
 /// The default port of a Ballista scheduler.
 pub const DEFAULT_SCHEDULER_PORT: u16 = 50050;
@@ -47,9 +45,9 @@ impl FromStr for Engine {
         if text == "local" {
             return Ok(Self::Local);
         }
-        let invalid = |shown: &str, why: &str| {
+        let invalid = |value: &str, why: &str| {
             format!(
-                "--engine {shown:?} {why}; use `local` or ballista://HOST:PORT, the address of a \
+                "--engine {value:?} {why}; use `local` or ballista://HOST:PORT, the address of a \
                  scheduler started with `paperclip cluster scheduler`"
             )
         };
@@ -67,9 +65,9 @@ impl FromStr for Engine {
                 .port()
                 .map(|port| format!(":{port}"))
                 .unwrap_or_default();
-            let shown = format!("ballista://…@{host}{port}");
+            let redacted = format!("ballista://…@{host}{port}");
             return Err(invalid(
-                &shown,
+                &redacted,
                 "carries a user name or password, which Ballista does not use",
             ));
         }
@@ -131,7 +129,7 @@ impl ModelSession {
             Engine::Local => Self::local(inputs),
             Engine::Ballista { host, port } => {
                 let ctx = crate::cluster::client::connect(host, *port).await?;
-                let staging = Staging::open(staging_url)?;
+                let staging = Staging::open(&ctx, staging_url)?;
                 let session = Self {
                     ctx,
                     engine: engine.clone(),
@@ -223,8 +221,11 @@ struct Staging {
 }
 
 impl Staging {
-    fn open(url: &Url) -> Result<Self> {
-        let store = EnvStoreRegistry::new().get_store(url).map_err(|error| {
+    /// Opens the staging location through `ctx`'s store registry, so the session writes
+    /// and reads it with one client.
+    fn open(ctx: &SessionContext, url: &Url) -> Result<Self> {
+        let registry = &ctx.runtime_env().object_store_registry;
+        let store = registry.get_store(url).map_err(|error| {
             PipelineError::Invalid(format!(
                 "cannot open the staging location {url} for the Ballista executors: {error}"
             ))

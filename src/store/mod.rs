@@ -1,5 +1,5 @@
 //! Storage shared by every dataset: the local content-addressed blob store, and object
-//! stores at `s3://`, `gs://` and `az://` URLs, also as DataFusion sees them.
+//! stores at `s3://`, `gs://` and `az://` URLs, also registered for DataFusion.
 
 pub mod blobs;
 pub mod registry;

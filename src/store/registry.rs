@@ -1,7 +1,7 @@
 //! A DataFusion object store registry that opens cloud stores on first use.
 //!
 //! DataFusion looks up the store of every `s3://`, `gs://` or `az://` location it reads. The
-//! default registry knows only the local file system, so a Ballista executor handed a plan
+//! default registry resolves only the local file system, so a Ballista executor handed a plan
 //! that scans `s3://bucket/...` would fail. This registry opens the bucket's store with
 //! [`super::remote::open`] the first time it is asked for it, with credentials from the
 //! environment of the process that reads, and keeps it for later lookups. The client, the
