@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# The SQL models on the local engine and on a Ballista cluster (one scheduler, two
-# executors, all on 127.0.0.1), over the same synthetic archive: `paperclip plan`, which
-# queries the archive and runs the models but downloads nothing, three times per engine.
-# Prints the models stage's seconds of each try and the median ratio Ballista / local.
+# The local engine against a Ballista cluster (one scheduler, two executors, all on
+# 127.0.0.1), three tries each, in two parts:
+# - the SQL models: `paperclip plan` over a synthetic archive of small previews, which
+#   queries the archive and runs the models but downloads nothing;
+# - the image stage: `paperclip run` into an empty data directory over a second synthetic
+#   archive of full-size previews, which downloads and prepares every image.
+# Prints each try's stage seconds and the median ratio Ballista / local per stage.
 #
-#   benches/ballista.sh [PROPOSALS] [PREVIEWS_PER_PROPOSAL]
+#   benches/ballista.sh [PROPOSALS] [PREVIEWS_PER_PROPOSAL] [IMAGE_PROPOSALS]
 #
 # PAPERCLIP_BIN names a release binary to use instead of building one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 proposals=${1:-2000}
 previews=${2:-10}
+image_proposals=${3:-100}
 
 binary=${PAPERCLIP_BIN:-}
 if [ -z "$binary" ]; then
@@ -25,6 +29,13 @@ if [ ! -f "$archive/.complete" ]; then
   "$binary" archive synth "$archive" --proposals "$proposals" \
     --previews-per-proposal "$previews" --min-side-px 64 --max-side-px 64 > /dev/null
   touch "$archive/.complete"
+fi
+images_archive="target/ballista-archive/images-p${image_proposals}x4"
+if [ ! -f "$images_archive/.complete" ]; then
+  rm -rf "$images_archive"
+  "$binary" archive synth "$images_archive" --proposals "$image_proposals" \
+    --previews-per-proposal 4 --min-side-px 512 --max-side-px 1024 > /dev/null
+  touch "$images_archive/.complete"
 fi
 
 work=$(mktemp -d)
@@ -47,10 +58,16 @@ wait_for() { # FILE PATTERN
   exit 1
 }
 
-"$binary" archive serve "$archive" --port 0 > /dev/null 2> "$work/serve.log" &
-pids+=($!)
-wait_for "$work/serve.log" 'http://127.0.0.1:'
-url=$(grep -o 'http://127.0.0.1:[0-9]*' "$work/serve.log" | head -1)
+serve() { # ARCHIVE NAME: starts a server; its URL is then in $served_url
+  "$binary" archive serve "$1" --port 0 > /dev/null 2> "$work/serve-$2.log" &
+  pids+=($!)
+  wait_for "$work/serve-$2.log" 'http://127.0.0.1:'
+  served_url=$(grep -o 'http://127.0.0.1:[0-9]*' "$work/serve-$2.log" | head -1)
+}
+serve "$archive" models
+url=$served_url
+serve "$images_archive" images
+images_url=$served_url
 
 scheduler_port=$(free_port)
 "$binary" --log-level info cluster scheduler --listen "127.0.0.1:$scheduler_port" \
@@ -69,41 +86,51 @@ done
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB"
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD), binary $binary"
-echo "input: $proposals proposals x $previews previews; cluster: 1 scheduler, 2 executors on 127.0.0.1"
+echo "input: models $proposals proposals x $previews previews; images $image_proposals proposals x 4 previews of 512-1024 px"
+echo "cluster: 1 scheduler, 2 executors on 127.0.0.1"
 
 sed -e "s|\"\\.\\./sql/|\"$PWD/sql/|g" pipelines/hst-paperclip.toml > "$work/pipeline.toml"
-for engine in local "ballista://127.0.0.1:$scheduler_port"; do
-  for try in 1 2 3; do
-    data="$work/data-$try-${engine%%:*}"
-    if ! "$binary" --json --data-dir "$data" plan "$work/pipeline.toml" --archive "$url" \
-      --engine "$engine" > "$work/report.json" 2> "$work/plan.log"; then
-      tail -20 "$work/plan.log" >&2
-      exit 1
-    fi
-    python3 - "$work/report.json" "${engine%%:*}" <<'PY'
+# COMMAND ARCHIVE_URL STAGE: three tries per engine, each into a new data directory.
+measure() {
+  for engine in local "ballista://127.0.0.1:$scheduler_port"; do
+    for try in 1 2 3; do
+      data="$work/data-$3-$try-${engine%%:*}"
+      if ! "$binary" --json --data-dir "$data" "$1" "$work/pipeline.toml" --archive "$2" \
+        --engine "$engine" > "$work/report.json" 2> "$work/$1.log"; then
+        tail -20 "$work/$1.log" >&2
+        exit 1
+      fi
+      python3 - "$work/report.json" "${engine%%:*}" "$3" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))
-models = next(s for s in report["stages"] if s["stage"] == "models")
-print(f"{sys.argv[2]} {models['elapsed_secs']:.3f} {report['counts']['selected_images']}")
+stage = next(s for s in report["stages"] if s["stage"] == sys.argv[3])
+print(f"{sys.argv[3]} {sys.argv[2]} {stage['elapsed_secs']:.3f} {report['counts']['selected_images']}")
 PY
+    done
   done
-done > "$work/times.txt"
+}
+{
+  measure plan "$url" models
+  measure run "$images_url" images
+} > "$work/times.txt"
 
 python3 - "$work/times.txt" <<'PY'
 import statistics, sys
-rows = [line.split() for line in open(sys.argv[1])]
-by_engine = {}
-for engine, secs, selected in rows:
-    by_engine.setdefault(engine, []).append((float(secs), selected))
-print("\n| engine | models stage, s (3 tries) | median s | selected images |")
-print("|---|---|---:|---:|")
-for engine, tries in by_engine.items():
-    secs = [s for s, _ in tries]
-    print(f"| {engine} | {', '.join(f'{s:.2f}' for s in secs)} | "
-          f"{statistics.median(secs):.2f} | {tries[0][1]} |")
-selected = {sel for tries in by_engine.values() for _, sel in tries}
-assert len(selected) == 1, f"the engines selected different counts: {selected}"
-local = statistics.median(s for s, _ in by_engine["local"])
-ballista = statistics.median(s for s, _ in by_engine["ballista"])
-print(f"\nratio Ballista / local (median): {ballista / local:.2f}")
+by_stage = {}
+for line in open(sys.argv[1]):
+    stage, engine, secs, selected = line.split()
+    by_stage.setdefault(stage, {}).setdefault(engine, []).append((float(secs), selected))
+print("\n| stage | engine | seconds (3 tries) | median s | selected images |")
+print("|---|---|---|---:|---:|")
+for stage, by_engine in by_stage.items():
+    for engine, tries in by_engine.items():
+        secs = [s for s, _ in tries]
+        print(f"| {stage} | {engine} | {', '.join(f'{s:.2f}' for s in secs)} | "
+              f"{statistics.median(secs):.2f} | {tries[0][1]} |")
+for stage, by_engine in by_stage.items():
+    selected = {sel for tries in by_engine.values() for _, sel in tries}
+    assert len(selected) == 1, f"{stage}: the engines selected different counts: {selected}"
+    local = statistics.median(s for s, _ in by_engine["local"])
+    ballista = statistics.median(s for s, _ in by_engine["ballista"])
+    print(f"{stage}: ratio Ballista / local (median): {ballista / local:.2f}")
 PY

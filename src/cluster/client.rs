@@ -44,7 +44,9 @@ pub async fn connect(host: &str, port: u16) -> Result<SessionContext> {
     let ctx = SessionContext::remote_with_state(&format!("df://{host}:{port}"), state)
         .await
         .map_err(|error| unreachable(error.to_string()))?;
-    crate::sql::register_functions(&ctx);
+    for function in super::functions() {
+        ctx.register_udf(function);
+    }
     tracing::info!(scheduler = %address, "connected to the Ballista scheduler");
     Ok(ctx)
 }

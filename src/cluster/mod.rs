@@ -43,6 +43,14 @@ pub fn session_config() -> SessionConfig {
         )
 }
 
+/// The functions of every cluster process: the models' own, and the image stage's
+/// function, which downloads and writes files and so exists only on cluster sessions.
+pub fn functions() -> Vec<datafusion::logical_expr::ScalarUDF> {
+    let mut functions = crate::sql::functions();
+    functions.push(crate::pipeline::image_udf());
+    functions
+}
+
 /// Builds a runtime whose object stores open from the environment ([`EnvStoreRegistry`]).
 pub fn runtime_env(_config: &SessionConfig) -> datafusion::error::Result<Arc<RuntimeEnv>> {
     RuntimeEnvBuilder::new()
@@ -54,7 +62,7 @@ pub fn runtime_env(_config: &SessionConfig) -> datafusion::error::Result<Arc<Run
 pub fn session_state(config: SessionConfig) -> datafusion::error::Result<SessionState> {
     let runtime = runtime_env(&config)?;
     let mut scalar_functions = ballista_scalar_functions();
-    scalar_functions.extend(crate::sql::functions().into_iter().map(Arc::new));
+    scalar_functions.extend(functions().into_iter().map(Arc::new));
     Ok(SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)

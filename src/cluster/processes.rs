@@ -74,7 +74,7 @@ pub async fn run_executor(options: &ExecutorOptions, on_ready: impl FnOnce()) ->
         "--grpc-port",
     )?;
     let mut functions = BallistaFunctionRegistry::default();
-    for function in crate::sql::functions() {
+    for function in super::functions() {
         functions
             .scalar_functions
             .insert(function.name().to_string(), Arc::new(function));

@@ -8,7 +8,8 @@ use crate::dataset::versions::DatasetPaths;
 const ABANDONED_DOWNLOAD_SECS: u64 = 24 * 3600;
 
 /// Deletes what interrupted runs left: this dataset's staging folders (safe, since the
-/// dataset lock is held), embedded archives whose run has ended, and partial downloads and
+/// dataset lock is held), embedded archives and cluster staging folders whose run has
+/// ended, and partial downloads and
 /// temporary files old enough that no live run can still be writing them. Failures are
 /// logged, never fatal.
 pub(super) fn remove_leftovers(paths: &DatasetPaths, data_dir: &Path) {
@@ -27,6 +28,7 @@ pub(super) fn remove_leftovers(paths: &DatasetPaths, data_dir: &Path) {
     remove_old_files(&paths.root, is_temporary);
     super::state::remove_unused_states(paths);
     crate::snapshots::embedded::remove_abandoned(data_dir);
+    crate::sql::engine::remove_abandoned(&data_dir.join("staging"));
 }
 
 /// Deletes the samples table's data files that a commit interrupted after writing them

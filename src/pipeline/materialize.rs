@@ -5,12 +5,15 @@
 //! blob's SHA-256 and the image settings, so a rerun with the same inputs decodes nothing.
 //! Failures that depend only on the bytes (a truncated JPEG, a blank image) are cached too.
 
+pub(crate) mod cluster;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, RecordBatch};
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use tokio::sync::Semaphore;
 
 use paperclip_archive::{ArchiveError, MastClient};
@@ -268,12 +271,14 @@ impl Materializer {
     }
 }
 
-/// Downloads and prepares every selected image with bounded concurrency.
+/// Downloads and prepares every selected image with bounded concurrency, in this
+/// process or, given `cluster`, on the executors of a Ballista cluster.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn materialize_all(
     config: &PipelineConfig,
     options: &RunOptions,
     materializer: &Materializer,
+    cluster: Option<&cluster::ClusterImages>,
     selected: &RecordBatch,
     model: &str,
     counts: &mut BTreeMap<String, u64>,
@@ -312,12 +317,22 @@ pub(super) async fn materialize_all(
 
     let progress = options.progress.clone();
     progress.begin("images", requests.len() as u64);
-    let mut results = futures::stream::iter(requests)
-        .map(|request| materializer.materialize(request))
-        .buffer_unordered(config.archive.download_concurrency);
+    type Outcome = Result<std::result::Result<Materialized, FetchFailure>>;
+    let mut results: BoxStream<'_, Outcome> = match cluster {
+        Some(cluster) if !requests.is_empty() => {
+            let done =
+                cluster::materialize_on_cluster(cluster, &materializer.store, &requests).await?;
+            futures::stream::iter(done.into_iter().map(Ok)).boxed()
+        }
+        _ => futures::stream::iter(requests)
+            .map(|request| materializer.materialize(request))
+            .buffer_unordered(config.archive.download_concurrency)
+            .boxed(),
+    };
 
     let mut facts = Vec::new();
     let mut transient_failures = Vec::new();
+    let mut fetched_bytes = 0;
     let mut tally = |name: &str| *counts.entry(name.to_string()).or_insert(0) += 1;
     while let Some(result) = results.next().await {
         progress.advance("images", 1);
@@ -339,6 +354,9 @@ pub(super) async fn materialize_all(
                 } else {
                     "downloads_reused"
                 });
+                if done.downloaded {
+                    fetched_bytes += done.record.blob_size_bytes;
+                }
                 tally(if done.prepared_from_cache {
                     "images_reused"
                 } else {
@@ -357,6 +375,11 @@ pub(super) async fn materialize_all(
         }
     }
     progress.end("images");
+    if cluster.is_some() {
+        // The executors' archive clients are not this process's, so their downloads are
+        // counted from the results.
+        counts.insert("bytes_downloaded_by_executors".into(), fetched_bytes);
+    }
 
     if let Some(first) = transient_failures.first() {
         return Err(PipelineError::Invalid(format!(

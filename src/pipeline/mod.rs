@@ -20,6 +20,7 @@ mod tables;
 mod unmatched;
 
 pub use config::PipelineConfig;
+pub(crate) use materialize::cluster::image_udf;
 pub use plan::{Plan, PlanBasis};
 pub use report::RunReport;
 pub use run::{NoProgress, Progress, RunOptions, check_models, run};

@@ -25,6 +25,7 @@ use super::assemble::{AssembledSamples, assemble};
 use super::config::PipelineConfig;
 use super::ingest::{LoadedCatalog, load_proposals};
 use super::leftovers::{remove_leftovers, remove_unreferenced_data_files};
+use super::materialize::cluster::{ClusterImages, ImageJob};
 use super::materialize::{Materializer, materialize_all};
 use super::model_output;
 use super::plan::{
@@ -247,8 +248,8 @@ async fn run_stages(
     let clock = Instant::now();
     let model = config.sql.samples_model.as_str();
     let tables = model_inputs(config, proposals, &state, summaries).await?;
-    let staging_url = staging_url(config, options, &report.run_id)?;
-    let session = ModelSession::open(&options.engine, &staging_url, tables).await?;
+    let models_staging = staging_url(config, options, &report.run_id)?;
+    let session = ModelSession::open(&options.engine, &models_staging, tables).await?;
     if options.engine != Engine::Local {
         report.engine = Some(options.engine.to_string());
     }
@@ -279,10 +280,23 @@ async fn run_stages(
         options: prepare_options(config)?,
         workers: Arc::new(Semaphore::new(config.images.worker_threads())),
     };
+    let cluster = match &options.engine {
+        Engine::Ballista { .. } if !options.plan_only => Some(ClusterImages {
+            engine: options.engine.clone(),
+            staging_url: staging_url(config, options, &format!("{}-images", report.run_id))?,
+            job: ImageJob::new(
+                &materializer,
+                config.archive.download_concurrency,
+                config.images.threads,
+            )?,
+        }),
+        _ => None,
+    };
     let facts = materialize_all(
         config,
         options,
         &materializer,
+        cluster.as_ref(),
         &selected,
         model,
         &mut report.counts,
@@ -469,7 +483,9 @@ async fn select_samples(
     config: &PipelineConfig,
     session: ModelSession,
 ) -> Result<(RecordBatch, Option<HashSet<i64>>)> {
-    let result = session.watch(run_models(config, &session.ctx)).await;
+    let result = session
+        .watch("the SQL models", run_models(config, &session.ctx))
+        .await;
     session.close().await;
     result
 }

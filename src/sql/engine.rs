@@ -9,13 +9,16 @@
 //!
 //! Invariant: the staged files of a run are deleted when its models have run, whether
 //! they succeeded or not. A run that is killed leaves them under `staging/<run id>/`. No
-//! later run reads them, because run ids are unique.
+//! later run reads them, because run ids are unique. In a data directory, a later run
+//! deletes them ([`remove_abandoned`]): each staging folder there holds a lock while its
+//! run lives.
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::datasource::MemTable;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use futures::TryStreamExt;
@@ -96,18 +99,42 @@ impl fmt::Display for Engine {
     }
 }
 
-/// A table the models read, with its rows.
+/// A table a session reads, with its rows in one or more partitions.
 pub struct InputTable {
     pub name: String,
-    pub batch: RecordBatch,
+    /// The rows, one batch per partition. All batches share one schema. On a cluster each
+    /// becomes a file of its own, which a task of its own reads.
+    parts: Vec<RecordBatch>,
 }
 
 impl InputTable {
+    /// A table of one partition.
     pub fn new(name: impl Into<String>, batch: RecordBatch) -> Self {
+        Self::partitioned(name, vec![batch])
+    }
+
+    /// A table of one partition per batch; `parts` must not be empty.
+    pub fn partitioned(name: impl Into<String>, parts: Vec<RecordBatch>) -> Self {
+        assert!(
+            !parts.is_empty(),
+            "an input table has at least one partition"
+        );
         Self {
             name: name.into(),
-            batch,
+            parts,
         }
+    }
+
+    /// Converts the table into an in-memory table with the same partitions.
+    pub fn into_mem_table(self) -> Result<MemTable> {
+        let schema = self.parts[0].schema();
+        let partitions = self.parts.into_iter().map(|part| vec![part]).collect();
+        Ok(MemTable::try_new(schema, partitions)?)
+    }
+
+    /// Rows over all partitions.
+    pub fn num_rows(&self) -> usize {
+        self.parts.iter().map(RecordBatch::num_rows).sum()
     }
 }
 
@@ -148,7 +175,8 @@ impl ModelSession {
     pub fn local(inputs: Vec<InputTable>) -> Result<Self> {
         let ctx = super::new_session();
         for input in inputs {
-            super::register_batch(&ctx, &input.name, input.batch)?;
+            let name = input.name.clone();
+            ctx.register_table(name.as_str(), Arc::new(input.into_mem_table()?))?;
         }
         Ok(Self {
             ctx,
@@ -157,10 +185,10 @@ impl ModelSession {
         })
     }
 
-    /// Awaits `work`, the models' queries in this session. On a cluster, a notice is
-    /// logged every 30 s while it runs, since a cluster without executors waits silently,
-    /// and a failed query names the cluster.
-    pub async fn watch<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+    /// Awaits `work`, the queries of `stage` (for example "the SQL models") in this
+    /// session. On a cluster, a notice is logged every 30 s while it runs, since a cluster
+    /// without executors waits silently, and a failed query names the cluster.
+    pub async fn watch<T>(&self, stage: &str, work: impl Future<Output = Result<T>>) -> Result<T> {
         if self.engine == Engine::Local {
             return work.await;
         }
@@ -170,12 +198,12 @@ impl ModelSession {
         loop {
             let wait = std::time::Duration::from_secs(WAIT_NOTICE_SECS);
             match tokio::time::timeout(wait, &mut work).await {
-                Ok(result) => return result.map_err(|error| on_cluster(error, &engine)),
+                Ok(result) => return result.map_err(|error| on_cluster(error, stage, &engine)),
                 Err(_) => tracing::warn!(
                     %engine,
                     elapsed_secs = started.elapsed().as_secs(),
-                    "the SQL models are still running on the Ballista cluster; if it has no \
-                     executors, start one with `paperclip cluster executor`"
+                    "{stage} still running on the Ballista cluster; if it has no executors, \
+                     start one with `paperclip cluster executor`"
                 ),
             }
         }
@@ -184,7 +212,7 @@ impl ModelSession {
     async fn stage(&self, inputs: Vec<InputTable>) -> Result<()> {
         let staging = self.staging.as_ref().expect("a Ballista session stages");
         for input in inputs {
-            let location = staging.write(&input.name, &input.batch).await?;
+            let location = staging.write(&input.name, &input.parts).await?;
             let options = ParquetReadOptions::default();
             self.ctx
                 .register_parquet(input.name.as_str(), location.as_str(), options)
@@ -203,11 +231,11 @@ impl ModelSession {
 }
 
 /// Names the cluster in a failed query's error, with what to check.
-fn on_cluster(error: PipelineError, engine: &str) -> PipelineError {
+fn on_cluster(error: PipelineError, stage: &str, engine: &str) -> PipelineError {
     match error {
         PipelineError::Query(source) => PipelineError::Invalid(format!(
-            "the SQL models failed on {engine}: {source}; check that its scheduler and \
-             executors are running and that each has the object store's credentials"
+            "{stage} failed on {engine}: {source}; check that its scheduler and executors \
+             are running and that each has the object store's credentials"
         )),
         other => other,
     }
@@ -218,6 +246,9 @@ struct Staging {
     url: Url,
     store: Arc<dyn ObjectStore>,
     root: StorePath,
+    /// For a staging folder on this machine, the locked `.lock` file that marks it in
+    /// use; [`remove_abandoned`] deletes folders whose lock no process holds.
+    _lock: Option<std::fs::File>,
 }
 
 impl Staging {
@@ -233,33 +264,47 @@ impl Staging {
         let root = StorePath::from_url_path(url.path()).map_err(|error| {
             PipelineError::Invalid(format!("{url} is not a staging location: {error}"))
         })?;
+        // TODO: staged files that a killed run left on an object store are never deleted.
+        // Deleting them needs a mark of a live run that works without file locks.
+        let lock = match url.to_file_path() {
+            Ok(dir) if url.scheme() == "file" => Some(lock_folder(&dir)?),
+            _ => None,
+        };
         Ok(Self {
             url: url.clone(),
             store,
             root,
+            _lock: lock,
         })
     }
 
-    /// Writes `batch` as one Parquet file and returns the URL of its table folder.
-    async fn write(&self, table: &str, batch: &RecordBatch) -> Result<String> {
-        let mut bytes = Vec::new();
-        let parquet_error = |source| PipelineError::ParquetWrite {
-            path: format!("{}/{table}", self.url).into(),
-            source,
-        };
-        let mut writer =
-            ArrowWriter::try_new(&mut bytes, batch.schema(), None).map_err(parquet_error)?;
-        writer.write(batch).map_err(parquet_error)?;
-        writer.close().map_err(parquet_error)?;
-
-        let path = self.root.clone().join(table).join("part-0.parquet");
-        self.store
-            .put(&path, bytes.into())
-            .await
-            .map_err(|source| PipelineError::ObjectStore {
-                url: format!("{}/{table}", self.url),
+    /// Writes each of `parts` as a Parquet file of its own and returns the URL of the
+    /// table's folder.
+    async fn write(&self, table: &str, parts: &[RecordBatch]) -> Result<String> {
+        for (index, batch) in parts.iter().enumerate() {
+            let mut bytes = Vec::new();
+            let parquet_error = |source| PipelineError::ParquetWrite {
+                path: format!("{}/{table}", self.url).into(),
                 source,
-            })?;
+            };
+            let mut writer =
+                ArrowWriter::try_new(&mut bytes, batch.schema(), None).map_err(parquet_error)?;
+            writer.write(batch).map_err(parquet_error)?;
+            writer.close().map_err(parquet_error)?;
+
+            let path = self
+                .root
+                .clone()
+                .join(table)
+                .join(format!("part-{index:05}.parquet"));
+            self.store
+                .put(&path, bytes.into())
+                .await
+                .map_err(|source| PipelineError::ObjectStore {
+                    url: format!("{}/{table}", self.url),
+                    source,
+                })?;
+        }
         Ok(format!(
             "{}/{table}/",
             self.url.as_str().trim_end_matches('/')
@@ -294,9 +339,56 @@ impl Staging {
     }
 }
 
+/// The file whose lock marks a staging folder on this machine in use.
+const LOCK_FILE: &str = ".lock";
+
+/// Creates `dir` and locks its `.lock` file for as long as the returned file is open.
+fn lock_folder(dir: &std::path::Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(dir).map_err(|e| PipelineError::io(dir, e))?;
+    let path = dir.join(LOCK_FILE);
+    let lock = std::fs::File::create(&path).map_err(|e| PipelineError::io(&path, e))?;
+    lock.lock().map_err(|e| PipelineError::io(&path, e))?;
+    Ok(lock)
+}
+
+/// Deletes the staging folders under `staging_dir` whose run has ended without deleting
+/// them (a killed run): those whose `.lock` no process holds. A folder without a lock
+/// file is being created and is kept. Failures are logged, never fatal.
+pub fn remove_abandoned(staging_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(staging_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let abandoned =
+            std::fs::File::open(path.join(LOCK_FILE)).is_ok_and(|lock| lock.try_lock().is_ok());
+        if abandoned && let Err(error) = std::fs::remove_dir_all(&path) {
+            tracing::warn!(dir = %path.display(), %error, "cannot remove the staged inputs of a killed run");
+        }
+    }
+    // The folder itself goes too once no run uses it.
+    let _ = std::fs::remove_dir(staging_dir);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn staging_folders_are_removed_only_when_abandoned() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live-run");
+        let killed = dir.path().join("killed-run");
+        let creating = dir.path().join("new-run");
+        let _live_lock = lock_folder(&live).unwrap();
+        drop(lock_folder(&killed).unwrap());
+        std::fs::create_dir_all(&creating).unwrap();
+
+        remove_abandoned(dir.path());
+        assert!(live.is_dir(), "a folder whose run is alive is kept");
+        assert!(!killed.exists(), "a folder whose run ended is removed");
+        assert!(creating.is_dir(), "a folder without its lock yet is kept");
+    }
 
     #[test]
     fn engines_parse_from_their_command_line_spelling() {

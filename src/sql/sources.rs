@@ -29,7 +29,6 @@ use std::sync::Arc;
 use datafusion::arrow::csv::reader::Format;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::datasource::MemTable;
 use datafusion::logical_expr::{cast, ident};
 use datafusion::prelude::SessionContext;
 use datafusion::prelude::{CsvReadOptions, DataFrame, JsonReadOptions, ParquetReadOptions};
@@ -299,9 +298,8 @@ fn header_names(path: &Path, delimiter: u8) -> Result<Vec<String>, String> {
 /// Reads every source of the pipeline into memory and registers it under its name.
 pub async fn register_sources(ctx: &SessionContext, config: &PipelineConfig) -> Result<()> {
     for table in read_sources(ctx, config).await? {
-        let schema = table.batch.schema();
-        let table_rows = MemTable::try_new(schema, vec![vec![table.batch]])?;
-        ctx.register_table(table.name.as_str(), Arc::new(table_rows))?;
+        let name = table.name.clone();
+        ctx.register_table(name.as_str(), Arc::new(table.into_mem_table()?))?;
     }
     Ok(())
 }
@@ -325,10 +323,7 @@ pub async fn read_sources(
                 })?;
         let batch = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
         tracing::debug!(table = %name, path = %path.display(), rows = batch.num_rows(), "read source table");
-        tables.push(InputTable {
-            name: name.clone(),
-            batch,
-        });
+        tables.push(InputTable::new(name.clone(), batch));
     }
     Ok(tables)
 }

@@ -3,7 +3,9 @@
 //! Layout under the store root:
 //! - `sha256/<aa>/<sha256>`: the bytes whose SHA-256 is the file name (`aa` = first two hex digits);
 //! - `uris/<sha256 of the URI>.json`: which blob a data URI resolved to, with its size;
-//! - `tmp/`: partial files, never read.
+//! - `tmp/`: partial files, never read;
+//! - `store-id`: a random id written once, by which processes on other machines check
+//!   that they opened this store and not a folder of their own at the same path.
 //!
 //! Invariants: a file under `sha256/` is only ever created by renaming a fully written,
 //! fsynced temporary file whose hash and size were checked, so a reader never sees a partial
@@ -28,6 +30,9 @@ pub struct UriRecord {
     pub size_bytes: u64,
 }
 
+/// The file under the store root that contains the store's id.
+const STORE_ID_FILE: &str = "store-id";
+
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     root: PathBuf,
@@ -42,6 +47,63 @@ impl BlobStore {
             fs::create_dir_all(&dir).map_err(|e| PipelineError::io(&dir, e))?;
         }
         Ok(Self { root })
+    }
+
+    /// Opens the store at `root` only if it exists and carries `expected_id`, the
+    /// [`Self::store_id`] its owner read. A process on another machine uses this to be
+    /// sure it writes where the owner reads.
+    pub fn open_shared(root: impl Into<PathBuf>, expected_id: &str) -> Result<Self> {
+        let root = root.into();
+        let path = root.join(STORE_ID_FILE);
+        let found = fs::read_to_string(&path).ok();
+        if found.as_deref().map(str::trim) != Some(expected_id) {
+            let found = found.map_or_else(
+                || "no store id".to_string(),
+                |id| format!("store id {:?}", id.trim()),
+            );
+            return Err(PipelineError::Invalid(format!(
+                "the blob store {} holds {found}, not {expected_id:?}: this process does not \
+                 see the data directory of the run that sent the work; mount that data \
+                 directory at the same path on every executor (a shared file system), or run \
+                 with --engine local",
+                root.display()
+            )));
+        }
+        Ok(Self { root })
+    }
+
+    /// Returns the store's root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Returns the store's id, writing a new random one the first time. Two processes
+    /// that race to write it agree on the one that landed first.
+    pub fn store_id(&self) -> Result<String> {
+        let path = self.root.join(STORE_ID_FILE);
+        if let Ok(id) = fs::read_to_string(&path) {
+            return Ok(id.trim().to_string());
+        }
+
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        let seed = format!("{nanos}:{}:{}", std::process::id(), self.root.display());
+        let id = hex::encode(&Sha256::digest(seed.as_bytes())[..16]);
+        let mut tmp = tempfile::NamedTempFile::new_in(self.tmp_dir())
+            .map_err(|e| PipelineError::io(self.tmp_dir(), e))?;
+        tmp.write_all(id.as_bytes())
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(|e| PipelineError::io(&path, e))?;
+        make_readable(tmp.path())?;
+        match tmp.persist_noclobber(&path) {
+            Ok(_) => Ok(id),
+            Err(error) if error.error.kind() == std::io::ErrorKind::AlreadyExists => {
+                let id = fs::read_to_string(&path).map_err(|e| PipelineError::io(&path, e))?;
+                Ok(id.trim().to_string())
+            }
+            Err(error) => Err(PipelineError::io(&path, error.error)),
+        }
     }
 
     /// Directory for partial files; same filesystem as the blobs, so renames are atomic.
@@ -263,6 +325,26 @@ mod tests {
         fs::write(store.blob_path(&sha256), b"abcd").unwrap();
         assert_eq!(store.lookup_uri("mast:HST/product/x.jpg"), None);
         assert!(store.read_verified(&sha256).is_err());
+    }
+
+    #[test]
+    fn shared_store_opens_only_with_its_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let id = store.store_id().unwrap();
+        assert_eq!(id.len(), 32);
+        assert_eq!(store.store_id().unwrap(), id, "the id is written once");
+
+        assert!(BlobStore::open_shared(dir.path(), &id).is_ok());
+        let error = BlobStore::open_shared(dir.path(), "0123").unwrap_err();
+        assert!(
+            error.to_string().contains("same path on every executor"),
+            "{error}"
+        );
+        let elsewhere = dir.path().join("not-a-store");
+        let error = BlobStore::open_shared(&elsewhere, &id).unwrap_err();
+        assert!(error.to_string().contains("holds no store id"), "{error}");
+        assert!(!elsewhere.exists(), "a missing store is not created");
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -1,6 +1,7 @@
-//! The SQL models on an Apache Ballista cluster: a scheduler and two executors started as
-//! `paperclip cluster` processes on 127.0.0.1, with the input tables staged on an
-//! S3-compatible server (`s3s-fs`). The published samples must equal a local run's.
+//! The SQL models and the image stage on an Apache Ballista cluster: a scheduler and two
+//! executors started as `paperclip cluster` processes on 127.0.0.1, with the input tables
+//! staged on an S3-compatible server (`s3s-fs`). The published samples must equal a local
+//! run's.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -75,6 +76,52 @@ fn wait_for(process: &Process, what: &str, done: impl Fn(&str) -> bool) {
     }
 }
 
+/// A scheduler and two executors of two task slots each, on 127.0.0.1.
+struct Cluster {
+    scheduler: Process,
+    executors: Vec<Process>,
+    /// The `--engine` value that reaches the scheduler.
+    engine: String,
+}
+
+impl Cluster {
+    /// Starts the processes with `env` and waits until both executors registered.
+    fn start(dir: &Path, env: &[(&str, String)]) -> Self {
+        let scheduler_port = free_port();
+        let listen = format!("127.0.0.1:{scheduler_port}");
+        let scheduler = cluster_process(
+            dir,
+            "scheduler",
+            &["scheduler".into(), "--listen".into(), listen.clone()],
+            env,
+        );
+        let executors: Vec<Process> = (0..2)
+            .map(|n| {
+                let args = [
+                    "executor".into(),
+                    "--scheduler".into(),
+                    listen.clone(),
+                    "--listen".into(),
+                    format!("127.0.0.1:{}", free_port()),
+                    "--grpc-port".into(),
+                    free_port().to_string(),
+                    "--concurrent-tasks".into(),
+                    "2".into(),
+                ];
+                cluster_process(dir, &format!("executor-{n}"), &args, env)
+            })
+            .collect();
+        wait_for(&scheduler, "two executors to register", |log| {
+            log.matches("Received register executor request").count() == 2
+        });
+        Self {
+            scheduler,
+            executors,
+            engine: format!("ballista://{listen}"),
+        }
+    }
+}
+
 /// Writes the sample pipeline with `[storage]` at `s3://<bucket>/<prefix>`.
 fn pipeline_file(dir: &Path, prefix: &str) -> PathBuf {
     let root = crate::support::repo_root();
@@ -117,38 +164,11 @@ fn pipeline_on_ballista_publishes_what_the_local_engine_publishes() {
     let dir = tempfile::tempdir().unwrap();
     let env = s3_env(&server);
 
-    let scheduler_port = free_port();
-    let scheduler = cluster_process(
-        dir.path(),
-        "scheduler",
-        &[
-            "scheduler".into(),
-            "--listen".into(),
-            format!("127.0.0.1:{scheduler_port}"),
-        ],
-        &env,
-    );
-    let executors: Vec<Process> = (0..2)
-        .map(|n| {
-            let args = [
-                "executor".into(),
-                "--scheduler".into(),
-                format!("127.0.0.1:{scheduler_port}"),
-                "--listen".into(),
-                format!("127.0.0.1:{}", free_port()),
-                "--grpc-port".into(),
-                free_port().to_string(),
-                "--concurrent-tasks".into(),
-                "2".into(),
-            ];
-            cluster_process(dir.path(), &format!("executor-{n}"), &args, &env)
-        })
-        .collect();
-    wait_for(&scheduler, "two executors to register", |log| {
-        log.matches("Received register executor request").count() == 2
-    });
-
-    let engine = format!("ballista://127.0.0.1:{scheduler_port}");
+    let Cluster {
+        scheduler,
+        executors,
+        engine,
+    } = Cluster::start(dir.path(), &env);
     let cluster_pipeline = pipeline_file(dir.path(), "on-ballista");
     let cluster_data = dir.path().join("cluster-data");
     let run = [
@@ -158,7 +178,7 @@ fn pipeline_on_ballista_publishes_what_the_local_engine_publishes() {
         "--archive",
         "embedded",
         "--engine",
-        &engine,
+        engine.as_str(),
     ];
     let output = paperclip(&cluster_data, &run, &env);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -167,6 +187,13 @@ fn pipeline_on_ballista_publishes_what_the_local_engine_publishes() {
     assert_eq!(report["engine"], engine.as_str());
     assert_eq!(report["published_version"], 1);
     assert_eq!(report["uploaded_versions"], serde_json::json!([1]));
+    let counts = &report["counts"];
+    assert_eq!(counts["downloads_fetched"], 9, "{counts}");
+    assert_eq!(counts["images_prepared"], 9, "{counts}");
+    assert!(
+        counts["bytes_downloaded_by_executors"].as_u64() > Some(0),
+        "{counts}"
+    );
 
     let local_pipeline = pipeline_file(dir.path(), "local");
     let local_data = dir.path().join("local-data");
@@ -191,6 +218,12 @@ fn pipeline_on_ballista_publishes_what_the_local_engine_publishes() {
         planned.contains("file_groups={1 group: [[on-ballista/staging/"),
         "the scheduler did not plan scans of the staged tables:\n{planned}"
     );
+    assert!(
+        planned.contains("file_groups={9 groups: [[on-ballista/staging/")
+            && planned.contains("-images/image_requests/part-00004.parquet")
+            && planned.contains("paperclip_prepare_image(data_uri@1"),
+        "the scheduler did not plan the image stage in 9 partitions:\n{planned}"
+    );
     for (n, executor) in executors.iter().enumerate() {
         let tasks = executor.log().matches("Execute task").count();
         assert!(tasks > 0, "executor {n} ran no task:\n{}", executor.log());
@@ -204,6 +237,100 @@ fn pipeline_on_ballista_publishes_what_the_local_engine_publishes() {
     assert!(
         !stderr.contains(SECRET_KEY),
         "the secret key reached the run's output"
+    );
+}
+
+/// Kills `paperclip run` at spread-out moments while its image stage runs on the cluster
+/// against a slow archive, then lets a run finish. The executors' jobs of the killed runs
+/// go on writing to the same caches meanwhile. The finished run must publish exactly what
+/// a local run publishes. Without `[storage]`, the inputs are staged in the data
+/// directory, which the executors share with the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_cluster_runs_publish_the_local_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot_dir = dir.path().join("snapshot");
+    paperclip::snapshots::fixtures::build(&snapshot_dir).unwrap();
+    let slow = paperclip_archive::ServeOptions {
+        latency_ms: 150,
+        ..paperclip_archive::ServeOptions::default()
+    };
+    let server = crate::support::serve_snapshot(&snapshot_dir, slow).await;
+    let archive = server.base_url().to_string();
+    let cluster = Cluster::start(dir.path(), &[]);
+    let pipeline = crate::support::pipeline_path();
+    let run = |data_dir: &Path, engine: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_paperclip"));
+        command
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("run")
+            .arg(&pipeline)
+            .args(["--archive", &archive, "--engine", engine])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        command
+    };
+
+    let local_data = dir.path().join("local");
+    let output = run(&local_data, "local").output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let cluster_data = dir.path().join("cluster");
+    let started = Instant::now();
+    let output = run(&dir.path().join("timed"), &cluster.engine)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let run_ms = started.elapsed().as_millis() as u64;
+    let mut interrupted = 0;
+    for kill in 1..=4 {
+        let mut child = run(&cluster_data, &cluster.engine).spawn().unwrap();
+        // Early in the run: each killed run leaves caches that make the next one shorter.
+        tokio::time::sleep(Duration::from_millis(run_ms * kill / 10)).await;
+        if child.try_wait().unwrap().is_none() {
+            interrupted += 1;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    eprintln!("cluster run {run_ms} ms; {interrupted} of 4 kills interrupted a run");
+    assert!(interrupted >= 2, "most kills must interrupt a run");
+    let output = run(&cluster_data, &cluster.engine).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    assert_eq!(
+        published_samples(&cluster_data),
+        published_samples(&local_data)
+    );
+    let versions = std::fs::read_dir(cluster_data.join("datasets/hst-paperclip/versions"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        versions, 1,
+        "equal input publishes one version however often killed"
+    );
+    let staged = walk_files(&cluster_data.join("staging"));
+    assert!(
+        staged.is_empty(),
+        "killed runs' staged inputs were left: {staged:?}"
+    );
+    let planned = cluster.scheduler.log();
+    assert!(
+        planned.contains("-images/image_requests/part-00000.parquet"),
+        "the image stage did not run on the cluster:\n{planned}"
     );
 }
 
