@@ -28,6 +28,7 @@ use super::skips::Skip;
 use crate::error::{PipelineError, Result};
 use crate::sql;
 use crate::store::blobs::{BlobStore, UriRecord, write_atomic};
+use crate::store::remote_blobs::RemoteBlobs;
 
 /// Version of the preparation rules; bump it when `prepare` output changes for equal input.
 const PREPARE_CACHE_VERSION: &str = "2";
@@ -101,6 +102,9 @@ pub struct Materializer {
     /// One permit per image being prepared. The permits bound CPU use and decoded pixels
     /// in memory however many downloads are in flight.
     pub workers: Arc<Semaphore>,
+    /// The copy of the store and the prepared cache on object storage (`[storage]`):
+    /// looked up on a local miss, and given every new download and preparation.
+    pub remote: Option<Arc<RemoteBlobs>>,
 }
 
 impl Materializer {
@@ -117,7 +121,11 @@ impl Materializer {
         };
 
         let cache_path = self.cache_path(&blob.sha256);
-        if let Some(record) = read_cached(&cache_path, &blob.sha256, &self.store) {
+        let cached = match read_cached(&cache_path, &blob.sha256, &self.store) {
+            Some(record) => Some(record),
+            None => self.restore_prepared(&cache_path, &blob.sha256).await?,
+        };
+        if let Some(record) = cached {
             return Ok(Ok(Materialized {
                 row: request.row,
                 downloaded,
@@ -143,6 +151,7 @@ impl Materializer {
             }
             other => other?,
         };
+        self.upload_prepared(&cache_path, &record).await?;
         Ok(Ok(Materialized {
             row: request.row,
             downloaded,
@@ -170,6 +179,14 @@ impl Materializer {
                     return Ok(Ok((record, false)));
                 }
             }
+        } else if let Some(remote) = &self.remote
+            && let Some(record) = remote.restore_uri(&self.store, &request.data_uri).await?
+            && request
+                .expected_size_bytes
+                .is_none_or(|expected| expected == record.size_bytes)
+        {
+            tracing::debug!(uri = %request.data_uri, sha256 = %record.sha256, "blob restored from object storage");
+            return Ok(Ok((record, false)));
         }
 
         let download = match self
@@ -209,6 +226,10 @@ impl Materializer {
             size_bytes: download.size_bytes,
         };
         self.store.record_uri(&record)?;
+        if let Some(remote) = &self.remote {
+            remote.upload_blob(&self.store, &record.sha256).await?;
+            remote.upload_uri(&record).await?;
+        }
         Ok(Ok((record, true)))
     }
 
@@ -235,6 +256,52 @@ impl Materializer {
         })
         .await
         .map_err(|e| PipelineError::Invalid(format!("image task failed: {e}")))?
+    }
+
+    /// Returns the prepared result cached on object storage, with its image restored
+    /// locally and the result cached locally, or `None`.
+    async fn restore_prepared(
+        &self,
+        cache_path: &std::path::Path,
+        blob_sha256: &str,
+    ) -> Result<Option<PreparedRecord>> {
+        let Some(remote) = &self.remote else {
+            return Ok(None);
+        };
+        let Some(json) = remote.prepared(&cache_file_name(cache_path)).await? else {
+            return Ok(None);
+        };
+        let Ok(record) = serde_json::from_slice::<PreparedRecord>(&json) else {
+            return Ok(None);
+        };
+        if record.blob_sha256 != blob_sha256 {
+            return Ok(None);
+        }
+        if let PreparedOutcome::Ready { image_sha256, .. } = &record.outcome
+            && !remote.restore_blob(&self.store, image_sha256).await?
+        {
+            return Ok(None);
+        }
+        write_atomic(cache_path, &json)?;
+        Ok(Some(record))
+    }
+
+    /// Uploads a new prepared result and its image to object storage, image first.
+    async fn upload_prepared(
+        &self,
+        cache_path: &std::path::Path,
+        record: &PreparedRecord,
+    ) -> Result<()> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        if let PreparedOutcome::Ready { image_sha256, .. } = &record.outcome {
+            remote.upload_blob(&self.store, image_sha256).await?;
+        }
+        let json = serde_json::to_vec_pretty(record).expect("PreparedRecord serializes");
+        remote
+            .upload_prepared(&cache_file_name(cache_path), json)
+            .await
     }
 
     /// Looks up what a request would need without any network access or decoding: a
@@ -320,8 +387,13 @@ pub(super) async fn materialize_all(
     type Outcome = Result<std::result::Result<Materialized, FetchFailure>>;
     let mut results: BoxStream<'_, Outcome> = match cluster {
         Some(cluster) if !requests.is_empty() => {
-            let done =
-                cluster::materialize_on_cluster(cluster, &materializer.store, &requests).await?;
+            let done = cluster::materialize_on_cluster(
+                cluster,
+                &materializer.store,
+                materializer.remote.as_deref(),
+                &requests,
+            )
+            .await?;
             futures::stream::iter(done.into_iter().map(Ok)).boxed()
         }
         _ => futures::stream::iter(requests)
@@ -516,6 +588,16 @@ fn prepare_and_store(
         blob_size_bytes: blob.size_bytes,
         outcome,
     })
+}
+
+/// Returns the file name of a prepared cache entry, which is also its name on object
+/// storage.
+fn cache_file_name(cache_path: &std::path::Path) -> String {
+    cache_path
+        .file_name()
+        .expect("a prepared cache path ends in its key")
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Returns true when a download failure may pass on a later run.

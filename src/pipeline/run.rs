@@ -45,6 +45,7 @@ use crate::error::{PipelineError, Result};
 use crate::sql;
 use crate::sql::engine::{Engine, InputTable, ModelSession};
 use crate::store::blobs::BlobStore;
+use crate::store::remote_blobs::RemoteBlobs;
 
 /// Receives stage progress; the CLI draws progress bars from it, the library never does.
 pub trait Progress: Send + Sync {
@@ -279,6 +280,10 @@ async fn run_stages(
         prepared_dir: options.data_dir.join("prepared"),
         options: prepare_options(config)?,
         workers: Arc::new(Semaphore::new(config.images.worker_threads())),
+        remote: match config.storage.blobs_url() {
+            Some(url) if !options.plan_only => Some(Arc::new(RemoteBlobs::open(url)?)),
+            _ => None,
+        },
     };
     let cluster = match &options.engine {
         Engine::Ballista { .. } if !options.plan_only => Some(ClusterImages {

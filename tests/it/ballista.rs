@@ -164,11 +164,18 @@ fn pipeline_on_ballista_publishes_what_the_local_engine_publishes() {
     let dir = tempfile::tempdir().unwrap();
     let env = s3_env(&server);
 
+    // The executors keep their own caches, as on machines without a shared file system.
+    let executor_cache = dir.path().join("executor-cache");
+    let executor_env = [
+        &env[..],
+        &[("PAPERCLIP_CACHE", executor_cache.display().to_string())],
+    ]
+    .concat();
     let Cluster {
         scheduler,
         executors,
         engine,
-    } = Cluster::start(dir.path(), &env);
+    } = Cluster::start(dir.path(), &executor_env);
     let cluster_pipeline = pipeline_file(dir.path(), "on-ballista");
     let cluster_data = dir.path().join("cluster-data");
     let run = [
@@ -212,6 +219,40 @@ fn pipeline_on_ballista_publishes_what_the_local_engine_publishes() {
     let on_cluster = published_samples(&cluster_data);
     assert!(on_cluster.contains("\"key\""), "no samples: {on_cluster}");
     assert_eq!(on_cluster, published_samples(&local_data));
+
+    // The executors worked in their own caches and shared the results through the
+    // bucket; the run prepared nothing itself.
+    let bucket_prefix = server.root.path().join(BUCKET).join("on-ballista");
+    let prepared_in_bucket = walk_files(&bucket_prefix.join("prepared"));
+    assert_eq!(prepared_in_bucket.len(), 9, "{prepared_in_bucket:?}");
+    assert!(!walk_files(&executor_cache.join("executor/blobs/sha256")).is_empty());
+    assert!(walk_files(&cluster_data.join("prepared")).is_empty());
+
+    // A new machine with an empty data directory, publishing under a prefix of its own,
+    // reuses every download and preparation from the bucket.
+    let fresh_pipeline = dir.path().join("fresh.toml");
+    let shared_blobs = format!("blobs_url = \"s3://{BUCKET}/on-ballista\"\n");
+    let text = std::fs::read_to_string(pipeline_file(dir.path(), "fresh")).unwrap();
+    std::fs::write(&fresh_pipeline, format!("{text}{shared_blobs}")).unwrap();
+    let fresh_data = dir.path().join("fresh-data");
+    let run = ["--json", "run", fresh_pipeline.to_str().unwrap()];
+    let output = paperclip(
+        &fresh_data,
+        &[&run[..], &["--archive", "embedded"]].concat(),
+        &env,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let counts = &report["counts"];
+    assert_eq!(
+        counts["downloads_fetched"],
+        serde_json::Value::Null,
+        "{counts}"
+    );
+    assert_eq!(counts["downloads_reused"], 9, "{counts}");
+    assert_eq!(counts["images_reused"], 9, "{counts}");
+    assert_eq!(published_samples(&fresh_data), on_cluster);
 
     let planned = scheduler.log();
     assert!(

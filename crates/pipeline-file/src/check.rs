@@ -233,42 +233,56 @@ impl PipelineConfig {
 }
 
 impl PipelineConfig {
-    /// Checks that `storage.url` names a bucket of a supported object store and carries no
-    /// credentials (the value is not echoed when it does).
+    /// Checks that `storage.url` and `storage.blobs_url` name a bucket of a supported
+    /// object store and carry no credentials (the value is not echoed when they do).
     fn check_storage(&self) -> Result<(), String> {
-        let Some(text) = &self.storage.url else {
-            return Ok(());
-        };
-        let url = url::Url::parse(text).map_err(|e| {
-            format!("storage.url = {text:?} is not a URL ({e}); use e.g. \"s3://bucket/prefix\"")
-        })?;
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err("storage.url carries credentials (the value is not shown); remove them and set them in the environment, e.g. AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into());
-        }
-        if !STORAGE_SCHEMES.contains(&url.scheme()) {
-            return Err(format!(
-                "storage.url = {text:?} is not an object store URL; use s3://, gs:// or az://, or leave [storage] out to keep versions in the data directory only"
-            ));
-        }
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err(format!(
-                "storage.url = {text:?} names no bucket; use e.g. \"s3://bucket/prefix\""
-            ));
-        }
-        check_storage_path(text, &url)?;
-        if url.scheme() == "s3" {
-            check_s3_bucket(text, url.host_str().unwrap_or_default())?;
+        let fields = [
+            ("storage.url", &self.storage.url),
+            ("storage.blobs_url", &self.storage.blobs_url),
+        ];
+        for (field, text) in fields {
+            if let Some(text) = text {
+                check_object_store_url(field, text)?;
+            }
         }
         Ok(())
     }
 }
 
-/// Checks that the prefix of `storage.url` is a plain key prefix: no query, no fragment and
-/// no empty, `.` or `..` segment, which URL parsing would drop or rewrite silently.
-fn check_storage_path(text: &str, url: &url::Url) -> Result<(), String> {
+/// Checks one object store URL setting, named `field` in messages.
+fn check_object_store_url(field: &str, text: &str) -> Result<(), String> {
+    let url = url::Url::parse(text).map_err(|e| {
+        format!("{field} = {text:?} is not a URL ({e}); use e.g. \"s3://bucket/prefix\"")
+    })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{field} carries credentials (the value is not shown); remove them and set them in the environment, e.g. AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        ));
+    }
+    if !STORAGE_SCHEMES.contains(&url.scheme()) {
+        return Err(format!(
+            "{field} = {text:?} is not an object store URL; use s3://, gs:// or az://, or leave it out to keep the files in the data directory only"
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!(
+            "{field} = {text:?} names no bucket; use e.g. \"s3://bucket/prefix\""
+        ));
+    }
+    check_storage_path(field, text, &url)?;
+    if url.scheme() == "s3" {
+        check_s3_bucket(field, text, url.host_str().unwrap_or_default())?;
+    }
+    Ok(())
+}
+
+/// Checks that the prefix of an object store URL is a plain key prefix: no query, no
+/// fragment and no empty, `.` or `..` segment, which URL parsing would drop or rewrite
+/// silently.
+fn check_storage_path(field: &str, text: &str, url: &url::Url) -> Result<(), String> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!(
-            "storage.url = {text:?} has a query or a fragment; give only the bucket and the prefix"
+            "{field} = {text:?} has a query or a fragment; give only the bucket and the prefix"
         ));
     }
     let after_scheme = text.split_once("://").map_or("", |(_, rest)| rest);
@@ -282,7 +296,7 @@ fn check_storage_path(text: &str, url: &url::Url) -> Result<(), String> {
             .any(|segment| segment.is_empty() || segment == "." || segment == "..");
     if bad {
         return Err(format!(
-            "storage.url = {text:?} has an empty, '.' or '..' segment in its prefix; write the prefix as plain names separated by single '/'"
+            "{field} = {text:?} has an empty, '.' or '..' segment in its prefix; write the prefix as plain names separated by single '/'"
         ));
     }
     Ok(())
@@ -290,7 +304,7 @@ fn check_storage_path(text: &str, url: &url::Url) -> Result<(), String> {
 
 /// Checks an S3 bucket name: 3 to 63 lower-case letters, digits, '.' and '-', starting and
 /// ending with a letter or digit.
-fn check_s3_bucket(text: &str, bucket: &str) -> Result<(), String> {
+fn check_s3_bucket(field: &str, text: &str, bucket: &str) -> Result<(), String> {
     let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     let valid = (3..=63).contains(&bucket.len())
         && bucket
@@ -302,7 +316,7 @@ fn check_s3_bucket(text: &str, bucket: &str) -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-        "storage.url = {text:?} names the bucket {bucket:?}, which is not a valid S3 bucket name; use 3 to 63 lower-case letters, digits, '.' or '-'"
+        "{field} = {text:?} names the bucket {bucket:?}, which is not a valid S3 bucket name; use 3 to 63 lower-case letters, digits, '.' or '-'"
     ))
 }
 

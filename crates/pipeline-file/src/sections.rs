@@ -280,7 +280,8 @@ impl Default for ScheduleSection {
     }
 }
 
-/// `[storage]`: an object store that receives every published version.
+/// `[storage]`: an object store that receives every published version, and the copy of
+/// the blob store.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSection {
@@ -289,6 +290,18 @@ pub struct StorageSection {
     /// come from the environment (`AWS_ACCESS_KEY_ID`, ...), never from this file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The URL of the copy of the blob store and the prepared cache (downloads, prepared
+    /// images and their records); default `url`. Blobs are keyed by content, so data
+    /// directories with prefixes of their own may share one `blobs_url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blobs_url: Option<String>,
+}
+
+impl StorageSection {
+    /// Returns the URL of the blob copy: `blobs_url`, or `url`; `None` keeps blobs local.
+    pub fn blobs_url(&self) -> Option<&str> {
+        self.blobs_url.as_deref().or(self.url.as_deref())
+    }
 }
 
 /// URL schemes `storage.url` accepts.

@@ -111,6 +111,14 @@ fn out_of_range_values_name_the_setting() {
             "has a query or a fragment",
         ),
         ("[storage]\nurl = \"s3://MyBucket/p\"", "names the bucket"),
+        (
+            "[storage]\nblobs_url = \"s3://mybucket//dbl\"",
+            "storage.blobs_url = \"s3://mybucket//dbl\" has an empty",
+        ),
+        (
+            "[storage]\nblobs_url = \"file:///tmp/blobs\"",
+            "storage.blobs_url = \"file:///tmp/blobs\" is not an object store URL",
+        ),
     ];
     for (section, expected) in cases {
         let text = MINIMAL.replace("[sql]", &format!("{section}\n\n[sql]"));

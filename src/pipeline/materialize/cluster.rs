@@ -1,6 +1,9 @@
 //! The image stage on a Ballista cluster: the executors download and prepare the images,
-//! each a partition of the requests, into the data directory's blob store and prepared
-//! cache, which every executor sees at the same path on a shared file system.
+//! each a partition of the requests. With `[storage]`, each executor works in a cache of
+//! its own and shares blobs and results through the blob store's copy on object storage
+//! ([`RemoteBlobs`]). The client then restores the prepared images it publishes.
+//! Without it, the executors work in the data directory's blob store and prepared cache,
+//! which they must see at the same path on a shared file system.
 //!
 //! The client stages the requests as Parquet files, one per partition, and runs
 //! `SELECT row, paperclip_prepare_image(data_uri, expected_size_bytes, job)` over them.
@@ -9,9 +12,10 @@
 //! first was lost, or in a rerun after a crash) finds its finished work cached. Each result comes back as a line of JSON that
 //! the client tallies exactly like a local result.
 //!
-//! Invariants: an executor works only in a blob store that holds the id the client read
-//! from it ([`BlobStore::open_shared`]), so an executor that does not see the client's
-//! data directory fails the task instead of filling a folder of its own. In each executor
+//! Invariants: without `[storage]`, an executor works only in a blob store that holds the
+//! id the client read from it ([`BlobStore::open_shared`]), so an executor that does not
+//! see the client's data directory fails the task instead of filling a folder of its own.
+//! The client publishes only images that are in its own store. In each executor
 //! process, downloads and preparations are bounded by the pipeline's
 //! `archive.download_concurrency` and `images.threads`, as in a local run.
 
@@ -38,6 +42,7 @@ use super::{PreparedRecord, Result};
 use crate::error::PipelineError;
 use crate::sql::engine::{Engine, InputTable, ModelSession};
 use crate::store::blobs::BlobStore;
+use crate::store::remote_blobs::RemoteBlobs;
 
 /// The name of the function the executors run.
 pub const FUNCTION_NAME: &str = "paperclip_prepare_image";
@@ -59,6 +64,9 @@ pub struct ImageJob {
     store_id: String,
     blobs_dir: PathBuf,
     prepared_dir: PathBuf,
+    /// `storage.url`: when set, executors exchange blobs through it instead of sharing
+    /// `blobs_dir` and `prepared_dir`.
+    storage_url: Option<String>,
     archive_url: String,
     request_timeout_secs: u64,
     max_retries: u32,
@@ -90,6 +98,10 @@ impl ImageJob {
             store_id: materializer.store.store_id()?,
             blobs_dir: absolute(materializer.store.root())?,
             prepared_dir: absolute(&materializer.prepared_dir)?,
+            storage_url: materializer
+                .remote
+                .as_ref()
+                .map(|remote| remote.url().to_string()),
             archive_url: client.base_url.to_string(),
             request_timeout_secs: client.request_timeout_secs,
             max_retries: client.max_retries,
@@ -133,13 +145,26 @@ impl ImageJob {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
         let concurrency = self.download_concurrency.max(1);
+        let (store, prepared_dir, remote) = match &self.storage_url {
+            Some(url) => {
+                let cache = executor_cache_dir();
+                let store = BlobStore::open(cache.join("blobs"))?;
+                let remote = Arc::new(RemoteBlobs::open(url)?);
+                (store, cache.join("prepared"), Some(remote))
+            }
+            None => {
+                let store = BlobStore::open_shared(&self.blobs_dir, &self.store_id)?;
+                (store, self.prepared_dir.clone(), None)
+            }
+        };
         Ok(Worker {
             materializer: Materializer {
                 client: Arc::new(client),
-                store: BlobStore::open_shared(&self.blobs_dir, &self.store_id)?,
-                prepared_dir: self.prepared_dir.clone(),
+                store,
+                prepared_dir,
                 options,
                 workers: Arc::new(Semaphore::new(threads.max(1))),
+                remote,
             },
             downloads: Arc::new(Semaphore::new(concurrency)),
             concurrency,
@@ -176,6 +201,7 @@ pub struct ClusterImages {
 pub async fn materialize_on_cluster(
     cluster: &ClusterImages,
     store: &BlobStore,
+    remote: Option<&RemoteBlobs>,
     requests: &[ImageRequest],
 ) -> Result<Vec<std::result::Result<Materialized, FetchFailure>>> {
     let parts = request_partitions(requests)?;
@@ -196,6 +222,9 @@ pub async fn materialize_on_cluster(
     session.close().await;
 
     let results = decode(&batches?, requests.len())?;
+    if let Some(remote) = remote {
+        restore_images(remote, store, &results).await?;
+    }
     check_images_visible(store, &results)?;
     tracing::info!(partitions, "images prepared on the cluster");
     Ok(results)
@@ -300,6 +329,32 @@ fn decode(
         )));
     }
     Ok(results)
+}
+
+/// Copies the prepared images the executors uploaded into this process's store.
+async fn restore_images(
+    remote: &RemoteBlobs,
+    store: &BlobStore,
+    results: &[std::result::Result<Materialized, FetchFailure>],
+) -> Result<()> {
+    for done in results.iter().flatten() {
+        if let PreparedOutcome::Ready { image_sha256, .. } = &done.record.outcome {
+            remote.restore_blob(store, image_sha256).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Returns the folder where an executor keeps its own copies of blobs and prepared
+/// results when it works through object storage: `$PAPERCLIP_CACHE/executor`, or
+/// `~/.cache/paperclip/executor`.
+fn executor_cache_dir() -> PathBuf {
+    let cache = std::env::var_os("PAPERCLIP_CACHE")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::home_dir().map(|home| home.join(".cache").join("paperclip")))
+        .unwrap_or_else(|| std::env::temp_dir().join("paperclip-cache"));
+    cache.join("executor")
 }
 
 /// Fails when a prepared image the executors reported is not in this process's store,
@@ -599,6 +654,7 @@ mod tests {
             store_id: "feedface".into(),
             blobs_dir: dir.path().join("blobs"),
             prepared_dir: dir.path().join("prepared"),
+            storage_url: None,
             archive_url: "http://127.0.0.1:9".into(),
             request_timeout_secs: 1,
             max_retries: 0,
