@@ -71,10 +71,13 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Datasets(DatasetsCommand::Diff { name, from, to }) => {
             datasets_diff(global, &name, &from, &to).await
         }
-        Command::Sql(args) => match &args.query {
-            Some(query) => sql(global, query).await,
-            None => super::sql_shell::run(global).await,
-        },
+        Command::Sql(args) => {
+            let storage = args.storage.as_deref();
+            match &args.query {
+                Some(query) => sql(global, storage, query).await,
+                None => super::sql_shell::run(global, storage).await,
+            }
+        }
         Command::Serve(args) => super::serve::serve(global, &args).await,
         Command::Cluster(command) => super::cluster::cluster(&command).await,
         Command::Runs(RunsCommand::List { dataset, limit }) => {
@@ -460,10 +463,25 @@ async fn datasets_show(global: &GlobalArgs, name: &str) -> Result<()> {
     })
 }
 
-async fn sql(global: &GlobalArgs, query: &str) -> Result<()> {
-    let ctx = paperclip::sql::new_session();
-    let datasets = paperclip::dataset::catalog::register_datasets(&ctx, &global.data_dir).await?;
+async fn sql(global: &GlobalArgs, storage: Option<&str>, query: &str) -> Result<()> {
+    let (ctx, datasets) = sql_session(global, storage).await?;
     run_query(global, &ctx, &datasets, query).await
+}
+
+/// Opens a session with the datasets of the data directory, or with those uploaded under
+/// `storage`; returns it with the dataset names.
+pub(super) async fn sql_session(
+    global: &GlobalArgs,
+    storage: Option<&str>,
+) -> Result<(datafusion::prelude::SessionContext, Vec<String>)> {
+    let ctx = paperclip::sql::new_session();
+    let datasets = match storage {
+        Some(url) => {
+            paperclip::dataset::remote_catalog::register_remote_datasets(&ctx, url).await?
+        }
+        None => paperclip::dataset::catalog::register_datasets(&ctx, &global.data_dir).await?,
+    };
+    Ok((ctx, datasets))
 }
 
 /// Runs one query on a session with the datasets registered and prints its rows.

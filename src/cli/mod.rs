@@ -658,6 +658,11 @@ pub struct SqlArgs {
     /// SQL query. Without one, statements are read from standard input: an interactive
     /// shell with history on a terminal, a script of `;`-separated statements otherwise.
     pub query: Option<String>,
+    /// Query the versions uploaded to this object store URL (a pipeline's `storage.url`,
+    /// e.g. s3://bucket/prefix) instead of the data directory. Credentials come from the
+    /// environment, as for runs.
+    #[arg(long, value_name = "URL")]
+    pub storage: Option<String>,
 }
 
 /// Parses arguments, runs the command and returns the process exit code.

@@ -18,9 +18,8 @@ use super::GlobalArgs;
 use super::commands::run_query;
 
 /// Reads statements from standard input; see the module docs.
-pub async fn run(global: &GlobalArgs) -> Result<()> {
-    let ctx = paperclip::sql::new_session();
-    let datasets = paperclip::dataset::catalog::register_datasets(&ctx, &global.data_dir).await?;
+pub async fn run(global: &GlobalArgs, storage: Option<&str>) -> Result<()> {
+    let (ctx, datasets) = super::commands::sql_session(global, storage).await?;
     if std::io::stdin().is_terminal() {
         shell(global, &ctx, &datasets).await
     } else {

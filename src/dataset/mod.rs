@@ -7,6 +7,7 @@ pub mod delta_log;
 pub mod diff;
 pub mod gc;
 pub mod mirror;
+pub mod remote_catalog;
 pub mod retention;
 pub mod shards;
 pub mod sql_hints;

@@ -147,6 +147,16 @@ impl DatasetLock {
     }
 }
 
+/// Returns the version records in the commits of a samples table, in log order.
+pub async fn version_records(table: &DeltaTable) -> deltalake::DeltaResult<Vec<VersionRecord>> {
+    let infos: Vec<_> = table.history(None).try_collect().await?;
+    Ok(infos
+        .into_iter()
+        .filter_map(|info| info.info.get(COMMIT_METADATA_KEY).cloned())
+        .filter_map(|value| serde_json::from_value(value).ok())
+        .collect())
+}
+
 /// Lists the versions of a dataset that can be read, oldest first; empty when none is
 /// published. Versions removed by gc, and versions whose Delta log entries are gone, are
 /// left out.
@@ -158,17 +168,9 @@ pub async fn list_versions(paths: &DatasetPaths) -> Result<Vec<VersionRecord>> {
     let table = deltalake::open_table(paths.table_url()?)
         .await
         .map_err(|e| paths.delta_error(e))?;
-    let infos: Vec<_> = table
-        .history(None)
-        .try_collect()
+    let mut records = version_records(&table)
         .await
         .map_err(|e| paths.delta_error(e))?;
-
-    let mut records: Vec<VersionRecord> = infos
-        .into_iter()
-        .filter_map(|info| info.info.get(COMMIT_METADATA_KEY).cloned())
-        .filter_map(|value| serde_json::from_value(value).ok())
-        .collect();
     let readable = listing.readable_versions();
     let expired = load_expired(paths)?;
     records.retain(|record| {

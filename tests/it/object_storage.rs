@@ -317,6 +317,42 @@ async fn run_uploads_versions_to_storage_url() {
             "the secret key reached the output"
         );
     }
+
+    // An analyst with no data directory queries the uploaded version by the same names.
+    let sql = |data_dir: &std::path::Path, storage: Option<String>, query: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_paperclip"));
+        command
+            .args(["--json", "--data-dir"])
+            .arg(data_dir)
+            .arg("sql");
+        if let Some(url) = storage {
+            command.args(["--storage", &url]);
+        }
+        let output = command
+            .arg(query)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_ENDPOINT", format!("http://127.0.0.1:{}", server.port))
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_REGION", "us-east-1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{query}: {stderr}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let empty = dir.path().join("no-data-here");
+    let storage = Some(format!("s3://{BUCKET}/paperclip"));
+    for query in [
+        r#"SELECT * FROM "hst-paperclip".latest.samples ORDER BY key"#,
+        r#"SELECT * FROM "hst-paperclip".v1.samples ORDER BY key"#,
+        r#"SELECT reason, count(*) AS n FROM "hst-paperclip".v1.skips GROUP BY reason ORDER BY reason"#,
+    ] {
+        let remote = sql(&empty, storage.clone(), query);
+        assert!(remote.len() > 20, "{query}: {remote}");
+        assert_eq!(remote, sql(&data_dir, None, query), "{query}");
+    }
+    assert!(!empty.join("datasets").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
