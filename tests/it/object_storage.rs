@@ -272,6 +272,17 @@ async fn upload_stopped_before_commit_shows_no_partial_version() {
     );
 }
 
+/// The environment that points a paperclip process at `server` with its credentials.
+fn s3_env(server: &S3Server) -> [(&'static str, String); 5] {
+    [
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_string()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_string()),
+        ("AWS_ENDPOINT", format!("http://127.0.0.1:{}", server.port)),
+        ("AWS_ALLOW_HTTP", "true".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_uploads_versions_to_storage_url() {
     let Some(server) = S3Server::start() else {
@@ -296,11 +307,7 @@ async fn run_uploads_versions_to_storage_url() {
         .arg("run")
         .arg(&pipeline_path)
         .args(["--archive", "embedded"])
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_ENDPOINT", format!("http://127.0.0.1:{}", server.port))
-        .env("AWS_ALLOW_HTTP", "true")
-        .env("AWS_REGION", "us-east-1")
+        .envs(s3_env(&server))
         .output()
         .unwrap();
 
@@ -328,15 +335,7 @@ async fn run_uploads_versions_to_storage_url() {
         if let Some(url) = storage {
             command.args(["--storage", &url]);
         }
-        let output = command
-            .arg(query)
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("AWS_ENDPOINT", format!("http://127.0.0.1:{}", server.port))
-            .env("AWS_ALLOW_HTTP", "true")
-            .env("AWS_REGION", "us-east-1")
-            .output()
-            .unwrap();
+        let output = command.arg(query).envs(s3_env(&server)).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "{query}: {stderr}");
         String::from_utf8(output.stdout).unwrap()
