@@ -360,6 +360,10 @@ pub struct ServePipelinesArgs {
         default_missing_value = "127.0.0.1:5433"
     )]
     pub sql_listen: Option<std::net::SocketAddr>,
+    /// Serve the versions uploaded to this object store URL (a pipeline's `storage.url`)
+    /// instead of the data directory's. Credentials come from the environment.
+    #[arg(long, value_name = "URL", requires = "sql_listen")]
+    pub sql_storage: Option<String>,
     /// Most SQL connections at once; 0 for no limit.
     #[arg(long, default_value_t = 64)]
     pub sql_max_connections: usize,

@@ -75,6 +75,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServePipelinesArgs) -> Result<()>
             memory: Some(sql_memory_limits(args)?),
             query_timeout: (args.sql_query_timeout_secs > 0)
                 .then(|| std::time::Duration::from_secs(args.sql_query_timeout_secs)),
+            storage_url: args.sql_storage.clone(),
         };
         let data_dir = global.data_dir.clone();
         let sql_stop = stop.child_token();

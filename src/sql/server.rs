@@ -78,6 +78,9 @@ pub struct SqlServerOptions {
     pub memory: Option<MemoryLimits>,
     /// Maximum time a query may take, rows included; no limit when `None`.
     pub query_timeout: Option<Duration>,
+    /// Serve the versions uploaded under this object store URL instead of the data
+    /// directory's catalog.
+    pub storage_url: Option<String>,
 }
 
 /// A PEM certificate chain and its PKCS#8 private key.
@@ -193,7 +196,8 @@ pub async fn serve_sql(
     let server_pool = options
         .memory
         .map(|limits| memory::ServerPool::new(limits.total_mib));
-    let ctx = Arc::new(session(data_dir, server_pool.clone()).await?);
+    let catalog = CatalogSource::new(data_dir, options.storage_url.as_deref());
+    let ctx = Arc::new(session(&catalog, server_pool.clone()).await?);
     if let Some(tls) = &options.tls {
         tls.check()?;
     }
@@ -260,7 +264,7 @@ pub async fn serve_sql(
     let listen = options.listen;
     let server = connection_runtime
         .spawn(async move { serve_with_handlers(handlers, &server_options).await });
-    let refresh = refresh_catalog(ctx.clone(), data_dir.to_path_buf(), stop.clone());
+    let refresh = refresh_catalog(ctx.clone(), catalog, stop.clone());
     let outcome = tokio::select! {
         served = server => match served {
             Ok(Ok(())) => Ok(()),
@@ -309,7 +313,7 @@ impl Drop for OwnedRuntime {
 /// A session with the project's functions, every dataset version, the run log and the
 /// `pg_catalog` tables clients probe.
 async fn session(
-    data_dir: &Path,
+    catalog: &CatalogSource,
     server_pool: Option<Arc<memory::ServerPool>>,
 ) -> Result<SessionContext> {
     let ctx = match server_pool {
@@ -321,14 +325,46 @@ async fn session(
         }
         None => super::new_session(),
     };
-    crate::dataset::catalog::register_datasets(&ctx, data_dir).await?;
+    catalog.register(&ctx).await?;
     setup_pg_catalog(&ctx, DATABASE, AuthManager::new())
         .map_err(|e| PipelineError::Invalid(format!("cannot set up pg_catalog: {e}")))?;
     Ok(ctx)
 }
 
+/// The source of the served versions.
+enum CatalogSource {
+    /// The data directory: every version, the run log and the training records.
+    DataDir(PathBuf),
+    /// The versions uploaded under an object store URL.
+    Storage(String),
+}
+
+impl CatalogSource {
+    fn new(data_dir: &Path, storage_url: Option<&str>) -> Self {
+        match storage_url {
+            Some(url) => Self::Storage(url.to_string()),
+            None => Self::DataDir(data_dir.to_path_buf()),
+        }
+    }
+
+    /// Registers the source's datasets in `ctx`, replacing those registered before.
+    async fn register(&self, ctx: &SessionContext) -> Result<()> {
+        match self {
+            Self::DataDir(dir) => crate::dataset::catalog::register_datasets(ctx, dir).await?,
+            Self::Storage(url) => {
+                crate::dataset::remote_catalog::register_remote_datasets(ctx, url).await?
+            }
+        };
+        Ok(())
+    }
+}
+
 /// Registers the datasets again every [`CATALOG_REFRESH_SECS`] until `stop`.
-async fn refresh_catalog(ctx: Arc<SessionContext>, data_dir: PathBuf, stop: CancellationToken) {
+async fn refresh_catalog(
+    ctx: Arc<SessionContext>,
+    catalog: CatalogSource,
+    stop: CancellationToken,
+) {
     let mut ticks = tokio::time::interval(Duration::from_secs(CATALOG_REFRESH_SECS));
     ticks.tick().await;
     loop {
@@ -336,7 +372,7 @@ async fn refresh_catalog(ctx: Arc<SessionContext>, data_dir: PathBuf, stop: Canc
             _ = ticks.tick() => {}
             () = stop.cancelled() => return,
         }
-        if let Err(error) = crate::dataset::catalog::register_datasets(&ctx, &data_dir).await {
+        if let Err(error) = catalog.register(&ctx).await {
             tracing::warn!(%error, "cannot read the catalog again; serving the previous one");
         }
     }

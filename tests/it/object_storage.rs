@@ -272,7 +272,7 @@ async fn upload_stopped_before_commit_shows_no_partial_version() {
     );
 }
 
-/// The environment that points a paperclip process at `server` with its credentials.
+/// Returns the environment that points a paperclip process at `server`, credentials included.
 fn s3_env(server: &S3Server) -> [(&'static str, String); 5] {
     [
         ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_string()),
@@ -352,6 +352,43 @@ async fn run_uploads_versions_to_storage_url() {
         assert_eq!(remote, sql(&data_dir, None, query), "{query}");
     }
     assert!(!empty.join("datasets").exists());
+
+    // The SQL server serves the same versions from the store.
+    if crate::sql_server::psql().is_none() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_paperclip"))
+        .arg("--data-dir")
+        .arg(&empty)
+        .args(["serve", "--sql-listen", &format!("127.0.0.1:{port}")])
+        .args(["--sql-storage", &format!("s3://{BUCKET}/paperclip")])
+        .envs(s3_env(&server))
+        .env_remove("PAPERCLIP_SQL_PASSWORD")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _server = crate::sql_server::Server(child);
+    assert!(line.contains("SQL server listening"), "{line}");
+    let count = r#"SELECT count(*) FROM "hst-paperclip".v1.samples"#;
+    let (ok, served, error) = crate::sql_server::run_psql(port, count);
+    assert!(ok, "{error}");
+    let local = sql(&data_dir, None, count);
+    assert!(
+        local.contains(&format!(":{}", served.trim())),
+        "{local} vs {served}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

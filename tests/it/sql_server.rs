@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 
 /// Returns the `psql` binary, or `None` (after printing why) when it is missing, unless
 /// `PAPERCLIP_REQUIRE_PSQL=1`, which turns absence into a failure.
-fn psql() -> Option<&'static str> {
+pub(crate) fn psql() -> Option<&'static str> {
     let found = Command::new("psql")
         .arg("--version")
         .output()
@@ -30,7 +30,7 @@ fn free_port() -> u16 {
 }
 
 /// A server process, killed when dropped so a failed assertion leaves nothing running.
-struct Server(Child);
+pub(crate) struct Server(pub(crate) Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -72,7 +72,7 @@ fn start_server_with(data_dir: &Path, port: u16, password: Option<&str>, extra: 
 /// Runs one statement through psql; returns (success, stdout, stderr). A refused
 /// connection is tried again for a few seconds: the server prints that it listens just
 /// before its socket is bound.
-fn run_psql(port: u16, sql: &str) -> (bool, String, String) {
+pub(crate) fn run_psql(port: u16, sql: &str) -> (bool, String, String) {
     run_psql_as(port, None, sql)
 }
 
