@@ -357,11 +357,7 @@ async fn run_uploads_versions_to_storage_url() {
     if crate::sql_server::psql().is_none() {
         return;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::sql_server::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_paperclip"))
         .arg("--data-dir")
         .arg(&empty)
