@@ -9,6 +9,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use paperclip::dataset::versions::{DatasetPaths, list_datasets, list_versions};
 use paperclip::pipeline::{RunOptions, RunReport};
 use paperclip::snapshots;
+use paperclip::sql::engine::Engine;
 use url::Url;
 
 use super::progress::Bars;
@@ -180,7 +181,11 @@ async fn run(
         saved_plan,
         engine,
     };
-    let result = paperclip::pipeline::run(&config, &options).await;
+    let result = if options.engine == Engine::Local {
+        paperclip::pipeline::run(&config, &options).await
+    } else {
+        run_on_cluster(&config, &options).await
+    };
     if let Some(server) = embedded {
         server.stop().await;
     }
@@ -216,6 +221,28 @@ async fn run(
         );
     }
     Ok(())
+}
+
+/// Runs a pipeline whose stages go to a cluster. On SIGINT or SIGTERM the run stops and
+/// deletes the inputs it staged, so the cluster's tasks that have not started fail
+/// instead of running on for a run that is gone.
+async fn run_on_cluster(
+    config: &paperclip::pipeline::PipelineConfig,
+    options: &RunOptions,
+) -> paperclip::error::Result<paperclip::pipeline::RunReport> {
+    let signals = super::serve::Signals::install();
+    tokio::select! {
+        result = paperclip::pipeline::run(config, options) => result,
+        () = signals.wait() => {
+            paperclip::sql::engine::remove_live_staging().await;
+            Err(paperclip::error::PipelineError::Invalid(format!(
+                "interrupted; the inputs staged for {} were deleted, so its tasks that had not \
+                 started fail, and those running finish their partition into the caches. Run \
+                 again to go on",
+                options.engine
+            )))
+        }
+    }
 }
 
 /// One line per stage: name, status and the reasons it ran or would run.

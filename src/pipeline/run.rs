@@ -108,6 +108,10 @@ pub async fn run(config: &PipelineConfig, options: &RunOptions) -> Result<RunRep
             check_plan_pipeline(config, &plan.basis)?;
         }
         check_models(config).await?;
+        if let Engine::Ballista { host, port } = &options.engine {
+            // Before the archive queries, which can take minutes against the real service.
+            crate::cluster::client::check_reachable(host, *port).await?;
+        }
         run_stages(config, options, &paths, &client, &mut report).await?;
         if !options.plan_only {
             upload_versions(config, &paths, &mut report).await?;

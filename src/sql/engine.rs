@@ -62,6 +62,13 @@ impl FromStr for Engine {
             .host_str()
             .filter(|host| !host.is_empty())
             .ok_or_else(|| invalid(text, "has no host"))?;
+        if host.starts_with('[') {
+            return Err(invalid(
+                text,
+                "is an IPv6 address, which Ballista executors cannot use yet; give an IPv4 \
+                 address or a host name",
+            ));
+        }
         if !url.username().is_empty() || url.password().is_some() {
             // The text is not repeated, because it contains what may be a password.
             let port = url
@@ -198,11 +205,18 @@ impl ModelSession {
         loop {
             let wait = std::time::Duration::from_secs(WAIT_NOTICE_SECS);
             match tokio::time::timeout(wait, &mut work).await {
-                Ok(result) => return result.map_err(|error| on_cluster(error, stage, &engine)),
+                Ok(result) => {
+                    let staged_locally = self
+                        .staging
+                        .as_ref()
+                        .is_some_and(|staging| staging.url.scheme() == "file");
+                    return result
+                        .map_err(|error| on_cluster(error, stage, &engine, staged_locally));
+                }
                 Err(_) => tracing::warn!(
                     %engine,
                     elapsed_secs = started.elapsed().as_secs(),
-                    "{stage} still running on the Ballista cluster; if it has no executors, \
+                    "{stage}: still running on the Ballista cluster; if it has no executors, \
                      start one with `paperclip cluster executor`"
                 ),
             }
@@ -230,15 +244,36 @@ impl ModelSession {
     }
 }
 
-/// Names the cluster in a failed query's error, with what to check.
-fn on_cluster(error: PipelineError, stage: &str, engine: &str) -> PipelineError {
-    match error {
-        PipelineError::Query(source) => PipelineError::Invalid(format!(
-            "{stage} failed on {engine}: {source}; check that its scheduler and executors \
-             are running and that each has the object store's credentials"
-        )),
-        other => other,
-    }
+/// Names the cluster in a failed query's error, with what to check when the error
+/// points at the address or at storage. `staged_locally` is true when the inputs were
+/// staged in the data directory rather than on an object store.
+fn on_cluster(
+    error: PipelineError,
+    stage: &str,
+    engine: &str,
+    staged_locally: bool,
+) -> PipelineError {
+    let PipelineError::Query(source) = error else {
+        return error;
+    };
+    let text = source.to_string();
+    let storage_problem = ["Object Store", "not found", "NotFound", "No such file"]
+        .iter()
+        .chain(&["Forbidden", "AccessDenied", "credentials"])
+        .any(|marker| text.contains(marker));
+    let hint = if text.contains("Unimplemented") {
+        "; that address answers, but not as a Ballista scheduler: give --engine the \
+         --listen address of `paperclip cluster scheduler`"
+    } else if storage_problem && staged_locally {
+        "; without [storage] the inputs are staged in the data directory, so every executor \
+         must see it at the same path (a shared file system); or set [storage] to stage them \
+         on an object store"
+    } else if storage_problem {
+        "; check that the scheduler and every executor have the object store's credentials"
+    } else {
+        ""
+    };
+    PipelineError::Invalid(format!("{stage} failed on {engine}: {text}{hint}"))
 }
 
 /// The staged copies of one run's input tables.
@@ -270,6 +305,11 @@ impl Staging {
             Ok(dir) if url.scheme() == "file" => Some(lock_folder(&dir)?),
             _ => None,
         };
+        live_staging().push(LiveStaging {
+            url: url.clone(),
+            store: store.clone(),
+            root: root.clone(),
+        });
         Ok(Self {
             url: url.clone(),
             store,
@@ -312,29 +352,57 @@ impl Staging {
     }
 
     async fn remove(self) {
-        let listed: std::result::Result<Vec<_>, _> =
-            self.store.list(Some(&self.root)).try_collect().await;
-        let objects = match listed {
-            Ok(objects) => objects,
-            Err(error) => {
-                tracing::warn!(staging = %self.url, %error, "cannot list staged inputs to delete them");
-                return;
-            }
-        };
-        for object in objects {
-            if let Err(error) = self.store.delete(&object.location).await {
-                tracing::warn!(staging = %self.url, %error, "cannot delete a staged input");
-            }
+        live_staging().retain(|live| live.url != self.url);
+        delete_staged(&self.url, self.store.as_ref(), &self.root).await;
+    }
+}
+
+/// A staging location in use by a session of this process.
+struct LiveStaging {
+    url: Url,
+    store: Arc<dyn ObjectStore>,
+    root: StorePath,
+}
+
+/// Returns the staging locations of this process's open sessions, locked.
+fn live_staging() -> std::sync::MutexGuard<'static, Vec<LiveStaging>> {
+    static LIVE: std::sync::Mutex<Vec<LiveStaging>> = std::sync::Mutex::new(Vec::new());
+    LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Deletes the staged inputs of every session still open in this process. An
+/// interrupted run calls it before it exits: the cluster's tasks that have not started
+/// then fail to read their inputs, so the job ends instead of running on unattended.
+pub async fn remove_live_staging() {
+    let live = std::mem::take(&mut *live_staging());
+    for staging in live {
+        delete_staged(&staging.url, staging.store.as_ref(), &staging.root).await;
+    }
+}
+
+/// Deletes every object under `root`; failures are logged, since no result depends on it.
+async fn delete_staged(url: &Url, store: &dyn ObjectStore, root: &StorePath) {
+    let listed: std::result::Result<Vec<_>, _> = store.list(Some(root)).try_collect().await;
+    let objects = match listed {
+        Ok(objects) => objects,
+        Err(error) => {
+            tracing::warn!(staging = %url, %error, "cannot list staged inputs to delete them");
+            return;
         }
-        if self.url.scheme() == "file"
-            && let Ok(dir) = self.url.to_file_path()
-        {
-            // The local store deletes files but leaves their folders; the staging folder
-            // itself goes too once no other run uses it.
-            let _ = std::fs::remove_dir_all(&dir);
-            if let Some(parent) = dir.parent() {
-                let _ = std::fs::remove_dir(parent);
-            }
+    };
+    for object in objects {
+        if let Err(error) = store.delete(&object.location).await {
+            tracing::warn!(staging = %url, %error, "cannot delete a staged input");
+        }
+    }
+    if url.scheme() == "file"
+        && let Ok(dir) = url.to_file_path()
+    {
+        // The local store deletes files but leaves their folders; the staging folder
+        // itself goes too once no other run uses it.
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Some(parent) = dir.parent() {
+            let _ = std::fs::remove_dir(parent);
         }
     }
 }
@@ -413,6 +481,7 @@ mod tests {
             ("ballista://host:1/path", "path, query or fragment"),
             ("ballista://host:1#part", "path, query or fragment"),
             ("ballista://host:0", "port 0"),
+            ("ballista://[::1]:50050", "IPv6"),
         ] {
             let error = text.parse::<Engine>().unwrap_err();
             assert!(error.contains(why), "{text}: {error}");

@@ -81,8 +81,11 @@ impl BlobStore {
     /// that race to write it agree on the one that landed first.
     pub fn store_id(&self) -> Result<String> {
         let path = self.root.join(STORE_ID_FILE);
-        if let Ok(id) = fs::read_to_string(&path) {
-            return Ok(id.trim().to_string());
+        let found = fs::read_to_string(&path).ok();
+        if let Some(id) = found.as_deref().map(str::trim)
+            && is_store_id(id)
+        {
+            return Ok(id.to_string());
         }
 
         let nanos = std::time::SystemTime::now()
@@ -90,6 +93,11 @@ impl BlobStore {
             .map_or(0, |elapsed| elapsed.as_nanos());
         let seed = format!("{nanos}:{}:{}", std::process::id(), self.root.display());
         let id = hex::encode(&Sha256::digest(seed.as_bytes())[..16]);
+        if found.is_some() {
+            tracing::warn!(path = %path.display(), "the blob store's id is damaged; writing a new one");
+            write_atomic(&path, id.as_bytes())?;
+            return Ok(id);
+        }
         let mut tmp = tempfile::NamedTempFile::new_in(self.tmp_dir())
             .map_err(|e| PipelineError::io(self.tmp_dir(), e))?;
         tmp.write_all(id.as_bytes())
@@ -272,6 +280,14 @@ pub fn hash_file(path: &Path) -> Result<(String, u64)> {
     Ok((hex::encode(hasher.finalize()), size_bytes))
 }
 
+/// Returns true for a store id: 32 lower-case hex digits.
+fn is_store_id(value: &str) -> bool {
+    value.len() == 32
+        && value
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 fn is_sha256_hex(value: &str) -> bool {
     value.len() == 64
         && value
@@ -334,6 +350,11 @@ mod tests {
         let id = store.store_id().unwrap();
         assert_eq!(id.len(), 32);
         assert_eq!(store.store_id().unwrap(), id, "the id is written once");
+        fs::write(dir.path().join(STORE_ID_FILE), b"").unwrap();
+        let replaced = store.store_id().unwrap();
+        assert!(is_store_id(&replaced), "{replaced:?}");
+        assert_ne!(replaced, id, "a damaged id is replaced");
+        let id = replaced;
 
         assert!(BlobStore::open_shared(dir.path(), &id).is_ok());
         let error = BlobStore::open_shared(dir.path(), "0123").unwrap_err();

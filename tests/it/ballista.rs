@@ -332,6 +332,21 @@ async fn killed_cluster_runs_publish_the_local_result() {
         String::from_utf8_lossy(&output.stderr)
     );
     let run_ms = started.elapsed().as_millis() as u64;
+    // Ctrl-C (SIGINT) stops the run with a message and deletes what it staged.
+    let child = run(&cluster_data, &cluster.engine).spawn().unwrap();
+    tokio::time::sleep(Duration::from_millis(run_ms / 2)).await;
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let staged = walk_files(&cluster_data.join("staging"));
+    assert!(staged.is_empty(), "an interrupted run left {staged:?}");
+
     let mut interrupted = 0;
     for kill in 1..=4 {
         let mut child = run(&cluster_data, &cluster.engine).spawn().unwrap();
