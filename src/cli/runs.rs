@@ -103,6 +103,9 @@ pub fn show(global: &GlobalArgs, run_id: &str) -> Result<()> {
         if let Some(secs) = run.elapsed_secs {
             text.push_str(&format!("  elapsed  {secs:.1} s\n"));
         }
+        if let Some(engine) = record.get("engine").and_then(|v| v.as_str()) {
+            text.push_str(&format!("  engine   {engine}\n"));
+        }
         if let Some(error) = &run.error {
             text.push_str(&format!("  error    {error}\n"));
         }

@@ -54,6 +54,9 @@ impl FromStr for Engine {
                  scheduler started with `paperclip cluster scheduler`"
             )
         };
+        if text.starts_with("ballista://:") || text == "ballista://" {
+            return Err(invalid(text, "has no host"));
+        }
         let url = Url::parse(text).map_err(|_| invalid(text, "is not an engine"))?;
         if url.scheme() != "ballista" {
             return Err(invalid(text, "is not an engine"));
@@ -482,6 +485,7 @@ mod tests {
             ("ballista://host:1#part", "path, query or fragment"),
             ("ballista://host:0", "port 0"),
             ("ballista://[::1]:50050", "IPv6"),
+            ("ballista://:50050", "has no host"),
         ] {
             let error = text.parse::<Engine>().unwrap_err();
             assert!(error.contains(why), "{text}: {error}");

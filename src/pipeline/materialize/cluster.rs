@@ -494,7 +494,8 @@ fn prepare_rows(args: &[ColumnarValue]) -> datafusion::error::Result<Arc<dyn Arr
         });
     }
 
-    let external = |error: PipelineError| DataFusionError::External(Box::new(error));
+    // Ballista sends a task's error to the client as text; the message reads best there.
+    let external = |error: PipelineError| DataFusionError::Execution(error.to_string());
     let worker = Worker::for_job(job).map_err(external)?;
     let results = block_on_images(worker.run(requests)).map_err(external)?;
     Ok(Arc::new(StringArray::from(results)))
