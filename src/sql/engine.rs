@@ -11,7 +11,7 @@
 //! they succeeded or not. A run that is killed leaves them under `staging/<run id>/`. No
 //! later run reads them, because run ids are unique. In a data directory, a later run
 //! deletes them ([`remove_abandoned`]): each staging folder there holds a lock while its
-//! run lives.
+//! run lives. On an object store, a later cluster run deletes those older than a week.
 
 use std::fmt;
 use std::str::FromStr;
@@ -167,6 +167,7 @@ impl ModelSession {
             Engine::Ballista { host, port } => {
                 let ctx = crate::cluster::client::connect(host, *port).await?;
                 let staging = Staging::open(&ctx, staging_url)?;
+                staging.remove_stale().await;
                 let session = Self {
                     ctx,
                     engine: engine.clone(),
@@ -286,7 +287,7 @@ struct Staging {
     root: StorePath,
     /// For a staging folder on this machine, the locked `.lock` file that marks it in
     /// use; [`remove_abandoned`] deletes folders whose lock no process holds.
-    _lock: Option<std::fs::File>,
+    lock: Option<std::fs::File>,
 }
 
 impl Staging {
@@ -302,8 +303,6 @@ impl Staging {
         let root = StorePath::from_url_path(url.path()).map_err(|error| {
             PipelineError::Invalid(format!("{url} is not a staging location: {error}"))
         })?;
-        // TODO: staged files that a killed run left on an object store are never deleted.
-        // Deleting them needs a mark of a live run that works without file locks.
         let lock = match url.to_file_path() {
             Ok(dir) if url.scheme() == "file" => Some(lock_folder(&dir)?),
             _ => None,
@@ -317,7 +316,7 @@ impl Staging {
             url: url.clone(),
             store,
             root,
-            _lock: lock,
+            lock,
         })
     }
 
@@ -352,6 +351,43 @@ impl Staging {
             "{}/{table}/",
             self.url.as_str().trim_end_matches('/')
         ))
+    }
+
+    /// Deletes the staged inputs of other runs on an object store that are older than
+    /// [`STALE_STAGING_SECS`]: a run that was killed left them. Folders in a data
+    /// directory are locked instead ([`remove_abandoned`]). Failures are logged.
+    async fn remove_stale(&self) {
+        if self.lock.is_some() {
+            return;
+        }
+        let parts: Vec<_> = self.root.parts().collect();
+        let Some((_, parent)) = parts.split_last() else {
+            return;
+        };
+        let parent: StorePath = parent.iter().cloned().collect();
+        let cutoff = chrono::Utc::now() - chrono::Duration::seconds(STALE_STAGING_SECS);
+        let listed: std::result::Result<Vec<_>, _> =
+            self.store.list(Some(&parent)).try_collect().await;
+        let objects = match listed {
+            Ok(objects) => objects,
+            Err(error) => {
+                tracing::warn!(staging = %self.url, %error, "cannot list old staged inputs");
+                return;
+            }
+        };
+        let stale = objects.into_iter().filter(|object| {
+            object.last_modified < cutoff && !object.location.prefix_matches(&self.root)
+        });
+        for object in stale {
+            match self.store.delete(&object.location).await {
+                Ok(()) => {
+                    tracing::info!(object = %object.location, "deleted a staged input of a killed run")
+                }
+                Err(error) => {
+                    tracing::warn!(object = %object.location, %error, "cannot delete an old staged input")
+                }
+            }
+        }
     }
 
     async fn remove(self) {
@@ -410,6 +446,10 @@ async fn delete_staged(url: &Url, store: &dyn ObjectStore, root: &StorePath) {
     }
 }
 
+/// Age after which staged inputs on an object store count as left by a killed run: a
+/// week, far beyond any stage's run time.
+const STALE_STAGING_SECS: i64 = 7 * 24 * 3600;
+
 /// The file whose lock marks a staging folder on this machine in use.
 const LOCK_FILE: &str = ".lock";
 
@@ -444,6 +484,47 @@ pub fn remove_abandoned(staging_dir: &std::path::Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn remove_stale_keeps_recent_and_own_inputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+        let staging = Staging {
+            url: Url::parse("s3://bucket/prefix/staging/this-run").unwrap(),
+            store: Arc::new(store),
+            root: StorePath::from("prefix/staging/this-run"),
+            lock: None,
+        };
+        let file = |run: &str, age_secs: u64| {
+            let path = dir
+                .path()
+                .join("prefix/staging")
+                .join(run)
+                .join("t/part-00000.parquet");
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, b"rows").unwrap();
+            let modified = std::time::SystemTime::now() - std::time::Duration::from_secs(age_secs);
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(modified)
+                .unwrap();
+            path
+        };
+        let eight_days_secs = 8 * 24 * 3600;
+        let killed = file("killed-run", eight_days_secs);
+        let running = file("running-run", 60);
+        let own = file("this-run", eight_days_secs);
+
+        staging.remove_stale().await;
+        assert!(
+            !killed.exists(),
+            "a week-old input of another run is deleted"
+        );
+        assert!(running.exists(), "a recent input of another run is kept");
+        assert!(own.exists(), "the run's own inputs are kept");
+    }
 
     #[test]
     fn staging_folders_are_removed_only_when_abandoned() {
