@@ -8,8 +8,8 @@
 //! The client stages the requests as Parquet files, one per partition, and runs
 //! `SELECT row, paperclip_prepare_image(data_uri, expected_size_bytes, job)` over them.
 //! The function runs the same [`Materializer`] as a local run, so the caches are keyed
-//! and written the same way: a partition that runs twice (on a second executor after the
-//! first was lost, or in a rerun after a crash) finds its finished work cached. Each result comes back as a line of JSON that
+//! and written the same way. A partition that runs twice finds its finished work cached,
+//! for example on a second executor after the first was lost, or in a rerun after a crash. Each result comes back as a line of JSON that
 //! the client tallies exactly like a local result.
 //!
 //! Invariants: without `[storage]`, an executor works only in a blob store that holds the
