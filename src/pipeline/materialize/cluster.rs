@@ -12,8 +12,8 @@
 //! for example on a second executor after the first was lost, or in a rerun after a crash. Each result comes back as a line of JSON that
 //! the client tallies exactly like a local result.
 //!
-//! Invariants: without `[storage]`, an executor works only in a blob store that holds the
-//! id the client read from it ([`BlobStore::open_shared`]), so an executor that does not
+//! Invariants: without `[storage]`, an executor works only in a blob store that contains
+//! the id the client read from it ([`BlobStore::open_shared`]), so an executor that does not
 //! see the client's data directory fails the task instead of filling a folder of its own.
 //! The client publishes only images that are in its own store. In each executor
 //! process, downloads and preparations are bounded by the pipeline's
