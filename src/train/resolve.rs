@@ -179,12 +179,7 @@ pub fn resolve_vocabulary_named(
         candidates.push(dir.join(VOCABULARY_FILE));
         candidates.push(dir.join("merges.txt"));
     }
-    // An empty PAPERCLIP_CACHE counts as unset, as in tools/fetch-clip-vocabulary.sh.
-    let cache = std::env::var_os("PAPERCLIP_CACHE")
-        .filter(|dir| !dir.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home_dir().join(".cache").join("paperclip"));
-    candidates.push(cache.join("clip").join(VOCABULARY_FILE));
+    candidates.push(crate::store::cache_dir().join("clip").join(VOCABULARY_FILE));
     candidates
         .iter()
         .find(|p| p.is_file())

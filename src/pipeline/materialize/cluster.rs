@@ -13,8 +13,9 @@
 //! the client tallies exactly like a local result.
 //!
 //! Invariants: without `[storage]`, an executor works only in a blob store that contains
-//! the id the client read from it ([`BlobStore::open_shared`]), so an executor that does not
-//! see the client's data directory fails the task instead of filling a folder of its own.
+//! the id the client read from it ([`BlobStore::open_shared`]). An executor that does not
+//! see the client's data directory therefore fails the task instead of filling a folder
+//! of its own.
 //! The client publishes only images that are in its own store. In each executor
 //! process, downloads and preparations are bounded by the pipeline's
 //! `archive.download_concurrency` and `images.threads`, as in a local run.
@@ -349,12 +350,7 @@ async fn restore_images(
 /// results when it works through object storage: `$PAPERCLIP_CACHE/executor`, or
 /// `~/.cache/paperclip/executor`.
 fn executor_cache_dir() -> PathBuf {
-    let cache = std::env::var_os("PAPERCLIP_CACHE")
-        .filter(|dir| !dir.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::home_dir().map(|home| home.join(".cache").join("paperclip")))
-        .unwrap_or_else(|| std::env::temp_dir().join("paperclip-cache"));
-    cache.join("executor")
+    crate::store::cache_dir().join("executor")
 }
 
 /// Fails when a prepared image the executors reported is not in this process's store,
